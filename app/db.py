@@ -1,0 +1,236 @@
+"""The only path from a request to the database.
+
+A DB call is a sync unit of work (a function of a fresh Session) that runs on a worker lane:
+one writer thread with one connection, so this process's writers never fight each other in
+SQLite's busy handler, and a pool of reader threads with one connection each (WAL lets readers
+run beside the writer). The event loop only waits on the result, until the call's deadline:
+
+    handler -> Database.write/read -> RetryPolicy (whole transactions, transient errors only)
+            -> WorkerLane.submit (503 at once when full) -> await_until(deadline) -> 504
+               worker thread: bound lock wait, BEGIN [IMMEDIATE], work(session), COMMIT
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from .errors import (
+    DeadlineExceeded,
+    IntegrityViolation,
+    LockTimeout,
+    QueueFull,
+    RetriesExhausted,
+    StorageError,
+    StorageUnavailable,
+    TransientStorageError,
+)
+from .metrics import Metrics
+from .models import Base
+from .resilience import CallHandle, Deadline, RetryPolicy, WorkerLane, await_until
+from .settings import Settings
+from .sqlite_backend import SqliteBackend
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SessionWork = Callable[[Session], T]
+ConnectionWork = Callable[[Any], T]
+
+_HANDLE_KEY = "call_handle"
+
+
+class Database:
+    """Engines, lanes and the retry policy of one app instance."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, retry: RetryPolicy) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.retry = retry
+        self.backend = SqliteBackend(settings)
+        readers = settings.db_read_workers
+        self.backend.check_version(connections=readers + 1)
+        self.writer_engine = self.backend.make_engine(role="writer", pool_size=1)
+        self.reader_engine = self.backend.make_engine(role="reader", pool_size=readers)
+        for engine in (self.writer_engine, self.reader_engine):
+            event.listen(engine, "before_cursor_execute", _stop_if_cancelled)
+        self.writer = WorkerLane("writer", 1, settings.db_queue_limit, self._lane_changed)
+        self.readers = WorkerLane("reader", readers, settings.db_queue_limit, self._lane_changed)
+        metrics.watch_wal(self.backend.wal_bytes)
+
+    @classmethod
+    def open(cls, settings: Settings, metrics: Metrics, retry: RetryPolicy) -> Database:
+        db = cls(settings, metrics, retry)
+        try:
+            Base.metadata.create_all(db.writer_engine)
+            db._warm_pools()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _warm_pools(self) -> None:
+        """Open every pooled connection now, so no request pays for (or waits on a lock in)
+        the connection's set-up pragmas."""
+        for engine, size in ((self.writer_engine, 1), (self.reader_engine, self.readers.workers)):
+            conns = [engine.connect() for _ in range(size)]
+            for conn in conns:
+                conn.close()
+
+    def close(self) -> None:
+        for lane in (getattr(self, "writer", None), getattr(self, "readers", None)):
+            if lane is not None:
+                lane.shutdown(wait=True)
+        for engine in (getattr(self, "writer_engine", None), getattr(self, "reader_engine", None)):
+            if engine is not None:
+                engine.dispose()
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def write(
+        self, operation: str, work: SessionWork[T], deadline: Deadline | None = None
+    ) -> T:
+        """Run `work` in a BEGIN IMMEDIATE transaction on the writer lane; commit if it returns."""
+        return await self._call(operation, self.writer, self.writer_engine, work, deadline)
+
+    async def read(
+        self, operation: str, work: SessionWork[T], deadline: Deadline | None = None
+    ) -> T:
+        """Run `work` in a read transaction (one snapshot) on a reader lane."""
+        return await self._call(operation, self.readers, self.reader_engine, work, deadline)
+
+    async def ping(self, deadline: Deadline) -> None:
+        await self.read("ping", _select_one, deadline)
+
+    async def checkpoint(self) -> None:
+        """Run the backend's checkpoint policy on the writer lane and record its lag."""
+        deadline = Deadline.after(self.settings.db_deadline_s)
+        result = await self._call(
+            "checkpoint", self.writer, self.writer_engine, self.backend.checkpoint, deadline,
+            in_transaction=False,
+        )
+        self.metrics.record_checkpoint(result.lag_frames)
+
+    async def _call(
+        self,
+        operation: str,
+        lane: WorkerLane,
+        engine: Engine,
+        work: Callable[[Any], T],
+        deadline: Deadline | None,
+        *,
+        in_transaction: bool = True,
+    ) -> T:
+        deadline = deadline or Deadline.after(self.settings.db_deadline_s)
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            try:
+                async for attempt in self.retry.retrying(
+                    deadline, lambda exc: self._count_retry(operation, exc)
+                ):
+                    with attempt:
+                        handle = CallHandle(deadline)
+                        future = lane.submit(
+                            partial(self._attempt, engine, handle, work, in_transaction)
+                        )
+                        try:
+                            result = await await_until(future, handle)
+                        except TransientStorageError as exc:
+                            self._count_transient(operation, exc)
+                            raise
+            except TransientStorageError as exc:
+                raise RetriesExhausted(
+                    "transient database errors outlasted the retry budget",
+                    error_name=exc.error_name,
+                ) from exc
+            outcome = "ok"
+            return result
+        except StorageError as exc:
+            outcome = _OUTCOMES.get(type(exc), "error")
+            if isinstance(exc, DeadlineExceeded):
+                self.metrics.db_timeouts.labels(operation).inc()
+            raise
+        finally:
+            self.metrics.db_calls.labels(operation, outcome).inc()
+            self.metrics.db_call_seconds.labels(operation, outcome).observe(
+                time.monotonic() - started
+            )
+
+    def _attempt(
+        self, engine: Engine, handle: CallHandle, work: Callable[[Any], T], in_transaction: bool
+    ) -> T:
+        """One attempt, on a worker thread: a fresh connection checkout and Session, never
+        shared with another thread, rolled back and discarded on any failure."""
+        handle.raise_if_cancelled()  # dropped at its deadline while still queued
+        with engine.connect() as conn:
+            dbapi_conn = conn.connection.dbapi_connection
+            conn.info[_HANDLE_KEY] = handle
+            handle.attach(lambda: self.backend.interrupt(dbapi_conn))
+            try:
+                self.backend.bound_lock_wait(dbapi_conn, handle.deadline)
+                if not in_transaction:
+                    return work(dbapi_conn)
+                with Session(bind=conn, autoflush=False, expire_on_commit=False) as session:
+                    with session.begin():
+                        result = work(session)
+                        session.flush()
+                        # Last chance to give up before COMMIT: past the deadline the client
+                        # has its 504, and a commit now would turn it into a silent success.
+                        handle.raise_if_cancelled()
+                    return result
+            except DBAPIError as exc:
+                self.backend.reset(dbapi_conn)
+                raise self.backend.classify(exc, cancelled=handle.cancelled) from exc
+            except BaseException:
+                self.backend.reset(dbapi_conn)
+                raise
+            finally:
+                handle.detach()
+                conn.info.pop(_HANDLE_KEY, None)
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def _count_retry(self, operation: str, exc: BaseException) -> None:
+        self.metrics.db_retries.labels(operation, _error_name(exc)).inc()
+
+    def _count_transient(self, operation: str, exc: TransientStorageError) -> None:
+        self.metrics.db_transient_errors.labels(operation, _error_name(exc)).inc()
+        if isinstance(exc, LockTimeout):
+            self.metrics.db_lock_timeouts.labels(operation).inc()
+
+    def _lane_changed(self, lane: WorkerLane) -> None:
+        self.metrics.db_queue_depth.labels(lane.name).set(lane.queued)
+        self.metrics.db_inflight.labels(lane.name).set(lane.running)
+
+
+_OUTCOMES: dict[type[StorageError], str] = {
+    DeadlineExceeded: "timeout",
+    RetriesExhausted: "busy",
+    QueueFull: "overloaded",
+    StorageUnavailable: "unavailable",
+    IntegrityViolation: "conflict",
+}
+
+
+def _error_name(exc: BaseException) -> str:
+    return getattr(exc, "error_name", None) or type(exc).__name__
+
+
+def _select_one(session: Session) -> object:
+    return session.execute(text("SELECT 1")).scalar()
+
+
+def _stop_if_cancelled(conn: Any, *_args: Any) -> None:
+    """Refuse to start another statement once the call's deadline has passed: an interrupt
+    only stops the statement running at that moment."""
+    handle = conn.info.get(_HANDLE_KEY)
+    if handle is not None:
+        handle.raise_if_cancelled()

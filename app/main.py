@@ -1,0 +1,82 @@
+"""Wiring only: `create_app(settings)` builds one independent service instance.
+
+Serve with `uvicorn app.main:create_app --factory` (settings from the environment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from . import __version__
+from .api import router
+from .db import Database
+from .errors import ServiceError
+from .http_errors import install_error_handlers
+from .metrics import Metrics
+from .passwords import PasswordHasher
+from .resilience import RetryPolicy
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def retry_policy(settings: Settings, rng: random.Random | None = None) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        backoff_initial_s=settings.retry_backoff_initial_s,
+        backoff_max_s=settings.retry_backoff_max_s,
+        rng=rng or random.Random(),
+    )
+
+
+def create_app(settings: Settings | None = None, *, retry: RetryPolicy | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("app").setLevel(settings.log_level)
+    metrics = Metrics()
+    db = Database.open(settings, metrics, retry or retry_policy(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        checkpoints = (
+            asyncio.create_task(_checkpoint_loop(db, settings.sqlite_checkpoint_interval_s))
+            if settings.sqlite_checkpoint_interval_s > 0 else None
+        )
+        try:
+            yield
+        finally:
+            if checkpoints is not None:
+                checkpoints.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checkpoints
+            db.close()
+
+    app = FastAPI(
+        title="Hardened users service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Users on embedded SQLite, with deadlines, retries and back-pressure.",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.db = db
+    app.state.hasher = PasswordHasher(settings)
+    install_error_handlers(app, settings.retry_after_s)
+    app.include_router(router)
+    return app
+
+
+async def _checkpoint_loop(db: Database, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await db.checkpoint()
+        except ServiceError as exc:
+            log.warning("checkpoint failed: %s", type(exc).__name__)

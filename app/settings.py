@@ -1,0 +1,79 @@
+"""The service's whole configuration: one class, read from the environment.
+
+Every field is documented in the README's configuration table; keep the two in step.
+Nothing here is instantiated at import time: `create_app()` builds a `Settings()` when it is
+not handed one, so each test (and each fault) can build an app with its own settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'users.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    service_name: str = "users-service"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    database_url: str = DEFAULT_DATABASE_URL
+
+    # SQLite only. "pysqlite3" bundles a current SQLite; "sqlite3" is the interpreter's own
+    # module, linked to the system library (3.40.1 here, affected by the WAL-reset bug).
+    sqlite_driver: Literal["pysqlite3", "sqlite3"] = "pysqlite3"
+    # OFF is not offered: it lets an OS crash corrupt the database.
+    sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    # Busy wait outside a request (schema creation, maintenance). Inside a request the busy
+    # timeout is set to the request's remaining budget before every BEGIN.
+    sqlite_busy_timeout_ms: PositiveInt = 5000
+    sqlite_journal_size_limit_bytes: PositiveInt = 64 * 1024 * 1024
+    # Seconds between the service's own WAL checkpoints (PASSIVE, or TRUNCATE once the WAL is
+    # past the journal size limit); 0 leaves checkpoints to SQLite's auto-checkpoint alone.
+    sqlite_checkpoint_interval_s: float = Field(default=10.0, ge=0)
+    # Run WAL with several connections on an SQLite affected by the WAL-reset bug anyway.
+    sqlite_allow_affected_version: bool = False
+
+    # Deadline of one DB call, queueing and retries included.
+    db_deadline_s: PositiveFloat = 5.0
+    # Worker threads (and pooled connections) for reads; writes have one of each.
+    db_read_workers: PositiveInt = 4
+    # Calls allowed to wait for a worker, per lane, before new ones get 503 at once.
+    db_queue_limit: int = Field(default=64, ge=0)
+
+    # Transient errors (SQLITE_BUSY family) are retried with full-jitter exponential backoff,
+    # bounded by attempts and by the call's remaining deadline.
+    retry_max_attempts: PositiveInt = 5
+    retry_backoff_initial_s: PositiveFloat = 0.01
+    retry_backoff_max_s: PositiveFloat = 0.25
+    # Seconds a client is told to wait (Retry-After) on a 503.
+    retry_after_s: PositiveInt = 1
+
+    # Deadline of the DB round trip behind GET /readyz and GET /.
+    readyz_deadline_s: PositiveFloat = 1.0
+
+    # argon2id cost. The defaults are OWASP's minimum (m=19 MiB, t=2, p=1); tests and
+    # benchmarks lower them.
+    password_hash_time_cost: PositiveInt = 2
+    password_hash_memory_kib: PositiveInt = 19456
+    password_hash_parallelism: PositiveInt = 1
+    # Password hashes computed at once (each one holds a CPU and memory_kib of memory).
+    password_hash_concurrency: PositiveInt = 4
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.retry_backoff_max_s < self.retry_backoff_initial_s:
+            raise ValueError("retry_backoff_max_s must be >= retry_backoff_initial_s")
+        if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
+            raise ValueError("argon2 needs password_hash_memory_kib >= 8 * parallelism")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,245 @@
+"""Everything SQLite-specific: driver, version gate, pragmas, BEGIN, interrupt, error codes.
+
+The rest of the service talks to this module through `SqliteBackend`'s methods only, so a
+PostgreSQL backend can stand beside it with the same shape.
+
+Facts this rests on (sqlite.org; SQLAlchemy's SQLite dialect docs; ../shared/notes):
+- pysqlite's own implicit BEGIN is turned off (`isolation_level = None`) and BEGIN is emitted in
+  SQLAlchemy's `begin` event ("Enabling Non-Legacy SQLite Transactional Modes"). Writes use
+  `BEGIN IMMEDIATE`: a deferred transaction that read first and then writes fails at once with
+  SQLITE_BUSY_SNAPSHOT when another writer committed meanwhile, without the busy handler ever
+  waiting (c3ref/busy_handler.html).
+- `interrupt()` stops a running statement but not a wait in the busy handler, so lock waits are
+  bounded by setting `busy_timeout` to the remaining budget before BEGIN.
+- Errors are classified by the primary result code (rescode.html), never by message text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import QueuePool
+
+from .errors import (
+    DeadlineExceeded,
+    IntegrityViolation,
+    LockTimeout,
+    StorageBug,
+    StorageError,
+    StorageUnavailable,
+    TransientStorageError,
+)
+from .resilience import Deadline
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Primary result codes (sqlite.org/rescode.html); extended codes keep them in the low byte.
+SQLITE_ERROR = 1
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+SQLITE_NOMEM = 7
+SQLITE_READONLY = 8
+SQLITE_INTERRUPT = 9
+SQLITE_IOERR = 10
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_CANTOPEN = 14
+SQLITE_PROTOCOL = 15
+SQLITE_SCHEMA = 17
+SQLITE_CONSTRAINT = 19
+SQLITE_NOTADB = 26
+
+_TRANSIENT = {SQLITE_LOCKED, SQLITE_SCHEMA}
+_UNAVAILABLE = {
+    SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL
+}
+
+# How long a busy wait may outlast its call's deadline (see bound_lock_wait).
+LOCK_WAIT_MARGIN_MS = 25
+
+# The WAL-reset bug: two connections, a checkpoint racing a commit, can corrupt the database.
+# Present from 3.7.0 (WAL's introduction) and fixed in 3.51.3.
+WAL_RESET_BUG_FIRST = (3, 7, 0)
+WAL_RESET_BUG_FIXED = (3, 51, 3)
+
+
+class UnsafeSqliteVersion(RuntimeError):
+    """Refusal to start WAL with several connections on an SQLite with the WAL-reset bug."""
+
+
+def has_wal_reset_bug(version: tuple[int, ...]) -> bool:
+    return WAL_RESET_BUG_FIRST <= tuple(version[:3]) < WAL_RESET_BUG_FIXED
+
+
+def load_driver(name: str) -> ModuleType:
+    """The DB-API module: "pysqlite3" (bundled current SQLite) or "sqlite3" (the system's)."""
+    return importlib.import_module("pysqlite3.dbapi2" if name == "pysqlite3" else "sqlite3")
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    mode: str
+    busy: bool
+    wal_frames: int
+    checkpointed_frames: int
+
+    @property
+    def lag_frames(self) -> int:
+        return max(0, self.wal_frames - self.checkpointed_frames)
+
+
+class SqliteBackend:
+    name = "sqlite"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.driver = load_driver(settings.sqlite_driver)
+        self.version: tuple[int, ...] = tuple(self.driver.sqlite_version_info)
+        database = make_url(settings.database_url).database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            raise ValueError(
+                "DATABASE_URL must name an SQLite file: WAL needs a file shared by the "
+                f"service's connections (got {settings.database_url!r})"
+            )
+        self.path = Path(database).resolve()
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def check_version(self, connections: int) -> None:
+        version = ".".join(map(str, self.version))
+        log.info("SQLite %s via %s at %s", version, self.settings.sqlite_driver, self.path)
+        if connections > 1 and has_wal_reset_bug(self.version):
+            message = (
+                f"SQLite {version} has the WAL-reset corruption bug (3.7.0 to 3.51.2, fixed in "
+                f"3.51.3) and this service runs WAL with {connections} connections"
+            )
+            if not self.settings.sqlite_allow_affected_version:
+                raise UnsafeSqliteVersion(
+                    f"{message}. Use SQLITE_DRIVER=pysqlite3 (bundles a fixed SQLite) or set "
+                    "SQLITE_ALLOW_AFFECTED_VERSION=true to run anyway."
+                )
+            log.warning("%s; running anyway (SQLITE_ALLOW_AFFECTED_VERSION=true)", message)
+
+    def make_engine(self, *, role: str, pool_size: int) -> Engine:
+        """An engine whose connections carry the service's pragmas; `role` is "writer"
+        (BEGIN IMMEDIATE) or "reader" (deferred BEGIN: a snapshot, never a write lock)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            f"sqlite:///{self.path}",
+            module=self.driver,
+            poolclass=QueuePool,
+            pool_size=pool_size,
+            max_overflow=0,
+            # Worker threads equal pooled connections, so a checkout never waits; a short
+            # timeout turns a bug in that accounting into an error instead of a hang.
+            pool_timeout=1.0,
+            # Parameters (names, password hashes) never appear in error messages or logs.
+            hide_parameters=True,
+            connect_args={"check_same_thread": False},
+        )
+        settings = self.settings
+        begin_sql = "BEGIN IMMEDIATE" if role == "writer" else "BEGIN"
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # the driver must not BEGIN on its own
+            dbapi_conn.execute(f"PRAGMA busy_timeout = {settings.sqlite_busy_timeout_ms}")
+            mode = dbapi_conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageUnavailable(f"could not enable WAL (journal_mode is {mode!r})")
+            dbapi_conn.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
+            dbapi_conn.execute("PRAGMA foreign_keys = ON")
+            limit = settings.sqlite_journal_size_limit_bytes
+            dbapi_conn.execute(f"PRAGMA journal_size_limit = {limit}")
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin_sql)
+
+        return engine
+
+    # -- per attempt ---------------------------------------------------------------------
+
+    def bound_lock_wait(self, dbapi_conn: Any, deadline: Deadline) -> None:
+        """Let the busy handler wait for a lock no longer than the call's remaining budget.
+
+        The wait ends a little after the deadline, not before it: the event loop answers 504
+        at the deadline, and a busy wait that gave up a few ms early would turn that into a
+        503 for an exhausted retry budget instead.
+        """
+        remaining_ms = int(deadline.remaining() * 1000)
+        if remaining_ms <= 0:
+            raise DeadlineExceeded("the DB call outlived its deadline")
+        dbapi_conn.execute(f"PRAGMA busy_timeout = {remaining_ms + LOCK_WAIT_MARGIN_MS}")
+
+    def interrupt(self, dbapi_conn: Any) -> None:
+        """Stop the statement running on `dbapi_conn`; safe from any thread."""
+        with contextlib.suppress(self.driver.ProgrammingError):  # closed: nothing runs
+            dbapi_conn.interrupt()
+
+    def reset(self, dbapi_conn: Any) -> None:
+        """Leave the connection with no open transaction after a failed attempt.
+
+        An interrupted or failed statement may already have rolled SQLite's transaction back
+        while SQLAlchemy still believes it open, or left one open that SQLAlchemy forgot.
+        """
+        try:
+            if dbapi_conn.in_transaction:
+                dbapi_conn.rollback()
+        except self.driver.Error:
+            log.warning("rollback after a failed DB call failed", exc_info=True)
+
+    def classify(self, exc: DBAPIError, *, cancelled: bool) -> StorageError:
+        """Map a driver error to the service's error tree by SQLite result code."""
+        orig = exc.orig
+        code = getattr(orig, "sqlite_errorcode", None)
+        name = getattr(orig, "sqlite_errorname", None) or type(orig).__name__
+        if code is None:
+            if isinstance(orig, self.driver.IntegrityError):
+                return IntegrityViolation("constraint violated", error_name=name)
+            return StorageBug(f"{type(orig).__name__} from the database", error_name=name)
+        primary = code & 0xFF
+        if primary == SQLITE_BUSY:
+            return LockTimeout("the database is locked by another connection", error_name=name)
+        if primary in _TRANSIENT:
+            return TransientStorageError("transient database error", error_name=name)
+        if primary == SQLITE_INTERRUPT:
+            if cancelled:
+                return DeadlineExceeded("the DB call outlived its deadline", error_name=name)
+            return StorageBug("statement interrupted", error_name=name)
+        if primary == SQLITE_CONSTRAINT:
+            return IntegrityViolation("constraint violated", error_name=name)
+        if primary in _UNAVAILABLE:
+            return StorageUnavailable("the database cannot be used now", error_name=name)
+        return StorageBug("database error", error_name=name)
+
+    # -- WAL upkeep ----------------------------------------------------------------------
+
+    @property
+    def wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
+
+    def wal_bytes(self) -> int:
+        try:
+            return os.stat(self.wal_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def checkpoint(self, dbapi_conn: Any) -> CheckpointResult:
+        """PASSIVE checkpoint normally (never waits for readers or writers); TRUNCATE once the
+        WAL is past the journal size limit, e.g. after a long reader pinned a snapshot."""
+        limit = self.settings.sqlite_journal_size_limit_bytes
+        mode = "TRUNCATE" if self.wal_bytes() > limit else "PASSIVE"
+        busy, log_frames, done = dbapi_conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return CheckpointResult(mode, bool(busy), log_frames, done)
