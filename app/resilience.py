@@ -163,6 +163,7 @@ class WorkerLane:
         self.capacity = workers + queue_limit
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"db-{name}")
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._pending = 0
         self._running = 0
         self._on_change = on_change
@@ -207,7 +208,14 @@ class WorkerLane:
     def _finished(self) -> None:
         with self._lock:
             self._pending -= 1
+            if self._pending == 0:
+                self._idle.notify_all()
         self._on_change(self)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no call is pending (abandoned ones included); False on timeout."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout_s)
 
     def shutdown(self, wait: bool = True) -> None:
         self._executor.shutdown(wait=wait, cancel_futures=True)

@@ -1,0 +1,151 @@
+"""Suite-wide options, markers by folder, and the fixtures every suite shares.
+
+Options (all also readable from the environment, for tox):
+  --sqlite-synchronous NORMAL|FULL   run the whole suite under that durability level
+  --fault-seed N                     seed of every random choice a test makes (printed)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from app.main import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent
+
+# Markers follow the folder a test lives in, so `pytest -m fault` needs no decorator anywhere.
+_FOLDER_MARKERS = {"unit": "unit", "fault": "fault", "durability": "durability"}
+
+hypothesis_settings.register_profile(
+    "ci", max_examples=25, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "nightly", max_examples=500, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hardened service")
+    group.addoption(
+        "--sqlite-synchronous", choices=["NORMAL", "FULL"],
+        default=os.environ.get("SQLITE_SYNCHRONOUS_UNDER_TEST", "NORMAL"),
+        help="PRAGMA synchronous for every service the tests start (default NORMAL)",
+    )
+    group.addoption(
+        "--fault-seed", type=int, default=int(os.environ.get("FAULT_SEED", "0")) or None,
+        help="seed for every random choice of the tests (default: a fresh one, printed)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fault-seed") is None:
+        config.option.fault_seed = random.SystemRandom().randrange(1, 2**31)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [
+        f"fault seed: {config.getoption('--fault-seed')} (rerun with --fault-seed=N)",
+        f"sqlite synchronous: {config.getoption('--sqlite-synchronous')}",
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT).parts
+        if len(parts) > 1 and parts[0] == "tests" and parts[1] in _FOLDER_MARKERS:
+            item.add_marker(getattr(pytest.mark, _FOLDER_MARKERS[parts[1]]))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (anyio_mode = auto in pyproject.toml) run on asyncio, as uvicorn does."""
+    return "asyncio"
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A Random seeded from --fault-seed and the test's id: reproducible per test."""
+    seed = request.config.getoption("--fault-seed")
+    return random.Random(seed ^ zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "users.db"
+
+
+@pytest.fixture
+def make_settings(db_path: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """Settings for a test service: its own database file, cheap password hashing, no
+    background checkpoints (tests call them), the suite's synchronous level."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": f"sqlite:///{db_path}",
+            "password_hash_time_cost": 1,
+            "password_hash_memory_kib": 8,
+            "sqlite_checkpoint_interval_s": 0,
+            "sqlite_synchronous": request.config.getoption("--sqlite-synchronous"),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., FastAPI]]:
+    """Build apps with setting overrides; every app built is closed after the test."""
+    apps: list[FastAPI] = []
+
+    def make(**overrides: Any) -> FastAPI:
+        retry = overrides.pop("retry", None)
+        app = create_app(make_settings(**overrides), retry=retry)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.state.db.close()
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[Callable[[FastAPI], httpx.AsyncClient]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(app: FastAPI) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://service.test",
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., FastAPI]) -> FastAPI:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: FastAPI, client_for: Callable[[FastAPI], httpx.AsyncClient]) -> httpx.AsyncClient:
+    return client_for(app)

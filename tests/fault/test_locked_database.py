@@ -1,0 +1,123 @@
+"""A second process holds SQLite's locks; the service must wait, or answer 504 at its deadline.
+
+Each test: steady state (a request succeeds), inject (LockHolder), assert, remove (the holder
+is a context manager: released even when an assertion fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from faults.locks import LockHolder
+
+# Margins for a loaded 2-core CI machine. SQLite's busy handler sleeps in steps of up to
+# 100 ms, so a waiting writer notices a released lock up to ~100 ms late.
+LATE_MARGIN_S = 0.35
+
+
+def user_count(db_path: Path) -> int:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT count(*) FROM users").fetchone()[0]
+
+
+async def timed(request: asyncio.Future[httpx.Response] | object) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await request  # type: ignore[misc]
+    return response, time.monotonic() - started
+
+
+def new_user(name: str) -> dict[str, str]:
+    return {"name": name, "password": "correct horse"}
+
+
+async def test_write_waits_out_a_lock_shorter_than_its_deadline(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path,
+) -> None:
+    app = make_app(db_deadline_s=3.0)
+    client = client_for(app)
+    assert (await client.post("/users/", json=new_user("steady"))).status_code == 201
+
+    hold_s = 0.5
+    with LockHolder(db_path, "immediate", hold_s=hold_s) as holder:
+        response, elapsed = await timed(client.post("/users/", json=new_user("patient")))
+        done = time.monotonic()
+        holder.wait_released()
+
+    assert response.status_code == 201, response.text
+    assert holder.acquired_at is not None
+    held_for = done - holder.acquired_at
+    # It waited for the lock (latency ≈ hold time), then went straight through.
+    assert held_for >= hold_s * 0.9
+    assert elapsed <= hold_s + LATE_MARGIN_S
+    assert user_count(db_path) == 2
+
+
+@pytest.mark.parametrize("mode", ["immediate", "exclusive"])
+async def test_write_held_past_its_deadline_gets_504_at_the_deadline(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path, mode: str,
+) -> None:
+    deadline_s = 0.3
+    # busy_timeout far beyond the deadline: the 504 must come from the deadline, not from it.
+    app = make_app(db_deadline_s=deadline_s, sqlite_busy_timeout_ms=30_000)
+    client = client_for(app)
+    assert (await client.post("/users/", json=new_user("steady"))).status_code == 201
+
+    with LockHolder(db_path, mode):
+        response, elapsed = await timed(client.post("/users/", json=new_user("blocked")))
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["code"] == "deadline_exceeded"
+        assert deadline_s * 0.9 <= elapsed <= deadline_s + LATE_MARGIN_S
+        # The abandoned worker stops waiting soon after the deadline, lock still held.
+        assert app.state.db.writer.wait_idle(timeout_s=0.5)
+
+    response = await client.post("/users/", json=new_user("after"))
+    assert response.status_code == 201, response.text
+    assert user_count(db_path) == 2  # nothing of the timed-out create was written
+
+
+@pytest.mark.parametrize("mode", ["immediate", "exclusive"])
+async def test_readers_keep_answering_while_a_writer_holds_the_lock(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path, mode: str,
+) -> None:
+    app = make_app(db_deadline_s=2.0)
+    client = client_for(app)
+    user_id = (await client.post("/users/", json=new_user("reader"))).json()["id"]
+
+    with LockHolder(db_path, mode):
+        for _ in range(5):
+            response, elapsed = await timed(client.get(f"/users/{user_id}"))
+            assert response.status_code == 200, response.text
+            assert elapsed < 0.25  # no lock wait: WAL readers do not need the write lock
+
+
+async def test_event_loop_answers_while_db_calls_wait_on_a_lock(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path,
+) -> None:
+    app = make_app(db_deadline_s=1.0)
+    client = client_for(app)
+
+    with LockHolder(db_path, "immediate"):
+        writes = [
+            asyncio.create_task(client.post("/users/", json=new_user(f"stuck-{i}")))
+            for i in range(8)
+        ]
+        # Wait (on the lane's own state, not a timer) until a write is blocked in SQLite.
+        while app.state.db.writer.running == 0:
+            await asyncio.sleep(0)
+        response, elapsed = await timed(client.get("/healthz"))
+        assert response.status_code == 200
+        assert elapsed < 0.2
+        statuses = [r.status_code for r in await asyncio.gather(*writes)]
+    assert set(statuses) <= {504, 503}, statuses
