@@ -1,0 +1,71 @@
+"""Make SQL statements slow the way a long scan is slow: interruptibly.
+
+Before each matching statement, on the same connection and in the same transaction, the fault
+runs a statement that loops inside SQLite for `seconds` (a recursive CTE that counts rows until
+a clock passes a limit). It is a real long-running statement: SQLite checks for
+`sqlite3_interrupt()` at every loop step, as it would in a big scan.
+
+Two simpler designs do not work, and would let a broken interrupt pass unnoticed:
+- a sleeping Python SQL function: an interrupt cannot stop a function mid-call;
+- a sleeping progress handler: SQLite checks the interrupt flag only at loop (jump)
+  opcodes, and a short statement such as a primary-key SELECT has none, so it is interrupted
+  only once it has finished anyway (measured: a 12-step SELECT slowed to 1.2 s, interrupted at
+  0.2 s, stopped at 1.2 s).
+
+    with SlowStatements(engine, seconds=1.0, match=r"^SELECT") as slow:
+        ...   # each SELECT on that engine now takes at least a second
+    slow.started, slow.interrupted   # spins begun / spins stopped by an interrupt
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+# Counts until fault_clock() passes the bound parameter. fault_clock is registered on the
+# connection by the fault; it is cheap, so SQLite steps through the loop many times a second.
+_SPIN_SQL = (
+    "WITH RECURSIVE fault_spin(n) AS ("
+    " SELECT 1 UNION ALL SELECT n + 1 FROM fault_spin WHERE fault_clock() < ?"
+    ") SELECT count(*) FROM fault_spin"
+)
+
+
+class SlowStatements:
+    def __init__(self, engine: Engine, seconds: float = 1.0, match: str | None = None) -> None:
+        self.engine = engine
+        self.seconds = seconds
+        self.pattern = re.compile(match, re.IGNORECASE) if match else None
+        self.started = 0  # spins begun
+        self.interrupted = 0  # spins that ended by an interrupt rather than the clock
+        self._lock = threading.Lock()
+
+    def _before(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if self.pattern is not None and not self.pattern.search(statement):
+            return
+        dbapi_conn = conn.connection.dbapi_connection
+        dbapi_conn.create_function("fault_clock", 0, time.monotonic)
+        with self._lock:
+            self.started += 1
+        try:
+            dbapi_conn.execute(_SPIN_SQL, (time.monotonic() + self.seconds,)).fetchall()
+        except Exception as exc:
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_INTERRUPT":
+                with self._lock:
+                    self.interrupted += 1
+            raise  # SQLAlchemy wraps it, as it would the statement's own error
+
+    def __enter__(self) -> SlowStatements:
+        event.listen(self.engine, "before_cursor_execute", self._before)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._before)
