@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 # SQLite's INTEGER is a signed 64-bit value; a larger id can never exist.
 MAX_USER_ID = 2**63 - 1
 
-# Printable text only: control characters in a name break logs and terminals.
-_NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+# Printable text only: C0 and C1 control characters in a name break logs and terminals
+# (\x9b alone starts a terminal escape sequence).
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 # Idempotency keys are opaque tokens: visible ASCII, as HTTP header values allow safely.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 IDEMPOTENCY_KEY_MAX = 255

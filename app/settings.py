@@ -8,10 +8,14 @@ not handed one, so each test (and each fault) can build an app with its own sett
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A finite duration in seconds: pydantic's PositiveFloat would accept "inf", which no deadline
+# arithmetic survives.
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'users.db'}"
@@ -36,12 +40,12 @@ class Settings(BaseSettings):
     sqlite_journal_size_limit_bytes: PositiveInt = 64 * 1024 * 1024
     # Seconds between the service's own WAL checkpoints (PASSIVE, or TRUNCATE once the WAL is
     # past the journal size limit); 0 leaves checkpoints to SQLite's auto-checkpoint alone.
-    sqlite_checkpoint_interval_s: float = Field(default=10.0, ge=0)
+    sqlite_checkpoint_interval_s: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     # Run WAL with several connections on an SQLite affected by the WAL-reset bug anyway.
     sqlite_allow_affected_version: bool = False
 
     # Deadline of one DB call, queueing and retries included.
-    db_deadline_s: PositiveFloat = 5.0
+    db_deadline_s: Seconds = 5.0
     # Worker threads (and pooled connections) for reads; writes have one of each.
     db_read_workers: PositiveInt = 4
     # Calls allowed to wait for a worker, per lane, before new ones get 503 at once.
@@ -50,13 +54,13 @@ class Settings(BaseSettings):
     # Transient errors (SQLITE_BUSY family) are retried with full-jitter exponential backoff,
     # bounded by attempts and by the call's remaining deadline.
     retry_max_attempts: PositiveInt = 5
-    retry_backoff_initial_s: PositiveFloat = 0.01
-    retry_backoff_max_s: PositiveFloat = 0.25
+    retry_backoff_initial_s: Seconds = 0.01
+    retry_backoff_max_s: Seconds = 0.25
     # Seconds a client is told to wait (Retry-After) on a 503.
     retry_after_s: PositiveInt = 1
 
     # Deadline of the DB round trip behind GET /readyz and GET /.
-    readyz_deadline_s: PositiveFloat = 1.0
+    readyz_deadline_s: Seconds = 1.0
 
     # argon2id cost. The defaults are OWASP's minimum (m=19 MiB, t=2, p=1); tests and
     # benchmarks lower them.

@@ -106,7 +106,13 @@ class SqliteBackend:
         self.settings = settings
         self.driver = load_driver(settings.sqlite_driver)
         self.version: tuple[int, ...] = tuple(self.driver.sqlite_version_info)
-        database = make_url(settings.database_url).database
+        url = make_url(settings.database_url)
+        if url.get_backend_name() != "sqlite":
+            raise ValueError(
+                f"DATABASE_URL must be an sqlite:/// URL; {url.get_backend_name()!r} is not "
+                "supported by this backend"
+            )
+        database = url.database
         if not database or database == ":memory:" or database.startswith("file:"):
             raise ValueError(
                 "DATABASE_URL must name an SQLite file: WAL needs a file shared by the "

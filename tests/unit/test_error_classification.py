@@ -215,3 +215,8 @@ def test_bundled_driver_is_not_affected(backend: SqliteBackend) -> None:
 def test_database_url_without_a_file_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="must name an SQLite file"):
         SqliteBackend(Settings(database_url=url))
+
+
+def test_non_sqlite_database_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="sqlite"):
+        SqliteBackend(Settings(database_url="postgresql://u:p@db.example/users"))

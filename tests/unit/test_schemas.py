@@ -81,3 +81,9 @@ def test_repr_and_str_never_show_the_password() -> None:
 
 def test_user_out_has_no_secret_fields() -> None:
     assert set(UserOut.model_fields) == {"id", "name", "created_at"}
+
+
+@pytest.mark.parametrize("name", ["a\x85b", "csi\x9b31mred"])
+def test_c1_control_characters_in_names_are_rejected(name: str) -> None:
+    with pytest.raises(ValidationError):
+        UserCreate(name=name, password="p" * 8)

@@ -150,3 +150,12 @@ def test_argon2_memory_of_exactly_eight_per_lane_is_allowed() -> None:
 def test_unknown_driver_is_rejected() -> None:
     with pytest.raises(ValidationError, match="sqlite_driver"):
         Settings(sqlite_driver="postgres")
+
+
+@pytest.mark.parametrize(
+    "field", ["db_deadline_s", "readyz_deadline_s", "retry_backoff_max_s",
+              "sqlite_checkpoint_interval_s"],
+)
+def test_infinite_durations_are_rejected(field: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**{field: float("inf")})
