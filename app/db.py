@@ -131,11 +131,15 @@ class Database:
         deadline = deadline or Deadline.after(self.settings.db_deadline_s)
         started = time.monotonic()
         outcome = "error"
+        retries = 0
+
+        def count_retry(_exc: BaseException) -> None:
+            nonlocal retries
+            retries += 1
+
         try:
             try:
-                async for attempt in self.retry.retrying(
-                    deadline, lambda exc: self._count_retry(operation, exc)
-                ):
+                async for attempt in self.retry.retrying(deadline, count_retry):
                     with attempt:
                         handle = CallHandle(deadline)
                         future = lane.submit(
@@ -159,6 +163,8 @@ class Database:
                 self.metrics.db_timeouts.labels(operation).inc()
             raise
         finally:
+            if retries:
+                self.metrics.db_retries.labels(operation, outcome).inc(retries)
             self.metrics.db_calls.labels(operation, outcome).inc()
             self.metrics.db_call_seconds.labels(operation, outcome).observe(
                 time.monotonic() - started
@@ -197,9 +203,6 @@ class Database:
                 conn.info.pop(_HANDLE_KEY, None)
 
     # -- metrics -----------------------------------------------------------------------
-
-    def _count_retry(self, operation: str, exc: BaseException) -> None:
-        self.metrics.db_retries.labels(operation, _error_name(exc)).inc()
 
     def _count_transient(self, operation: str, exc: TransientStorageError) -> None:
         self.metrics.db_transient_errors.labels(operation, _error_name(exc)).inc()

@@ -84,12 +84,10 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         assert isinstance(exc, ServiceError)
         error = http_error_for(exc)
         if error.status >= 500:
-            cause = exc.__cause__
-            log.warning(
-                "%s %s -> %d %s (%s: %s)", request.method, request.url.path, error.status,
-                error.code, type(exc).__name__, getattr(exc, "error_name", None)
-                or (type(cause).__name__ if cause else ""),
-            )
+            # Class and result code only: the driver's message may quote SQL.
+            detail = getattr(exc, "error_name", None) or type(exc.__cause__).__name__
+            log.warning("%s %s -> %d %s (%s, %s)", request.method, request.url.path,
+                        error.status, error.code, type(exc).__name__, detail)
         # Internal errors get a fixed message: theirs may name tables or SQL.
         message = _PUBLIC_MESSAGES.get(error.status, str(exc))
         headers = {"Retry-After": str(retry_after_s)} if error.retry_after else None

@@ -31,8 +31,8 @@ class Metrics:
             "db_calls", "DB calls by operation and outcome", ["operation", "outcome"], registry=r
         )
         self.db_retries = Counter(
-            "db_retries", "Transactions retried after a transient error",
-            ["operation", "error"], registry=r,
+            "db_retries", "Transactions retried after a transient error, by the call's outcome",
+            ["operation", "outcome"], registry=r,
         )
         self.db_transient_errors = Counter(
             "db_transient_errors", "Transient DB errors seen (retried or not)",

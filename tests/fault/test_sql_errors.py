@@ -1,0 +1,149 @@
+"""Injected driver errors: what is retried, how often, what never is, and what is left behind."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from faults.observe import MetricsSnapshot
+from faults.sql_errors import InjectSqlError
+
+MAX_ATTEMPTS = 4
+INSERT_USER = r"^INSERT INTO users"
+
+
+@pytest.fixture
+def app(make_app: Callable[..., FastAPI]) -> FastAPI:
+    # Tiny backoff: retries are counted, not timed, here.
+    return make_app(retry_max_attempts=MAX_ATTEMPTS, retry_backoff_initial_s=0.001,
+                    retry_backoff_max_s=0.002)
+
+
+def user_rows(db_path: Path) -> list[tuple[str]]:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT name FROM users ORDER BY id").fetchall()
+
+
+async def metrics(client: httpx.AsyncClient) -> MetricsSnapshot:
+    return MetricsSnapshot((await client.get("/metrics")).text)
+
+
+async def create(client: httpx.AsyncClient, name: str, key: str | None = None) -> httpx.Response:
+    headers = {"Idempotency-Key": key} if key else {}
+    return await client.post("/users/", json={"name": name, "password": "long enough"},
+                             headers=headers)
+
+
+@pytest.mark.parametrize("failures", [1, MAX_ATTEMPTS - 1])
+@pytest.mark.parametrize("kind", ["busy", "busy_snapshot", "locked"])
+async def test_transient_errors_below_the_budget_are_retried_exactly_that_often(
+    app: FastAPI, client: httpx.AsyncClient, db_path: Path, failures: int, kind: str
+) -> None:
+    assert (await create(client, "steady")).status_code == 201
+    with InjectSqlError(app.state.db.writer_engine, kind, match=INSERT_USER,
+                        times=failures) as fault:
+        response = await create(client, "retried")
+    assert response.status_code == 201, response.text
+    assert fault.injected == failures
+    m = await metrics(client)
+    assert m.value("db_retries_total", operation="create_user") == failures
+    assert m.value("db_transient_errors_total", operation="create_user") == failures
+    assert user_rows(db_path) == [("steady",), ("retried",)]
+
+
+async def test_transient_errors_past_the_budget_are_503_and_write_nothing(
+    app: FastAPI, client: httpx.AsyncClient, db_path: Path
+) -> None:
+    with InjectSqlError(app.state.db.writer_engine, "busy", match=INSERT_USER) as fault:
+        response = await create(client, "doomed")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "storage_busy"
+    assert response.headers["Retry-After"] == "1"
+    assert fault.injected == MAX_ATTEMPTS
+    m = await metrics(client)
+    assert m.value("db_retries_total", operation="create_user", outcome="busy") == MAX_ATTEMPTS - 1
+    assert m.value("db_lock_timeouts_total", operation="create_user") == MAX_ATTEMPTS
+    assert user_rows(db_path) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [
+        ("unique", 409, "name_taken"),
+        ("no_such_table", 500, "internal_error"),
+        ("programming", 500, "internal_error"),
+        ("disk_full", 503, "storage_unavailable"),
+        ("io_error", 503, "storage_unavailable"),
+    ],
+)
+async def test_non_transient_errors_are_never_retried(
+    app: FastAPI, client: httpx.AsyncClient, db_path: Path, kind: str, status: int, code: str
+) -> None:
+    with InjectSqlError(app.state.db.writer_engine, kind, match=INSERT_USER) as fault:
+        response = await create(client, "once-only")
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert fault.seen == 1  # the statement was tried once: no retry
+    assert (await metrics(client)).value("db_retries_total") == 0
+    assert user_rows(db_path) == []
+    # The writer connection is clean afterwards.
+    assert (await create(client, "next")).status_code == 201
+
+
+async def test_reads_are_retried_too(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    user_id = (await create(client, "readable")).json()["id"]
+    with InjectSqlError(app.state.db.reader_engine, "busy", match=r"^SELECT", times=2):
+        response = await client.get(f"/users/{user_id}")
+    assert response.status_code == 200, response.text
+    assert (await metrics(client)).value("db_retries_total", operation="get_user") == 2
+
+
+async def test_transient_error_at_commit_is_rolled_back_and_retried_to_one_row(
+    app: FastAPI, client: httpx.AsyncClient, db_path: Path
+) -> None:
+    with InjectSqlError(app.state.db.writer_engine, "busy", at="commit", times=1) as fault:
+        response = await create(client, "committed-once", key="commit-key")
+    assert response.status_code == 201, response.text
+    assert fault.injected == 1
+    assert user_rows(db_path) == [("committed-once",)]
+
+
+async def test_failed_commit_then_client_retry_with_the_key_gives_one_row(
+    app: FastAPI, client: httpx.AsyncClient, db_path: Path
+) -> None:
+    with InjectSqlError(app.state.db.writer_engine, "io_error", at="commit", times=1):
+        failed = await create(client, "ledger", key="key-after-failure")
+    assert failed.status_code == 503, failed.text
+    assert user_rows(db_path) == []  # the INSERT ran, the COMMIT failed: rolled back
+
+    retried = await create(client, "ledger", key="key-after-failure")
+    again = await create(client, "ledger", key="key-after-failure")
+    assert retried.status_code == again.status_code == 201
+    assert retried.json()["id"] == again.json()["id"]
+    assert user_rows(db_path) == [("ledger",)]
+
+
+async def test_random_transient_faults_keep_rows_and_metrics_consistent(
+    app: FastAPI, client: httpx.AsyncClient, db_path: Path, rng: random.Random
+) -> None:
+    fault_rng = random.Random(rng.random())
+    with InjectSqlError(app.state.db.writer_engine, "busy", match=INSERT_USER,
+                        probability=0.4, rng=fault_rng) as fault:
+        statuses = [(await create(client, f"user-{i}")).status_code for i in range(40)]
+    assert set(statuses) <= {201, 503}, statuses
+    created = statuses.count(201)
+    exhausted = statuses.count(503)
+    assert len(user_rows(db_path)) == created
+    # Every injected error was either retried or ended a call that exhausted its budget.
+    m = await metrics(client)
+    assert m.value("db_retries_total", operation="create_user") == fault.injected - exhausted
+    assert m.value("db_calls_total", operation="create_user", outcome="ok") == created
+    assert m.value("db_calls_total", operation="create_user", outcome="busy") == exhausted
