@@ -31,7 +31,9 @@ class LockHolder:
     """Hold an SQLite lock on `db_path` from a child process.
 
     `hold_s` None holds until `release()` or exit; a number makes the child let go by itself
-    after that many seconds (the fault's duration, timed in the child).
+    after that many seconds (the fault's duration, timed in the child). With `commit=True`
+    ("immediate"/"exclusive" modes) the holder writes a row into its own table and commits it
+    on release, as a real concurrent writer would; otherwise it rolls back.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class LockHolder:
         hold_s: float | None = None,
         driver: str = "pysqlite3",
         acquire_timeout_s: float = 10.0,
+        commit: bool = False,
     ) -> None:
         if mode not in LOCK_MODES:
             raise ValueError(f"mode must be one of {LOCK_MODES}, got {mode!r}")
@@ -49,6 +52,7 @@ class LockHolder:
         self.hold_s = hold_s
         self.driver = driver
         self.acquire_timeout_s = acquire_timeout_s
+        self.commit = commit
         self.acquired_at: float | None = None  # time.monotonic() in this process
         self.released_at: float | None = None
         self._proc: subprocess.Popen[str] | None = None
@@ -68,6 +72,8 @@ class LockHolder:
                 "--driver", self.driver, "--busy-timeout-s", str(self.acquire_timeout_s)]
         if self.hold_s is not None:
             args += ["--seconds", str(self.hold_s)]
+        if self.commit:
+            args.append("--commit")
         self._proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parent.parent,
@@ -127,7 +133,9 @@ class LockHolder:
                     pipe.close()
 
 
-def _hold(db_path: str, mode: str, seconds: float | None, driver: str, busy_s: float) -> None:
+def _hold(
+    db_path: str, mode: str, seconds: float | None, driver: str, busy_s: float, commit: bool
+) -> None:
     import importlib
     import select
 
@@ -141,6 +149,9 @@ def _hold(db_path: str, mode: str, seconds: float | None, driver: str, busy_s: f
         conn.execute("COMMIT")
     else:
         conn.execute("BEGIN EXCLUSIVE" if mode == "exclusive" else "BEGIN IMMEDIATE")
+        if commit:
+            conn.execute("CREATE TABLE IF NOT EXISTS fault_lock_probe (x)")
+            conn.execute("INSERT INTO fault_lock_probe VALUES (1)")
     print("locked", flush=True)
     # Wait for "release" on stdin, or for the fault's duration to end.
     started = time.monotonic()
@@ -151,7 +162,7 @@ def _hold(db_path: str, mode: str, seconds: float | None, driver: str, busy_s: f
     if mode == "locking-mode-exclusive":
         conn.close()  # closing the connection is what drops an EXCLUSIVE-mode lock
     else:
-        conn.execute("ROLLBACK")
+        conn.execute("COMMIT" if commit else "ROLLBACK")
         conn.close()
     print("released", flush=True)
 
@@ -164,8 +175,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="let go after this long (default: on a line on stdin)")
     parser.add_argument("--driver", choices=("pysqlite3", "sqlite3"), default="pysqlite3")
     parser.add_argument("--busy-timeout-s", type=float, default=10.0)
+    parser.add_argument("--commit", action="store_true",
+                        help="write a row and commit it on release (default: roll back)")
     args = parser.parse_args(argv)
-    _hold(args.db_path, args.mode, args.seconds, args.driver, args.busy_timeout_s)
+    _hold(args.db_path, args.mode, args.seconds, args.driver, args.busy_timeout_s, args.commit)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from faults.locks import LockHolder
+from faults.observe import MetricsSnapshot
 
 # Margins for a loaded 2-core CI machine. SQLite's busy handler sleeps in steps of up to
 # 100 ms, so a waiting writer notices a released lock up to ~100 ms late.
@@ -121,3 +124,33 @@ async def test_event_loop_answers_while_db_calls_wait_on_a_lock(
         assert elapsed < 0.2
         statuses = [r.status_code for r in await asyncio.gather(*writes)]
     assert set(statuses) <= {504, 503}, statuses
+
+
+async def test_write_transactions_take_the_lock_first_so_a_concurrent_commit_costs_no_retry(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path,
+) -> None:
+    """A create reads (its Idempotency-Key) before it writes. Begun deferred, its snapshot
+    would go stale when another process commits meanwhile, and SQLite would refuse the
+    upgrade with SQLITE_BUSY_SNAPSHOT without waiting. BEGIN IMMEDIATE waits for the lock
+    before reading, so the other commit costs a wait, never an error or a retry."""
+    app = make_app(db_deadline_s=3.0)
+    client = client_for(app)
+    assert (await client.post("/users/", json=new_user("steady"))).status_code == 201
+
+    statement_ran = threading.Event()
+    event.listen(app.state.db.writer_engine, "after_cursor_execute",
+                 lambda *args: statement_ran.set())
+    with LockHolder(db_path, "immediate", commit=True):
+        statement_ran.clear()
+        request = asyncio.create_task(
+            client.post("/users/", json=new_user("keyed"), headers={"Idempotency-Key": "k"})
+        )
+        # Let a deferred transaction run its first statement (it would, at once); an
+        # IMMEDIATE one is stuck in BEGIN and never gets there before the release.
+        await asyncio.to_thread(statement_ran.wait, 0.3)
+    response = await request
+    assert response.status_code == 201, response.text
+    metrics = MetricsSnapshot((await client.get("/metrics")).text)
+    assert metrics.value("db_retries_total") == 0
+    assert metrics.value("db_transient_errors_total") == 0
