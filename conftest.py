@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent
 _FOLDER_MARKERS = {"unit": "unit", "fault": "fault", "durability": "durability"}
 
 hypothesis_settings.register_profile(
-    "ci", max_examples=25, deadline=None, print_blob=True,
+    "ci", max_examples=25, stateful_step_count=20, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 hypothesis_settings.register_profile(
-    "nightly", max_examples=500, deadline=None, print_blob=True,
+    "nightly", max_examples=500, stateful_step_count=50, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -7,7 +7,6 @@ is a context manager: released even when an assertion fails).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from faults.inspect_db import query
 from faults.locks import LockHolder
 from faults.observe import MetricsSnapshot
 
@@ -27,8 +27,7 @@ LATE_MARGIN_S = 0.35
 
 
 def user_count(db_path: Path) -> int:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    return query(db_path, "SELECT count(*) FROM users")[0][0]
 
 
 async def timed(request: asyncio.Future[httpx.Response] | object) -> tuple[httpx.Response, float]:

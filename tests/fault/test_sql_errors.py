@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from faults.inspect_db import query
 from faults.observe import MetricsSnapshot
 from faults.sql_errors import InjectSqlError
 
@@ -26,8 +26,7 @@ def app(make_app: Callable[..., FastAPI]) -> FastAPI:
 
 
 def user_rows(db_path: Path) -> list[tuple[str]]:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute("SELECT name FROM users ORDER BY id").fetchall()
+    return query(db_path, "SELECT name FROM users ORDER BY id")
 
 
 async def metrics(client: httpx.AsyncClient) -> MetricsSnapshot:

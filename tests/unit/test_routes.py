@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from app import users
+from faults.inspect_db import query
 from faults.observe import MetricsSnapshot
 from faults.sql_errors import InjectSqlError
 
@@ -20,8 +20,7 @@ PASSWORD = "correct horse battery"
 
 
 def rows(db_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(sql).fetchall()
+    return query(db_path, sql)
 
 
 async def create(client: httpx.AsyncClient, name: str, password: str = PASSWORD,

@@ -1,0 +1,26 @@
+"""Read a service's SQLite database from the test process, without breaking its locks.
+
+Open the file only through the same SQLite library the service uses (pysqlite3's bundled
+SQLite). POSIX advisory locks belong to the process, and closing any descriptor of a file
+drops every lock the process holds on it. One SQLite library tracks its own descriptors and
+defers such closes, but a second copy in the same process (the stdlib's `sqlite3` beside
+pysqlite3) does not know about the first one's locks: closing its connection silently releases
+the service's locks (sqlite.org/howtocorrupt.html, section 2.2). Seen here: after a stdlib
+connection opened and closed the file, rows the service had committed were missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pysqlite3.dbapi2 as dbapi
+
+
+def query(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one read-only statement in its own short-lived connection."""
+    conn = dbapi.connect(str(db_path), isolation_level=None)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
