@@ -176,7 +176,12 @@ class Database:
         """One attempt, on a worker thread: a fresh connection checkout and Session, never
         shared with another thread, rolled back and discarded on any failure."""
         handle.raise_if_cancelled()  # dropped at its deadline while still queued
-        with engine.connect() as conn:
+        try:
+            with self.backend.connecting_within(handle.deadline):
+                conn = engine.connect()
+        except DBAPIError as exc:  # a new connection's set-up failed (locked, cannot open)
+            raise self.backend.classify(exc, cancelled=handle.cancelled) from exc
+        with conn:
             dbapi_conn = conn.connection.dbapi_connection
             conn.info[_HANDLE_KEY] = handle
             handle.attach(lambda: self.backend.interrupt(dbapi_conn))

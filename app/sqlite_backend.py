@@ -20,6 +20,8 @@ import contextlib
 import importlib
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -104,6 +106,9 @@ class SqliteBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The deadline of the call whose worker is opening a connection, if any: a new
+        # connection's set-up pragmas may wait on a lock too (see connecting_within).
+        self._connecting = threading.local()
         self.driver = load_driver(settings.sqlite_driver)
         self.version: tuple[int, ...] = tuple(self.driver.sqlite_version_info)
         url = make_url(settings.database_url)
@@ -160,7 +165,12 @@ class SqliteBackend:
         @event.listens_for(engine, "connect")
         def _configure(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # the driver must not BEGIN on its own
-            dbapi_conn.execute(f"PRAGMA busy_timeout = {settings.sqlite_busy_timeout_ms}")
+            deadline: Deadline | None = getattr(self._connecting, "deadline", None)
+            if deadline is None:
+                busy_ms = settings.sqlite_busy_timeout_ms
+            else:
+                busy_ms = int(deadline.remaining() * 1000) + LOCK_WAIT_MARGIN_MS
+            dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             mode = dbapi_conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StorageUnavailable(f"could not enable WAL (journal_mode is {mode!r})")
@@ -176,6 +186,17 @@ class SqliteBackend:
         return engine
 
     # -- per attempt ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def connecting_within(self, deadline: Deadline) -> Iterator[None]:
+        """Bound the lock waits of a connection opened in this block (its `journal_mode=WAL`
+        needs a shared lock, which another process in locking_mode=EXCLUSIVE withholds) by
+        `deadline` instead of the static busy timeout."""
+        self._connecting.deadline = deadline
+        try:
+            yield
+        finally:
+            self._connecting.deadline = None
 
     def bound_lock_wait(self, dbapi_conn: Any, deadline: Deadline) -> None:
         """Let the busy handler wait for a lock no longer than the call's remaining budget.

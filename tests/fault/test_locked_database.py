@@ -159,3 +159,35 @@ async def test_write_transactions_take_the_lock_first_so_a_concurrent_commit_cos
     metrics = MetricsSnapshot((await client.get("/metrics")).text)
     assert metrics.value("db_retries_total") == 0
     assert metrics.value("db_transient_errors_total") == 0
+
+
+async def test_exclusive_locking_mode_makes_reads_time_out_cleanly(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path,
+) -> None:
+    """Another process in locking_mode=EXCLUSIVE shuts out WAL readers too. It can only take
+    that lock while no connection has the file open (every WAL connection holds a SHARED lock
+    on it), so the service's pools are emptied first, as after a restart or a reconnect: the
+    service's new connections then wait in their set-up pragmas, bounded by the deadline."""
+    deadline_s = 0.3
+    app = make_app(db_deadline_s=deadline_s, readyz_deadline_s=deadline_s,
+                   sqlite_busy_timeout_ms=30_000)
+    client = client_for(app)
+    db = app.state.db
+    user_id = (await client.post("/users/", json=new_user("shut-out"))).json()["id"]
+    db.reader_engine.dispose()
+    db.writer_engine.dispose()
+
+    with LockHolder(db_path, "locking-mode-exclusive"):
+        response, elapsed = await timed(client.get(f"/users/{user_id}"))
+        assert response.status_code in (503, 504), response.text
+        assert response.json()["error"]["code"] in ("deadline_exceeded", "storage_busy")
+        assert elapsed <= deadline_s + LATE_MARGIN_S
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert "Retry-After" in ready.headers
+        # The workers gave up with their callers, not after the 30 s busy timeout.
+        assert db.readers.wait_idle(timeout_s=0.5)
+
+    response = await client.get(f"/users/{user_id}")
+    assert response.status_code == 200, response.text
