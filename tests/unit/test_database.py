@@ -1,0 +1,105 @@
+"""The Database itself: pragmas on every connection, checkpoints, start-up and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.main import create_app
+from app.settings import Settings
+from app.sqlite_backend import UnsafeSqliteVersion
+from faults.observe import MetricsSnapshot
+
+
+def pragmas(engine: Any) -> dict[str, object]:
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        return {
+            name: dbapi.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "synchronous", "foreign_keys", "journal_size_limit")
+        }
+
+
+@pytest.mark.parametrize(("level", "number"), [("NORMAL", 1), ("FULL", 2), ("EXTRA", 3)])
+def test_every_connection_gets_the_pragmas(
+    make_app: Callable[..., FastAPI], level: str, number: int
+) -> None:
+    app = make_app(sqlite_synchronous=level, sqlite_journal_size_limit_bytes=123456)
+    for engine in (app.state.db.writer_engine, app.state.db.reader_engine):
+        assert pragmas(engine) == {
+            "journal_mode": "wal", "synchronous": number, "foreign_keys": 1,
+            "journal_size_limit": 123456,
+        }
+
+
+async def test_checkpoint_truncates_a_wal_past_the_limit_and_reports_lag(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    app = make_app(sqlite_journal_size_limit_bytes=4096)
+    client = client_for(app)
+    for i in range(20):
+        assert (await client.post("/users/", json={"name": f"u{i}",
+                                                    "password": "long enough"})).status_code == 201
+    backend = app.state.db.backend
+    assert backend.wal_bytes() > 4096
+    before = MetricsSnapshot((await client.get("/metrics")).text)
+    assert before.value("sqlite_wal_bytes") == backend.wal_bytes()
+    assert before.value("sqlite_checkpoint_age_seconds") == -1  # never checkpointed yet
+
+    await app.state.db.checkpoint()
+
+    assert backend.wal_bytes() == 0  # TRUNCATE: the WAL was past journal_size_limit
+    after = MetricsSnapshot((await client.get("/metrics")).text)
+    assert after.value("sqlite_checkpoint_lag_frames") == 0
+    assert after.value("sqlite_checkpoint_age_seconds") >= 0
+    assert (await client.get("/users/20")).status_code == 200
+
+
+async def test_lifespan_runs_checkpoints_and_closes_the_database(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(sqlite_checkpoint_interval_s=0.01))
+    checkpointed = asyncio.Event()
+    original = app.state.metrics.record_checkpoint
+
+    def record(lag_frames: int) -> None:
+        original(lag_frames)
+        checkpointed.set()
+
+    app.state.metrics.record_checkpoint = record
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(checkpointed.wait(), timeout=5)
+    # Closed: the lanes take no more work.
+    with pytest.raises(RuntimeError):
+        app.state.db.writer.submit(lambda: None)
+
+
+@pytest.fixture
+def affected_stdlib_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stdlib driver, reporting the system SQLite of this machine kind (3.40.1)."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 40, 1))
+
+
+@pytest.mark.usefixtures("affected_stdlib_sqlite")
+def test_an_affected_sqlite_is_refused_at_start_up(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(UnsafeSqliteVersion, match="WAL-reset"):
+        create_app(make_settings(sqlite_driver="sqlite3"))
+
+
+@pytest.mark.usefixtures("affected_stdlib_sqlite")
+def test_an_affected_sqlite_runs_when_explicitly_allowed(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_settings(sqlite_driver="sqlite3", sqlite_allow_affected_version=True))
+    try:
+        assert "running anyway" in caplog.text
+    finally:
+        app.state.db.close()
