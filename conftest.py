@@ -3,6 +3,9 @@
 Options (all also readable from the environment, for tox):
   --sqlite-synchronous NORMAL|FULL   run the whole suite under that durability level
   --fault-seed N                     seed of every random choice a test makes (printed)
+  --durability-mode quick|nightly    how long the durability suite runs (default quick)
+  --durability-budget-s S            nightly: seconds the random-kill scenario may run
+  --durability-summary DIR           where the durability summary goes
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from hypothesis import settings as hypothesis_settings
 
 from app.main import create_app
 from app.settings import Settings
+from faults.summary import DurabilitySummary
 
 ROOT = Path(__file__).resolve().parent
 
@@ -52,6 +56,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+    group.addoption(
+        "--durability-mode", choices=["quick", "nightly"],
+        default=os.environ.get("DURABILITY_MODE", "quick"),
+        help="quick (CI, minutes) or nightly (a time budget, many cycles)",
+    )
+    group.addoption(
+        "--durability-budget-s", type=float,
+        default=float(os.environ.get("DURABILITY_BUDGET_S", "600")),
+        help="nightly mode: seconds the random-kill scenario runs per synchronous level",
+    )
+    group.addoption(
+        "--durability-summary", type=Path,
+        default=Path(os.environ.get("DURABILITY_SUMMARY", ROOT / "build" / "durability")),
+        help="folder for summary.json and summary.md",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--fault-seed") is None:
         config.option.fault_seed = random.SystemRandom().randrange(1, 2**31)
@@ -61,7 +82,32 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"fault seed: {config.getoption('--fault-seed')} (rerun with --fault-seed=N)",
         f"sqlite synchronous: {config.getoption('--sqlite-synchronous')}",
+        f"durability mode: {config.getoption('--durability-mode')}",
     ]
+
+
+@pytest.fixture(scope="session")
+def durability_summary(request: pytest.FixtureRequest) -> Iterator[DurabilitySummary]:
+    """Figures per durability scenario, written as JSON and Markdown when the session ends."""
+    config = request.config
+    summary = DurabilitySummary(config.getoption("--fault-seed"),
+                                config.getoption("--durability-mode"))
+    yield summary
+    if summary.scenarios:
+        json_path, md_path = summary.write(config.getoption("--durability-summary"))
+        config.stash[_SUMMARY_KEY] = (summary.markdown(), json_path, md_path)
+
+
+_SUMMARY_KEY = pytest.StashKey[tuple[str, Path, Path]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    written = config.stash.get(_SUMMARY_KEY, None)
+    if written is not None:
+        markdown, json_path, md_path = written
+        terminalreporter.write_sep("-", "durability summary")
+        terminalreporter.write_line(markdown)
+        terminalreporter.write_line(f"written to {json_path} and {md_path}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ connection opened and closed the file, rows the service had committed were missi
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +25,18 @@ def query(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[t
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def names_in_main_file_alone(db_path: Path, scratch: Path) -> set[str] | None:
+    """The user names the main database file holds without its WAL, i.e. what was already
+    checkpointed. None when that file alone is not readable (a checkpoint was cut short:
+    only the WAL makes it consistent)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    copy = scratch / "main-only.db"
+    for stale in scratch.glob("main-only.db*"):
+        stale.unlink()
+    shutil.copyfile(db_path, copy)
+    try:
+        return {name for (name,) in query(copy, "SELECT name FROM users")}
+    except dbapi.Error:  # not readable alone
+        return None

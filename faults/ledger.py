@@ -1,0 +1,193 @@
+"""A Jepsen-style write ledger: what clients were told, checked against what survived.
+
+Concurrent clients create users, each with a unique name and its own Idempotency-Key, and
+record every outcome:
+
+- acknowledged: `201` (the service promised the user exists);
+- failed: a definite refusal that cannot have committed (`503 storage_busy` after lock
+  errors, `503 overloaded`: never started, `4xx`);
+- indeterminate: anything else (`504`, `500`, `503 storage_unavailable`, a timeout, a reset
+  connection): the commit may or may not have happened.
+
+After a crash and restart `check` verifies: every acknowledged user is present and identical;
+no name or key is duplicated; no failed create left a row; every indeterminate create, retried
+with its key, resolves to exactly one row; `PRAGMA integrity_check` is `ok`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .inspect_db import query
+
+DEFINITE_FAILURE_CODES = {"storage_busy", "overloaded", "validation_error", "name_taken",
+                          "idempotency_key_reused"}
+
+
+@dataclass
+class Create:
+    key: str
+    name: str
+    password: str
+    outcome: str = "pending"  # acknowledged | failed | indeterminate
+    status: int | None = None
+    detail: str = ""
+    user: dict[str, Any] | None = None
+
+
+@dataclass
+class LedgerReport:
+    acknowledged: int = 0
+    failed: int = 0
+    indeterminate: int = 0
+    recovered: int = 0  # indeterminate, and found committed on retry (replayed)
+    resolved: int = 0  # indeterminate, not committed, created by the retry
+    lost: int = 0  # acknowledged but missing or changed
+    duplicated: int = 0  # names or keys present more than once
+    phantoms: int = 0  # rows of creates that definitely failed
+    unresolved: int = 0  # indeterminate creates whose retry did not end in one row
+    integrity_failures: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.phantoms or self.unresolved
+                    or self.integrity_failures)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "problems": self.problems[:20]}
+
+
+class WriteLedger:
+    def __init__(self, rng: random.Random, prefix: str = "u") -> None:
+        self.rng = rng
+        self.prefix = prefix
+        self.creates: list[Create] = []
+        self._checked = 0  # creates[:_checked] were read back over HTTP by an earlier check
+
+    def new_create(self) -> Create:
+        n = len(self.creates)
+        create = Create(
+            key=f"{self.prefix}-{n}-{self.rng.getrandbits(48):012x}",
+            name=f"{self.prefix}-{n}",
+            password=f"pw-{self.rng.getrandbits(32):08x}",
+        )
+        self.creates.append(create)
+        return create
+
+    def counts(self) -> Counter[str]:
+        return Counter(c.outcome for c in self.creates)
+
+    async def send(self, client: httpx.AsyncClient, create: Create) -> None:
+        try:
+            response = await client.post(
+                "/users/", json={"name": create.name, "password": create.password},
+                headers={"Idempotency-Key": create.key},
+            )
+        except httpx.HTTPError as exc:  # timeout, reset, refused: it may have committed
+            create.outcome, create.detail = "indeterminate", type(exc).__name__
+            return
+        create.status = response.status_code
+        if response.status_code == 201:
+            create.outcome, create.user = "acknowledged", response.json()
+            replayed = response.headers.get("Idempotent-Replayed") == "true"
+            create.detail = "replayed" if replayed else ""
+            return
+        code = _error_code(response)
+        create.detail = code
+        create.outcome = "failed" if code in DEFINITE_FAILURE_CODES else "indeterminate"
+
+    async def drive(self, base_url: str, clients: int, stop: asyncio.Event,
+                    request_timeout_s: float = 10.0) -> None:
+        """`clients` concurrent writers, one create at a time each, until `stop` is set or
+        the server goes away."""
+        async with httpx.AsyncClient(base_url=base_url, timeout=request_timeout_s) as client:
+            async def writer() -> None:
+                while not stop.is_set():
+                    create = self.new_create()
+                    await self.send(client, create)
+                    if create.detail in ("ConnectError", "RemoteProtocolError", "ReadError"):
+                        return  # the server is gone; the kill is being handled
+            await asyncio.gather(*(writer() for _ in range(clients)))
+
+    async def check(self, base_url: str, db_path: Path) -> LedgerReport:
+        """Verify the invariants against a restarted server; resolves indeterminate creates
+        by retrying them with their keys (so run it once per crash).
+
+        Creates checked by an earlier call are checked again in bulk against the table (ids
+        and names); creates new since then are also read back over HTTP, field by field.
+        """
+        report = LedgerReport()
+        integrity = query(db_path, "PRAGMA integrity_check")
+        if integrity != [("ok",)]:
+            report.integrity_failures += 1
+            report.problems.append(f"integrity_check: {integrity[:5]}")
+        rows = query(db_path, "SELECT u.id, u.name, u.created_at, k.key FROM users u "
+                              "LEFT JOIN idempotency_keys k ON k.user_id = u.id")
+        names = Counter(name for _, name, _, _ in rows)
+        keys = Counter(key for *_, key in rows if key is not None)
+        dup_names = [n for n, c in names.items() if c > 1]
+        dup_keys = [k for k, c in keys.items() if c > 1]
+        report.duplicated = len(dup_names) + len(dup_keys)
+        if report.duplicated:
+            report.problems.append(f"duplicated: {dup_names[:5]} {dup_keys[:5]}")
+
+        ids = {name: user_id for user_id, name, _, _ in rows}
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
+            for index, create in enumerate(self.creates):
+                if create.outcome == "acknowledged":
+                    report.acknowledged += 1
+                    assert create.user is not None
+                    if ids.get(create.name) != create.user["id"]:
+                        report.lost += 1
+                        report.problems.append(f"lost {create.name}: not in the table")
+                    elif index >= self._checked:
+                        await self._check_acknowledged(client, create, report)
+                elif create.outcome == "failed":
+                    report.failed += 1
+                    if names[create.name]:
+                        report.phantoms += 1
+                        report.problems.append(f"row for failed create {create.name}")
+                elif create.outcome == "indeterminate":
+                    report.indeterminate += 1
+                    await self._resolve(client, create, db_path, report)
+        self._checked = len(self.creates)
+        return report
+
+    async def _check_acknowledged(self, client: httpx.AsyncClient, create: Create,
+                                  report: LedgerReport) -> None:
+        assert create.user is not None
+        response = await client.get(f"/users/{create.user['id']}")
+        if response.status_code != 200 or response.json() != create.user:
+            report.lost += 1
+            report.problems.append(
+                f"lost {create.name}: {response.status_code} {response.text[:120]}")
+
+    async def _resolve(self, client: httpx.AsyncClient, create: Create, db_path: Path,
+                       report: LedgerReport) -> None:
+        await self.send(client, create)
+        count = query(db_path, "SELECT count(*) FROM users WHERE name = ?", (create.name,))
+        if create.outcome != "acknowledged" or count != [(1,)]:
+            report.unresolved += 1
+            report.problems.append(
+                f"unresolved {create.name}: {create.status} {create.detail} rows={count}")
+            return
+        # The retry's own answer says whether the first attempt had committed.
+        if create.detail == "replayed":
+            report.recovered += 1
+        else:
+            report.resolved += 1
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return f"http-{response.status_code}"

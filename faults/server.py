@@ -1,0 +1,160 @@
+"""A real server process to crash: uvicorn on a free loopback port, its own data folder.
+
+Crashes and disk faults only mean something in a real process, so the durability suite drives
+the service the way production runs it. The harness knows nothing of the app beyond its
+import string, its environment and its HTTP readiness endpoint.
+
+    server = ServerProcess(data_dir, env={"SQLITE_SYNCHRONOUS": "FULL"})
+    server.start()          # returns once GET /readyz answers 200
+    server.kill()           # SIGKILL, no shutdown
+    server.start()          # same data folder: SQLite recovers from the WAL
+    server.log_tail()       # for failure reports
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerNotReady(RuntimeError):
+    pass
+
+
+class ServerProcess:
+    """One service process at a time on `data_dir/users.db`; restartable after a kill.
+
+    `wrapper` prefixes the command (e.g. an `strace ... --` invocation); `pid` is then the
+    wrapper's, and `server_pid` the service's own.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        app: str = "app.main:create_app",
+        ready_path: str = "/readyz",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.data_dir / "users.db"
+        self.app = app
+        self.ready_path = ready_path
+        self.env = {
+            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            "PASSWORD_HASH_TIME_COST": "1",
+            "PASSWORD_HASH_MEMORY_KIB": "8",
+            "LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        self.log_path = self.data_dir / "server.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.ready_seconds: list[float] = []  # start-to-ready time of each start
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", self.app, "--factory",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+            "--no-access-log",
+        ]
+
+    def start(self, wrapper: list[str] | None = None, timeout_s: float = 30.0) -> float:
+        """Start and wait until ready; returns the start-to-ready time in seconds."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("the server is already running")
+        self.port = free_port()
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- start #{self.starts + 1} on port {self.port}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [*(wrapper or []), *self.command()], cwd=ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.starts += 1
+        self._wait_ready(started + timeout_s)
+        elapsed = time.monotonic() - started
+        self.ready_seconds.append(elapsed)
+        return elapsed
+
+    def _wait_ready(self, give_up_at: float) -> None:
+        assert self.proc is not None
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < give_up_at:
+                if self.proc.poll() is not None:
+                    raise ServerNotReady(
+                        f"the server exited with {self.proc.returncode} before it was ready:\n"
+                        + self.log_tail()
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(self.base_url + self.ready_path).status_code == 200:
+                        return
+                time.sleep(0.02)  # polling a process's readiness: there is no event to wait on
+        self.kill()
+        raise ServerNotReady("the server was not ready in time:\n" + self.log_tail())
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (wrapper included) and reap it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM), falling back to SIGKILL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """Wait for the process to end by itself (e.g. killed by an injected signal)."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no server log)"
