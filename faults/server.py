@@ -40,8 +40,8 @@ class ServerNotReady(RuntimeError):
 class ServerProcess:
     """One service process at a time on `data_dir/users.db`; restartable after a kill.
 
-    `wrapper` prefixes the command (e.g. an `strace ... --` invocation); `pid` is then the
-    wrapper's, and `server_pid` the service's own.
+    `start(wrapper=...)` prefixes the command (e.g. `SyscallFault.wrapper()`); `pid` is then
+    the wrapper's. Without one, `pid` is the service's own (uvicorn runs the app in-process).
     """
 
     def __init__(
