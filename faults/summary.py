@@ -18,6 +18,7 @@ COLUMNS = [
     ("ready_p50_s", "restart-to-ready p50 s"), ("ready_p99_s", "p99 s"),
     ("wal_bytes_at_kill_max", "WAL at kill (max bytes)"),
     ("kills_with_commits_only_in_wal", "kills with commits only in WAL"),
+    ("cycles_per_hour", "cycles/hour"),
 ]
 
 
