@@ -85,11 +85,11 @@ class WriteLedger:
     def counts(self) -> Counter[str]:
         return Counter(c.outcome for c in self.creates)
 
-    async def send(self, client: httpx.AsyncClient, create: Create) -> None:
+    async def send(self, client: httpx.AsyncClient, create: Create, with_key: bool = True) -> None:
         try:
             response = await client.post(
                 "/users/", json={"name": create.name, "password": create.password},
-                headers={"Idempotency-Key": create.key},
+                headers={"Idempotency-Key": create.key} if with_key else {},
             )
         except httpx.HTTPError as exc:  # timeout, reset, refused: it may have committed
             create.outcome, create.detail = "indeterminate", type(exc).__name__
@@ -117,9 +117,13 @@ class WriteLedger:
                         return  # the server is gone; the kill is being handled
             await asyncio.gather(*(writer() for _ in range(clients)))
 
-    async def check(self, base_url: str, db_path: Path) -> LedgerReport:
+    async def check(
+        self, base_url: str, db_path: Path, resolve_with_key: bool = True
+    ) -> LedgerReport:
         """Verify the invariants against a restarted server; resolves indeterminate creates
-        by retrying them with their keys (so run it once per crash).
+        by retrying them with their keys (so run it once per crash). `resolve_with_key=False`
+        retries them without, as a client without idempotency would: a safeguard removed, which
+        the checker must report.
 
         Creates checked by an earlier call are checked again in bulk against the table (ids
         and names); creates new since then are also read back over HTTP, field by field.
@@ -157,7 +161,7 @@ class WriteLedger:
                         report.problems.append(f"row for failed create {create.name}")
                 elif create.outcome == "indeterminate":
                     report.indeterminate += 1
-                    await self._resolve(client, create, db_path, report)
+                    await self._resolve(client, create, db_path, report, resolve_with_key)
         self._checked = len(self.creates)
         return report
 
@@ -171,8 +175,8 @@ class WriteLedger:
                 f"lost {create.name}: {response.status_code} {response.text[:120]}")
 
     async def _resolve(self, client: httpx.AsyncClient, create: Create, db_path: Path,
-                       report: LedgerReport) -> None:
-        await self.send(client, create)
+                       report: LedgerReport, with_key: bool) -> None:
+        await self.send(client, create, with_key)
         count = query(db_path, "SELECT count(*) FROM users WHERE name = ?", (create.name,))
         if create.outcome != "acknowledged" or count != [(1,)]:
             report.unresolved += 1
