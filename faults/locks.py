@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-LOCK_MODES = ("immediate", "exclusive", "locking-mode-exclusive")
+LOCK_MODES = ("immediate", "exclusive", "locking-mode-exclusive", "read")
 
 
 class LockHolder:
@@ -147,6 +147,9 @@ def _hold(
         # A write makes the exclusive lock stick after COMMIT in this locking mode.
         conn.execute("CREATE TABLE IF NOT EXISTS fault_lock_probe (x)")
         conn.execute("COMMIT")
+    elif mode == "read":
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
     else:
         conn.execute("BEGIN EXCLUSIVE" if mode == "exclusive" else "BEGIN IMMEDIATE")
         if commit:
