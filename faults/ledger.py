@@ -133,8 +133,7 @@ class WriteLedger:
         if integrity != [("ok",)]:
             report.integrity_failures += 1
             report.problems.append(f"integrity_check: {integrity[:5]}")
-        rows = query(db_path, "SELECT u.id, u.name, u.created_at, k.key FROM users u "
-                              "LEFT JOIN idempotency_keys k ON k.user_id = u.id")
+        rows = _user_rows(db_path)
         names = Counter(name for _, name, _, _ in rows)
         keys = Counter(key for *_, key in rows if key is not None)
         dup_names = [n for n, c in names.items() if c > 1]
@@ -188,6 +187,16 @@ class WriteLedger:
             report.recovered += 1
         else:
             report.resolved += 1
+
+
+def _user_rows(db_path: Path) -> list[tuple[Any, ...]]:
+    """(id, name, created_at, key) per user; key None for a service without idempotency
+    keys (the naive baseline), whose indeterminate creates then stay unresolved."""
+    tables = {name for (name,) in query(db_path, "SELECT name FROM sqlite_master")}
+    if "idempotency_keys" in tables:
+        return query(db_path, "SELECT u.id, u.name, u.created_at, k.key FROM users u "
+                              "LEFT JOIN idempotency_keys k ON k.user_id = u.id")
+    return query(db_path, "SELECT id, name, created_at, NULL FROM users")
 
 
 def _error_code(response: httpx.Response) -> str:

@@ -86,11 +86,17 @@ class ServerProcess:
             "--no-access-log",
         ]
 
-    def start(self, wrapper: list[str] | None = None, timeout_s: float = 30.0) -> float:
-        """Start and wait until ready; returns the start-to-ready time in seconds."""
+    def start(self, wrapper: list[str] | None = None, timeout_s: float = 30.0,
+              same_port: bool = False) -> float:
+        """Start and wait until ready; returns the start-to-ready time in seconds.
+
+        `same_port` restarts on the previous port (uvicorn binds with SO_REUSEADDR), so
+        clients of a killed server reach the new one at the same address.
+        """
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("the server is already running")
-        self.port = free_port()
+        if not (same_port and self.port):
+            self.port = free_port()
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
         started = time.monotonic()
         with open(self.log_path, "ab") as log:

@@ -1,0 +1,165 @@
+"""Runs the scenario matrix against one target: steady state, fault window, recovery, check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from faults.ledger import LedgerReport, WriteLedger
+from faults.server import ServerProcess
+from faults.syscalls import strace_path
+
+from .load import ENDPOINTS, LoadGenerator, Sample
+from .scenarios import FaultContext, Scenario
+from .slo import Objectives, PhaseStats, Verdict, judge
+from .targets import Target
+
+
+@dataclass(frozen=True)
+class Phases:
+    steady_s: float = 2.0
+    fault_s: float = 4.0
+    recovery_s: float = 3.0
+
+
+@dataclass
+class ScenarioResult:
+    target: str
+    scenario: Scenario
+    samples: list[Sample] = field(default_factory=list)
+    fault_start: float = 0.0
+    fault_end: float = 0.0
+    ledger: LedgerReport | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+    def stats(self, endpoint: str, phase: str) -> PhaseStats:
+        return PhaseStats.of([s for s in self.samples
+                              if s.endpoint == endpoint and s.phase == phase])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "scenario": self.scenario.name,
+            "title": self.scenario.title, "skipped": self.skipped, "notes": self.notes,
+            "expect": self.scenario.expect,
+            "stats": {
+                endpoint: {phase: vars(self.stats(endpoint, phase))
+                           for phase in ("steady", "fault", "recovery")}
+                for endpoint in ENDPOINTS
+            },
+            "ledger": self.ledger.as_dict() if self.ledger else None,
+            "verdicts": [v.as_dict() for v in self.verdicts],
+        }
+
+
+class Progress:
+    """One line per step on stderr; rewritten in place on a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+
+    def show(self, target: str, scenario: str, step: str) -> None:
+        line = f"[{self.done + 1}/{self.total}] {target:<8} {scenario:<24} {step}"
+        sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def finish(self, target: str, scenario: str, failed: int, verdicts: int) -> None:
+        self.show(target, scenario, f"done: {verdicts - failed}/{verdicts} SLOs met")
+        if self.tty:
+            sys.stderr.write("\n")
+        self.done += 1
+
+
+async def run_target(target: Target, scenarios: list[Scenario], objectives: Objectives,
+                     rng: random.Random, phases: Phases, clients: int, workdir: Path,
+                     progress: Progress) -> list[ScenarioResult]:
+    server = ServerProcess(workdir / target.name, env=target.env, app=target.app,
+                           ready_path=target.ready_path)
+    ledger = WriteLedger(random.Random(rng.random()), prefix=target.name)
+    server.start()
+    await _warm_up(server, ledger)
+    results = []
+    try:
+        for scenario in scenarios:
+            result = ScenarioResult(target.name, scenario)
+            results.append(result)
+            if scenario.needs_strace and strace_path() is None:
+                result.skipped = "strace is not installed (apt-get install strace)"
+                progress.finish(target.name, scenario.name, 0, 0)
+                continue
+            await _ensure_answering(server, result)
+            await _run_scenario(target, scenario, server, ledger, rng, phases, clients,
+                                result, progress)
+            for endpoint in ENDPOINTS:
+                result.verdicts += judge(
+                    scenario.name, endpoint, scenario.expect[endpoint],
+                    [s for s in result.samples if s.endpoint == endpoint],
+                    result.fault_end, objectives, target.deadline_s, result.ledger)
+            failed = sum(not v.passed for v in result.verdicts)
+            progress.finish(target.name, scenario.name, failed, len(result.verdicts))
+    finally:
+        server.kill()
+    return results
+
+
+async def _run_scenario(target: Target, scenario: Scenario, server: ServerProcess,
+                        ledger: WriteLedger, rng: random.Random, phases: Phases,
+                        clients: int, result: ScenarioResult, progress: Progress) -> None:
+    load = LoadGenerator(ledger, random.Random(rng.random()), clients=clients)
+    phase = "steady"
+    stop = asyncio.Event()
+    started = time.monotonic()
+    loading = asyncio.create_task(load.run(server.base_url, lambda: phase, stop, started))
+    try:
+        progress.show(target.name, scenario.name, "steady state")
+        await asyncio.sleep(phases.steady_s)  # phase lengths are the experiment's design
+        phase = "fault"
+        result.fault_start = time.monotonic() - started
+        progress.show(target.name, scenario.name, "fault window")
+        context = FaultContext(server, target, random.Random(rng.random()), phases.fault_s)
+        fault = scenario.fault(context) if scenario.fault else contextlib.nullcontext()
+        async with fault:
+            await asyncio.sleep(phases.fault_s)
+        phase = "recovery"
+        result.fault_end = time.monotonic() - started
+        progress.show(target.name, scenario.name, "recovery")
+        await asyncio.sleep(phases.recovery_s)
+    finally:
+        stop.set()
+        await loading
+    result.samples = load.samples
+    progress.show(target.name, scenario.name, "checking acknowledged writes")
+    await _ensure_answering(server, result)
+    result.ledger = await ledger.check(server.base_url, server.db_path)
+
+
+async def _warm_up(server: ServerProcess, ledger: WriteLedger, users: int = 20) -> None:
+    """Some users to read from the first request on (not measured)."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as client:
+        for _ in range(users):
+            await ledger.send(client, ledger.new_create())
+
+
+async def _ensure_answering(server: ServerProcess, result: ScenarioResult) -> None:
+    """A wedged service (e.g. the naive one after a pool-timeout stall) is restarted, so the
+    next scenario measures something; the restart is noted in the report."""
+    if server.running:
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                if (await client.get(server.base_url + server.ready_path)).is_success:
+                    return
+    result.notes.append("the service did not answer its readiness check within 2 s and "
+                        "was restarted")
+    server.kill()
+    await asyncio.to_thread(server.start, same_port=True)

@@ -1,0 +1,158 @@
+"""The scenario matrix: named faults from the fault toolkit, each with what the service is
+expected to do for each endpoint while the fault lasts.
+
+Expectations:
+- "available": success is possible; judged on p95 latency and error rate.
+- "fail-fast": success is not possible for some requests; every request must still be
+  answered, failures as 503/504, none later than the deadline plus a grace.
+- "outage": the process is gone for part of the window; judged on recovery time and on
+  losing nothing acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from faults.locks import LockHolder
+from faults.server import ServerProcess
+from faults.syscalls import AttachedSyscallFault, SyscallFault
+
+from .load import CREATE, READ, ROOT
+from .targets import Target
+
+
+@dataclass
+class FaultContext:
+    server: ServerProcess
+    target: Target
+    rng: random.Random
+    window_s: float
+
+    async def agent(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
+        async with httpx.AsyncClient(base_url=self.server.base_url, timeout=10.0) as client:
+            response = await client.request(method, path, json=body)
+            response.raise_for_status()
+
+
+Fault = Callable[[FaultContext], contextlib.AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    fault: Fault | None
+    expect: dict[str, str]  # endpoint -> "available" | "fail-fast" | "outage"
+    needs_strace: bool = False
+
+
+ALL_AVAILABLE = {ROOT: "available", CREATE: "available", READ: "available"}
+
+
+@contextlib.asynccontextmanager
+async def sql_errors(ctx: FaultContext, probability: float) -> AsyncIterator[None]:
+    await ctx.agent("POST", "/_faults/sql-error", {
+        "engine": "any", "kind": "busy", "probability": probability,
+        "seed": ctx.rng.randrange(2**31),
+    })
+    try:
+        yield
+    finally:
+        await ctx.agent("DELETE", "/_faults")
+
+
+@contextlib.asynccontextmanager
+async def slow_reads(ctx: FaultContext) -> AsyncIterator[None]:
+    # Reads of users run for 2 s: past the hardened service's 1 s deadline.
+    await ctx.agent("POST", "/_faults/slow", {"engine": "reader", "seconds": 2.0,
+                                              "match": "FROM users"})
+    try:
+        yield
+    finally:
+        await ctx.agent("DELETE", "/_faults")
+
+
+@contextlib.asynccontextmanager
+async def held_lock(ctx: FaultContext, mode: str) -> AsyncIterator[None]:
+    holder = LockHolder(ctx.server.db_path, mode, acquire_timeout_s=ctx.window_s)
+    await asyncio.to_thread(holder.acquire)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(holder.release)
+
+
+@contextlib.asynccontextmanager
+async def lock_pulses(ctx: FaultContext) -> AsyncIterator[None]:
+    """The write lock taken for 150-250 ms, again and again: the report's latency pulses."""
+    stop = asyncio.Event()
+
+    async def pulse() -> None:
+        while not stop.is_set():
+            holder = LockHolder(ctx.server.db_path, "immediate",
+                                hold_s=ctx.rng.uniform(0.15, 0.25),
+                                acquire_timeout_s=ctx.window_s)
+            await asyncio.to_thread(holder.acquire)
+            await asyncio.to_thread(holder.wait_released)
+            await asyncio.sleep(ctx.rng.uniform(0.1, 0.3))  # the gap between pulses
+
+    task = asyncio.create_task(pulse())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+@contextlib.asynccontextmanager
+async def syscall_fault(ctx: FaultContext, syscalls: list[str], action: str) -> AsyncIterator[None]:
+    paths = ctx.target.write_paths(ctx.server.db_path)
+    fault = AttachedSyscallFault(ctx.server.pid, SyscallFault(paths, syscalls, action))
+    await asyncio.to_thread(fault.__enter__)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(fault.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def sigkill_and_restart(ctx: FaultContext) -> AsyncIterator[None]:
+    """SIGKILL at the start of the window, restarted at once: the report's black-hole, moved
+    to the process."""
+    ctx.server.kill()
+    await asyncio.to_thread(ctx.server.start, same_port=True)
+    yield
+
+
+SCENARIOS = [
+    Scenario("steady-state", "Steady state (no fault)", None, ALL_AVAILABLE),
+    Scenario("transient-errors-low", "Transient DB errors (SQLITE_BUSY) on 5 % of statements",
+             lambda ctx: sql_errors(ctx, 0.05), ALL_AVAILABLE),
+    Scenario("transient-errors-high", "Transient DB errors (SQLITE_BUSY) on 60 % of statements",
+             lambda ctx: sql_errors(ctx, 0.6),
+             {ROOT: "available", CREATE: "fail-fast", READ: "fail-fast"}),
+    Scenario("write-lock-pulses", "Write lock held by another process for 150-250 ms pulses",
+             lock_pulses, ALL_AVAILABLE),
+    Scenario("lock-past-deadline", "Write lock held by another process past the deadline",
+             lambda ctx: held_lock(ctx, "immediate"),
+             {ROOT: "available", CREATE: "fail-fast", READ: "available"}),
+    Scenario("slow-statements", "User reads slowed to 2 s inside SQLite",
+             slow_reads, {ROOT: "available", CREATE: "available", READ: "fail-fast"}),
+    Scenario("slow-fsync-pulses", "Every fsync of the journal or WAL delayed by 200 ms",
+             lambda ctx: syscall_fault(ctx, ["fsync", "fdatasync"], "delay_enter=200000"),
+             ALL_AVAILABLE, needs_strace=True),
+    Scenario("disk-full", "Disk full (ENOSPC) on every journal or WAL write",
+             lambda ctx: syscall_fault(ctx, ["pwrite64", "write"], "error=ENOSPC"),
+             {ROOT: "available", CREATE: "fail-fast", READ: "available"}, needs_strace=True),
+    Scenario("checkpoint-starvation", "A long reader in another process pins a snapshot",
+             lambda ctx: held_lock(ctx, "read"), ALL_AVAILABLE),
+    Scenario("sigkill-restart", "SIGKILL of the server process, restarted at once",
+             sigkill_and_restart, {ROOT: "outage", CREATE: "outage", READ: "outage"}),
+]
