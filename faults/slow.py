@@ -69,3 +69,34 @@ class SlowStatements:
         tb: TracebackType | None,
     ) -> None:
         event.remove(self.engine, "before_cursor_execute", self._before)
+
+
+class StallAfterStatement:
+    """After each matching statement, stall the calling thread in Python for `seconds`.
+
+    A stand-in for what `sqlite3_interrupt()` cannot reach: the worker is not inside SQLite
+    but paused between statements (a GIL-heavy neighbour, a stopped thread, slow application
+    code). Only the service's own checks between statements and before COMMIT can stop the
+    transaction then.
+    """
+
+    def __init__(self, engine: Engine, seconds: float, match: str | None = None) -> None:
+        self.engine = engine
+        self.seconds = seconds
+        self.pattern = re.compile(match, re.IGNORECASE) if match else None
+        self.stalls = 0
+
+    def _after(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if self.pattern is None or self.pattern.search(statement):
+            self.stalls += 1
+            time.sleep(self.seconds)  # the fault itself: a thread that is not making progress
+
+    def __enter__(self) -> StallAfterStatement:
+        event.listen(self.engine, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        event.remove(self.engine, "after_cursor_execute", self._after)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 
+from faults.inspect_db import query
 from faults.observe import MetricsSnapshot
-from faults.slow import SlowStatements
+from faults.slow import SlowStatements, StallAfterStatement
 
 LATE_MARGIN_S = 0.3
 
@@ -61,3 +63,26 @@ async def test_slow_write_is_interrupted_and_rolled_back(
     response = await client.post("/users/", json={"name": "late", "password": "long enough"})
     assert response.status_code == 201, response.text
     assert (await client.get(f"/users/{response.json()['id']}")).json()["name"] == "late"
+
+
+async def test_a_write_stalled_past_its_deadline_before_commit_is_not_committed(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path,
+) -> None:
+    """The worker stalls (outside SQLite, where no interrupt reaches) after the create's last
+    statement. The client gets its 504 at the deadline; the transaction must then roll back
+    rather than commit behind the 504."""
+    deadline_s = 0.2
+    app = make_app(db_deadline_s=deadline_s)
+    client = client_for(app)
+
+    with StallAfterStatement(app.state.db.writer_engine, 0.5,
+                             match=r"^INSERT INTO idempotency_keys") as stall:
+        response = await client.post(
+            "/users/", json={"name": "stalled", "password": "long enough"},
+            headers={"Idempotency-Key": "stall-1"},
+        )
+        assert response.status_code == 504, response.text
+        assert app.state.db.writer.wait_idle(timeout_s=2.0)
+    assert stall.stalls == 1
+    assert query(db_path, "SELECT count(*) FROM users") == [(0,)]
