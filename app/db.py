@@ -174,7 +174,9 @@ class Database:
         self, engine: Engine, handle: CallHandle, work: Callable[[Any], T], in_transaction: bool
     ) -> T:
         """One attempt, on a worker thread: a fresh connection checkout and Session, never
-        shared with another thread, rolled back and discarded on any failure."""
+        shared with another thread, rolled back and discarded on any failure (a Session is
+        never reused after one: SQLAlchemy's idea of the transaction may no longer match
+        SQLite's, e.g. after an interrupted statement)."""
         handle.raise_if_cancelled()  # dropped at its deadline while still queued
         try:
             with self.backend.connecting_within(handle.deadline):
@@ -198,11 +200,10 @@ class Database:
                         handle.raise_if_cancelled()
                     return result
             except DBAPIError as exc:
-                self.backend.reset(dbapi_conn)
+                # The Session's block has rolled back already: SQLAlchemy issues ROLLBACK
+                # after a failed statement or COMMIT, which also ends a transaction SQLite
+                # kept open (tests/unit/test_database.py pins this).
                 raise self.backend.classify(exc, cancelled=handle.cancelled) from exc
-            except BaseException:
-                self.backend.reset(dbapi_conn)
-                raise
             finally:
                 handle.detach()
                 conn.info.pop(_HANDLE_KEY, None)

@@ -215,18 +215,6 @@ class SqliteBackend:
         with contextlib.suppress(self.driver.ProgrammingError):  # closed: nothing runs
             dbapi_conn.interrupt()
 
-    def reset(self, dbapi_conn: Any) -> None:
-        """Leave the connection with no open transaction after a failed attempt.
-
-        An interrupted or failed statement may already have rolled SQLite's transaction back
-        while SQLAlchemy still believes it open, or left one open that SQLAlchemy forgot.
-        """
-        try:
-            if dbapi_conn.in_transaction:
-                dbapi_conn.rollback()
-        except self.driver.Error:
-            log.warning("rollback after a failed DB call failed", exc_info=True)
-
     def classify(self, exc: DBAPIError, *, cancelled: bool) -> StorageError:
         """Map a driver error to the service's error tree by SQLite result code."""
         orig = exc.orig

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from app.errors import IntegrityViolation
 from app.main import create_app
 from app.settings import Settings
 from app.sqlite_backend import UnsafeSqliteVersion
+from faults.inspect_db import query
 from faults.observe import MetricsSnapshot
 
 
@@ -103,3 +108,31 @@ def test_an_affected_sqlite_runs_when_explicitly_allowed(
         assert "running anyway" in caplog.text
     finally:
         app.state.db.close()
+
+
+async def test_a_failed_commit_leaves_no_transaction_open(
+    make_app: Callable[..., FastAPI], db_path: Path
+) -> None:
+    """A COMMIT refused by a deferred constraint leaves SQLite's transaction open
+    (sqlite.org/foreignkeys.html#fk_deferred); the connection must not go back to the pool
+    that way, or the next BEGIN on it fails, or worse, commits the leftovers."""
+    app = make_app()
+    db = app.state.db
+    with db.writer_engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE TABLE child (parent_id INTEGER REFERENCES parent(id) "
+            "DEFERRABLE INITIALLY DEFERRED)")
+
+    def orphan(session: Session) -> None:
+        session.execute(text("INSERT INTO child (parent_id) VALUES (999)"))
+
+    with pytest.raises(IntegrityViolation):
+        await db.write("orphan", orphan)
+
+    def parent(session: Session) -> None:
+        session.execute(text("INSERT INTO parent (id) VALUES (1)"))
+
+    await db.write("parent", parent)
+    assert query(db_path, "SELECT count(*) FROM parent") == [(1,)]
+    assert query(db_path, "SELECT count(*) FROM child") == [(0,)]
