@@ -3,6 +3,7 @@ goes through `Database` (app/db.py), which runs it on a worker lane under a dead
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
@@ -42,10 +43,25 @@ def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def _arrived(request: Request) -> float:
+    """When the request arrived (app.main.StampArrival), or now."""
+    return getattr(request.state, "arrived", None) or time.monotonic()
+
+
+def _deadline(request: Request) -> Deadline:
+    return Deadline(_arrived(request) + _settings(request).db_deadline_s)
+
+
+def _ready_deadline(request: Request) -> Deadline:
+    return Deadline(_arrived(request) + _settings(request).readyz_deadline_s)
+
+
 DbDep = Annotated[Database, Depends(_db)]
 HasherDep = Annotated[PasswordHasher, Depends(_hasher)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+DeadlineDep = Annotated[Deadline, Depends(_deadline)]
+ReadyDeadlineDep = Annotated[Deadline, Depends(_ready_deadline)]
 UserId = Annotated[int, Path(gt=0, le=MAX_USER_ID, description="A positive 64-bit integer")]
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -67,9 +83,10 @@ router = APIRouter()
 
 
 @router.get("/", response_model=ServiceInfo, tags=["service"])
-async def service_info(db: DbDep, settings: SettingsDep) -> ServiceInfo:
+async def service_info(db: DbDep, settings: SettingsDep,
+                       deadline: ReadyDeadlineDep) -> ServiceInfo:
     try:
-        await db.ping(Deadline.after(settings.readyz_deadline_s))
+        await db.ping(deadline)
         database = "ok"
     except ServiceError:
         database = "unavailable"
@@ -88,10 +105,11 @@ async def create_user(
     response: Response,
     db: DbDep,
     hasher: HasherDep,
+    deadline: DeadlineDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> UserOut:
     created = await users.create_user(
-        db, hasher, body.name, body.password, idempotency_key
+        db, hasher, body.name, body.password, idempotency_key, deadline
     )
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -99,8 +117,8 @@ async def create_user(
 
 
 @router.get("/users/{user_id}", response_model=UserOut, responses=_ERRORS, tags=["users"])
-async def read_user(user_id: UserId, db: DbDep) -> UserOut:
-    return UserOut(**vars(await users.get_user(db, user_id)))
+async def read_user(user_id: UserId, db: DbDep, deadline: DeadlineDep) -> UserOut:
+    return UserOut(**vars(await users.get_user(db, user_id, deadline)))
 
 
 @router.get("/healthz", tags=["service"])
@@ -110,10 +128,10 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["service"], responses={503: {"model": ErrorBody}})
-async def readyz(db: DbDep, settings: SettingsDep) -> Response:
+async def readyz(db: DbDep, settings: SettingsDep, deadline: ReadyDeadlineDep) -> Response:
     """One DB round trip within `readyz_deadline_s`, else 503."""
     try:
-        await db.ping(Deadline.after(settings.readyz_deadline_s))
+        await db.ping(deadline)
     except ServiceError as exc:
         return error_response(
             503, "not_ready", f"the database did not answer: {type(exc).__name__}",

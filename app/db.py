@@ -56,13 +56,20 @@ class Database:
         self.retry = retry
         self.backend = SqliteBackend(settings)
         readers = settings.db_read_workers
-        self.backend.check_version(connections=readers + 1)
+        self.backend.check_version(connections=readers + 2)
+        queue = settings.db_queue_limit
+        # Checkpoints get their own thread and connection: a slow checkpoint (its fsyncs, or
+        # a TRUNCATE waiting for readers) must not hold up the writer lane.
         self.writer_engine = self.backend.make_engine(role="writer", pool_size=1)
         self.reader_engine = self.backend.make_engine(role="reader", pool_size=readers)
-        for engine in (self.writer_engine, self.reader_engine):
+        self.maintenance_engine = self.backend.make_engine(role="maintenance", pool_size=1)
+        self.writer = WorkerLane("writer", 1, queue, self._lane_changed)
+        self.readers = WorkerLane("reader", readers, queue, self._lane_changed)
+        self.maintenance = WorkerLane("maintenance", 1, 0, self._lane_changed)
+        self._lanes = ((self.writer, self.writer_engine), (self.readers, self.reader_engine),
+                       (self.maintenance, self.maintenance_engine))
+        for _, engine in self._lanes:
             event.listen(engine, "before_cursor_execute", _stop_if_cancelled)
-        self.writer = WorkerLane("writer", 1, settings.db_queue_limit, self._lane_changed)
-        self.readers = WorkerLane("reader", readers, settings.db_queue_limit, self._lane_changed)
         metrics.watch_wal(self.backend.wal_bytes)
 
     @classmethod
@@ -76,21 +83,22 @@ class Database:
             raise
         return db
 
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        return tuple(engine for _, engine in self._lanes)
+
     def _warm_pools(self) -> None:
         """Open every pooled connection now, so no request pays for (or waits on a lock in)
         the connection's set-up pragmas."""
-        for engine, size in ((self.writer_engine, 1), (self.reader_engine, self.readers.workers)):
-            conns = [engine.connect() for _ in range(size)]
+        for lane, engine in self._lanes:
+            conns = [engine.connect() for _ in range(lane.workers)]
             for conn in conns:
                 conn.close()
 
     def close(self) -> None:
-        for lane in (getattr(self, "writer", None), getattr(self, "readers", None)):
-            if lane is not None:
-                lane.shutdown(wait=True)
-        for engine in (getattr(self, "writer_engine", None), getattr(self, "reader_engine", None)):
-            if engine is not None:
-                engine.dispose()
+        for lane, engine in getattr(self, "_lanes", ()):
+            lane.shutdown(wait=True)
+            engine.dispose()
 
     # -- calls -----------------------------------------------------------------------
 
@@ -110,10 +118,11 @@ class Database:
         await self.read("ping", _select_one, deadline)
 
     async def checkpoint(self) -> None:
-        """Run the backend's checkpoint policy on the writer lane and record its lag."""
+        """Run the backend's checkpoint policy on the maintenance lane and record its lag."""
         deadline = Deadline.after(self.settings.db_deadline_s)
         result = await self._call(
-            "checkpoint", self.writer, self.writer_engine, self.backend.checkpoint, deadline,
+            "checkpoint", self.maintenance, self.maintenance_engine, self.backend.checkpoint,
+            deadline,
             in_transaction=False,
         )
         self.metrics.record_checkpoint(result.lag_frames)

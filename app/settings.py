@@ -38,13 +38,15 @@ class Settings(BaseSettings):
     # timeout is set to the request's remaining budget before every BEGIN.
     sqlite_busy_timeout_ms: PositiveInt = 5000
     sqlite_journal_size_limit_bytes: PositiveInt = 64 * 1024 * 1024
-    # Seconds between the service's own WAL checkpoints (PASSIVE, or TRUNCATE once the WAL is
-    # past the journal size limit); 0 leaves checkpoints to SQLite's auto-checkpoint alone.
-    sqlite_checkpoint_interval_s: float = Field(default=10.0, ge=0, allow_inf_nan=False)
+    # Seconds between the service's own WAL checkpoints, run on their own thread and
+    # connection (PASSIVE, or TRUNCATE once the WAL is past the journal size limit); SQLite's
+    # auto-checkpoint inside COMMITs is then off. 0 leaves checkpoints to SQLite alone.
+    sqlite_checkpoint_interval_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     # Run WAL with several connections on an SQLite affected by the WAL-reset bug anyway.
     sqlite_allow_affected_version: bool = False
 
-    # Deadline of one DB call, queueing and retries included.
+    # Deadline of a request's DB work, counted from the request's arrival: queueing, password
+    # hashing, lock waits and retries all fall inside it.
     db_deadline_s: Seconds = 5.0
     # Worker threads (and pooled connections) for reads; writes have one of each.
     db_read_workers: PositiveInt = 4

@@ -144,7 +144,8 @@ class SqliteBackend:
 
     def make_engine(self, *, role: str, pool_size: int) -> Engine:
         """An engine whose connections carry the service's pragmas; `role` is "writer"
-        (BEGIN IMMEDIATE) or "reader" (deferred BEGIN: a snapshot, never a write lock)."""
+        (BEGIN IMMEDIATE), "reader" (deferred BEGIN: a snapshot, never a write lock) or
+        "maintenance" (checkpoints)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             f"sqlite:///{self.path}",
@@ -178,6 +179,11 @@ class SqliteBackend:
             dbapi_conn.execute("PRAGMA foreign_keys = ON")
             limit = settings.sqlite_journal_size_limit_bytes
             dbapi_conn.execute(f"PRAGMA journal_size_limit = {limit}")
+            if settings.sqlite_checkpoint_interval_s > 0:
+                # The service checkpoints from its maintenance thread; an automatic
+                # checkpoint would run inside some request's COMMIT, fsyncs and all
+                # (sqlite.org/wal.html#application_initiated_checkpoints).
+                dbapi_conn.execute("PRAGMA wal_autocheckpoint = 0")
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:

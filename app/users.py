@@ -18,6 +18,7 @@ from .db import Database
 from .errors import IdempotencyKeyReused, IntegrityViolation, NameTaken, UserNotFound
 from .models import IdempotencyKey, User
 from .passwords import PasswordHasher
+from .resilience import Deadline
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def _select_user(user_id: int) -> Callable[[Session], UserRecord | None]:
 
 
 async def create_user(
-    db: Database, hasher: PasswordHasher, name: str, password: str, key: str | None
+    db: Database, hasher: PasswordHasher, name: str, password: str, key: str | None,
+    deadline: Deadline | None = None,
 ) -> Created:
     """Create a user, or return the one an earlier request with the same key created.
 
@@ -84,7 +86,8 @@ async def create_user(
     """
     password_hash = await hasher.hash(password)
     try:
-        outcome = await db.write("create_user", _insert_user(name, password_hash, key))
+        outcome = await db.write("create_user", _insert_user(name, password_hash, key),
+                                 deadline)
     except IntegrityViolation as exc:
         raise NameTaken(f"a user named {name!r} already exists") from exc
     if isinstance(outcome, _Replay):
@@ -97,8 +100,8 @@ async def create_user(
     return Created(outcome, replayed=False)
 
 
-async def get_user(db: Database, user_id: int) -> UserRecord:
-    user = await db.read("get_user", _select_user(user_id))
+async def get_user(db: Database, user_id: int, deadline: Deadline | None = None) -> UserRecord:
+    user = await db.read("get_user", _select_user(user_id), deadline)
     if user is None:
         raise UserNotFound(f"no user with id {user_id}")
     return user

@@ -175,8 +175,8 @@ async def test_exclusive_locking_mode_makes_reads_time_out_cleanly(
     client = client_for(app)
     db = app.state.db
     user_id = (await client.post("/users/", json=new_user("shut-out"))).json()["id"]
-    db.reader_engine.dispose()
-    db.writer_engine.dispose()
+    for engine in db.engines:
+        engine.dispose()
 
     with LockHolder(db_path, "locking-mode-exclusive"):
         response, elapsed = await timed(client.get(f"/users/{user_id}"))
@@ -191,3 +191,26 @@ async def test_exclusive_locking_mode_makes_reads_time_out_cleanly(
 
     response = await client.get(f"/users/{user_id}")
     assert response.status_code == 200, response.text
+
+
+async def test_the_deadline_counts_from_the_request_s_arrival(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Time spent before the DB call (here a slow password hash) is inside the budget: the
+    504 comes at arrival + deadline, not at the end of the hash + deadline."""
+    deadline_s, hash_s = 0.3, 0.25
+    app = make_app(db_deadline_s=deadline_s)
+    client = client_for(app)
+    hasher = app.state.hasher
+    fast_hash = hasher.hash
+
+    async def slow_hash(password: str) -> str:
+        await asyncio.sleep(hash_s)  # the fault: a hash that takes this long
+        return await fast_hash(password)
+
+    monkeypatch.setattr(hasher, "hash", slow_hash)
+    with LockHolder(db_path, "immediate"):
+        response, elapsed = await timed(client.post("/users/", json=new_user("late")))
+    assert response.status_code == 504, response.text
+    assert elapsed < deadline_s + 0.2  # not deadline_s + hash_s
