@@ -8,9 +8,16 @@ Modes:
                exclusive lock on the file and, in WAL, blocks readers too. In WAL every open
                connection holds a SHARED lock on the database file, so this mode can only be
                taken while no other connection (a running service's pool included) is open.
+  "read"       BEGIN plus a SELECT: a long reader. In WAL it pins a snapshot (checkpoints
+               cannot pass it, the WAL grows); in a rollback-journal mode its SHARED lock
+               keeps writers from committing.
 
-The holder reports when it has the lock and when it let go, so tests synchronise on those
-events, not on sleeps. Usable as a context manager (always released on exit) or from the shell:
+The child process is started once (`start()`) and then takes and drops the lock on command,
+as often as asked: starting a Python process costs tens of milliseconds of CPU, which on a
+small machine would itself disturb the service at the moment the fault begins. The holder
+reports when it has the lock and when it let go, so callers synchronise on those events, not
+on sleeps. As a context manager it takes the lock on entry and always lets go on exit.
+From the shell:
     python -m faults.locks DB_PATH --mode immediate --seconds 2
 """
 
@@ -18,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import select
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 LOCK_MODES = ("immediate", "exclusive", "locking-mode-exclusive", "read")
 
@@ -55,119 +65,154 @@ class LockHolder:
         self.commit = commit
         self.acquired_at: float | None = None  # time.monotonic() in this process
         self.released_at: float | None = None
+        self.held = False
         self._proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> LockHolder:
-        self.acquire()
+        self.acquire(self.hold_s)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release()
+        self.close()
 
-    def acquire(self) -> None:
+    def start(self) -> None:
+        """Spawn the child and open its connection, without taking any lock yet."""
+        if self._proc is not None:
+            return
         args = [sys.executable, "-m", "faults.locks", str(self.db_path), "--mode", self.mode,
-                "--driver", self.driver, "--busy-timeout-s", str(self.acquire_timeout_s)]
-        if self.hold_s is not None:
-            args += ["--seconds", str(self.hold_s)]
+                "--driver", self.driver, "--busy-timeout-s", str(self.acquire_timeout_s),
+                "--serve"]
         if self.commit:
             args.append("--commit")
         self._proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parent.parent,
         )
-        line = self._read_line()
-        if line != "locked":
-            self._kill()
-            raise RuntimeError(f"lock holder failed to take the lock: {line!r}")
-        self.acquired_at = time.monotonic()
+        self._expect("ready")
 
-    def wait_released(self, timeout_s: float = 30.0) -> None:
-        """Block until a timed holder (hold_s) has let go."""
-        assert self._proc is not None
-        line = self._read_line()
-        if line != "released":
-            raise RuntimeError(f"lock holder did not release cleanly: {line!r}")
+    def acquire(self, hold_s: float | None = None) -> None:
+        """Take the lock; with `hold_s`, the child lets go by itself after that long."""
+        self.start()
+        self._send("lock" if hold_s is None else f"lock {hold_s}")
+        self._expect("locked")
+        self.held = True
+        self.acquired_at = time.monotonic()
+        self.released_at = None
+
+    def wait_released(self) -> None:
+        """Block until a timed hold has ended (the child says so)."""
+        self._expect("released")
+        self.held = False
         self.released_at = time.monotonic()
-        self._proc.wait(timeout=timeout_s)
-        self._close_pipes()
 
     def release(self) -> None:
-        """Let go now (idempotent); returns when the child has released the lock."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            self._close_pipes()
+        """Let go now, if held; returns once the child has released the lock."""
+        if not self.held:
             return
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write("release\n")
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass
+        self._send("release")
+        self.wait_released()
+
+    def close(self) -> None:
+        """Release (if held) and end the child; idempotent, also after a failure."""
+        proc = self._proc
+        if proc is None:
+            return
+        with contextlib.suppress(BrokenPipeError, RuntimeError, OSError):
+            self.release()
+        with contextlib.suppress(BrokenPipeError, OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()  # EOF: the child lets go of everything and exits
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self._kill()
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._proc = None
+        self.held = False
         if self.released_at is None:
             self.released_at = time.monotonic()
-        self._close_pipes()
 
-    def _read_line(self) -> str:
+    def _send(self, command: str) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+
+    def _expect(self, word: str) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        return self._proc.stdout.readline().strip()
-
-    def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        line = self._proc.stdout.readline().strip()
+        if line != word:
             self._proc.kill()
-            self._proc.wait()
-        self._close_pipes()
-
-    def _close_pipes(self) -> None:
-        if self._proc is None:
-            return
-        for pipe in (self._proc.stdin, self._proc.stdout):
-            if pipe is not None and not pipe.closed:
-                with contextlib.suppress(BrokenPipeError):
-                    pipe.close()
+            raise RuntimeError(f"lock holder: expected {word!r}, got {line!r} "
+                               f"(mode {self.mode}, {self.db_path})")
 
 
-def _hold(
-    db_path: str, mode: str, seconds: float | None, driver: str, busy_s: float, commit: bool
-) -> None:
-    import importlib
-    import select
+# -- the child process -----------------------------------------------------------------------
 
-    dbapi = importlib.import_module("pysqlite3.dbapi2" if driver == "pysqlite3" else "sqlite3")
-    conn = dbapi.connect(db_path, isolation_level=None, timeout=busy_s)
-    if mode == "locking-mode-exclusive":
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-        conn.execute("BEGIN EXCLUSIVE")
-        # A write makes the exclusive lock stick after COMMIT in this locking mode.
-        conn.execute("CREATE TABLE IF NOT EXISTS fault_lock_probe (x)")
-        conn.execute("COMMIT")
-    elif mode == "read":
-        conn.execute("BEGIN")
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
-    else:
-        conn.execute("BEGIN EXCLUSIVE" if mode == "exclusive" else "BEGIN IMMEDIATE")
-        if commit:
+
+class _Child:
+    def __init__(self, db_path: str, mode: str, driver: str, busy_s: float,
+                 commit: bool) -> None:
+        dbapi = importlib.import_module(
+            "pysqlite3.dbapi2" if driver == "pysqlite3" else "sqlite3")
+        self.connect: Any = lambda: dbapi.connect(db_path, isolation_level=None,
+                                                  timeout=busy_s)
+        self.conn = self.connect()
+        self.mode = mode
+        self.commit = commit
+
+    def lock(self) -> None:
+        conn = self.conn
+        if self.mode == "locking-mode-exclusive":
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            conn.execute("BEGIN EXCLUSIVE")
+            # A write makes the exclusive lock stick after COMMIT in this locking mode.
             conn.execute("CREATE TABLE IF NOT EXISTS fault_lock_probe (x)")
-            conn.execute("INSERT INTO fault_lock_probe VALUES (1)")
-    print("locked", flush=True)
-    # Wait for "release" on stdin, or for the fault's duration to end.
-    started = time.monotonic()
-    readable, _, _ = select.select([sys.stdin], [], [], seconds)
-    if readable and not sys.stdin.readline() and seconds is not None:
-        # stdin is closed (e.g. /dev/null from a shell): hold for the duration regardless.
-        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
-    if mode == "locking-mode-exclusive":
-        conn.close()  # closing the connection is what drops an EXCLUSIVE-mode lock
-    else:
-        conn.execute("COMMIT" if commit else "ROLLBACK")
-        conn.close()
-    print("released", flush=True)
+            conn.execute("COMMIT")
+        elif self.mode == "read":
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        else:
+            conn.execute("BEGIN EXCLUSIVE" if self.mode == "exclusive" else "BEGIN IMMEDIATE")
+            if self.commit:
+                conn.execute("CREATE TABLE IF NOT EXISTS fault_lock_probe (x)")
+                conn.execute("INSERT INTO fault_lock_probe VALUES (1)")
+
+    def release(self) -> None:
+        if self.mode == "locking-mode-exclusive":
+            self.conn.close()  # closing the connection is what drops an EXCLUSIVE-mode lock
+            self.conn = self.connect()
+        else:
+            self.conn.execute("COMMIT" if self.commit else "ROLLBACK")
+
+
+def _serve(child: _Child) -> None:
+    """Commands on stdin: "lock [SECONDS]", "release"; EOF ends the process."""
+    print("ready", flush=True)
+    held = False
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "lock":
+            child.lock()
+            held = True
+            print("locked", flush=True)
+            if args:  # a timed hold; an early "release" (or EOF) cuts it short
+                readable, _, _ = select.select([sys.stdin], [], [], float(args[0]))
+                child.release()
+                held = False
+                print("released", flush=True)
+                if readable and sys.stdin.readline().strip() != "release":
+                    break  # EOF
+        elif command == "release" and held:
+            child.release()
+            held = False
+            print("released", flush=True)
+    if held:
+        child.release()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,13 +220,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("db_path")
     parser.add_argument("--mode", choices=LOCK_MODES, default="immediate")
     parser.add_argument("--seconds", type=float, default=None,
-                        help="let go after this long (default: on a line on stdin)")
+                        help="hold this long, then exit (default: until Ctrl-C)")
     parser.add_argument("--driver", choices=("pysqlite3", "sqlite3"), default="pysqlite3")
     parser.add_argument("--busy-timeout-s", type=float, default=10.0)
     parser.add_argument("--commit", action="store_true",
                         help="write a row and commit it on release (default: roll back)")
+    parser.add_argument("--serve", action="store_true",
+                        help="take commands on stdin (used by LockHolder)")
     args = parser.parse_args(argv)
-    _hold(args.db_path, args.mode, args.seconds, args.driver, args.busy_timeout_s, args.commit)
+    child = _Child(args.db_path, args.mode, args.driver, args.busy_timeout_s, args.commit)
+    if args.serve:
+        _serve(child)
+        return
+    child.lock()
+    print("locked", flush=True)
+    try:
+        if args.seconds is None:
+            while True:
+                time.sleep(3600)
+        time.sleep(args.seconds)
+    except KeyboardInterrupt:
+        pass
+    child.release()
+    print("released", flush=True)
 
 
 if __name__ == "__main__":

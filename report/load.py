@@ -29,7 +29,7 @@ DEFAULT_MIX = {ROOT: 0.2, CREATE: 0.3, READ: 0.5}
 @dataclass(frozen=True)
 class Sample:
     endpoint: str
-    phase: str
+    phase: str  # steady, fault or recovery (set by the runner from the fault window)
     at: float  # seconds since the scenario started
     latency: float  # seconds
     status: int  # 0 when no HTTP answer came (timeout, refused, reset)

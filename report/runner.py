@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 
 from faults.ledger import LedgerReport, WriteLedger
+from faults.locks import LockHolder
 from faults.server import ServerProcess
 from faults.syscalls import strace_path
 
@@ -117,6 +119,11 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
                         ledger: WriteLedger, rng: random.Random, phases: Phases,
                         clients: int, result: ScenarioResult, progress: Progress) -> None:
     load = LoadGenerator(ledger, random.Random(rng.random()), clients=clients)
+    context = FaultContext(server, target, random.Random(rng.random()), phases.fault_s)
+    if scenario.lock_mode is not None:
+        context.holder = LockHolder(server.db_path, scenario.lock_mode,
+                                    acquire_timeout_s=phases.fault_s)
+        await asyncio.to_thread(context.holder.start)
     phase = "steady"
     stop = asyncio.Event()
     started = time.monotonic()
@@ -127,7 +134,6 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
         phase = "fault"
         result.fault_start = time.monotonic() - started
         progress.show(target.name, scenario.name, "fault window")
-        context = FaultContext(server, target, random.Random(rng.random()), phases.fault_s)
         fault = scenario.fault(context) if scenario.fault else contextlib.nullcontext()
         async with fault:
             await asyncio.sleep(phases.fault_s)
@@ -138,10 +144,25 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     finally:
         stop.set()
         await loading
-    result.samples = load.samples
+        if context.holder is not None:
+            await asyncio.to_thread(context.holder.close)
+    result.samples = [
+        dataclasses.replace(s, phase=phase_of(s, result.fault_start, result.fault_end))
+        for s in load.samples
+    ]
     progress.show(target.name, scenario.name, "checking acknowledged writes")
     await _ensure_answering(server, result)
     result.ledger = await ledger.check(server.base_url, server.db_path)
+
+
+def phase_of(sample: Sample, fault_start: float, fault_end: float) -> str:
+    """A request belongs to the fault window if any part of it overlapped the window: one
+    sent just before the fault and answered during it met the fault."""
+    if sample.at + sample.latency < fault_start:
+        return "steady"
+    if sample.at >= fault_end:
+        return "recovery"
+    return "fault"
 
 
 async def _warm_up(server: ServerProcess, ledger: WriteLedger, users: int = 20) -> None:

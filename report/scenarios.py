@@ -34,6 +34,9 @@ class FaultContext:
     target: Target
     rng: random.Random
     window_s: float
+    # Started before the load (see Scenario.lock_mode): spawning it in the fault window
+    # would itself cost the service CPU just as the fault begins.
+    holder: LockHolder | None = None
 
     async def agent(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
         async with httpx.AsyncClient(base_url=self.server.base_url, timeout=10.0) as client:
@@ -51,6 +54,7 @@ class Scenario:
     fault: Fault | None
     expect: dict[str, str]  # endpoint -> "available" | "fail-fast" | "outage"
     needs_strace: bool = False
+    lock_mode: str | None = None  # a LockHolder the fault uses, started ahead
 
 
 ALL_AVAILABLE = {ROOT: "available", CREATE: "available", READ: "available"}
@@ -80,13 +84,13 @@ async def slow_reads(ctx: FaultContext) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def held_lock(ctx: FaultContext, mode: str) -> AsyncIterator[None]:
-    holder = LockHolder(ctx.server.db_path, mode, acquire_timeout_s=ctx.window_s)
-    await asyncio.to_thread(holder.acquire)
+async def held_lock(ctx: FaultContext) -> AsyncIterator[None]:
+    assert ctx.holder is not None
+    await asyncio.to_thread(ctx.holder.acquire)
     try:
         yield
     finally:
-        await asyncio.to_thread(holder.release)
+        await asyncio.to_thread(ctx.holder.release)
 
 
 @contextlib.asynccontextmanager
@@ -94,12 +98,12 @@ async def lock_pulses(ctx: FaultContext) -> AsyncIterator[None]:
     """The write lock taken for 150-250 ms, again and again: the report's latency pulses."""
     stop = asyncio.Event()
 
+    holder = ctx.holder
+    assert holder is not None
+
     async def pulse() -> None:
         while not stop.is_set():
-            holder = LockHolder(ctx.server.db_path, "immediate",
-                                hold_s=ctx.rng.uniform(0.15, 0.25),
-                                acquire_timeout_s=ctx.window_s)
-            await asyncio.to_thread(holder.acquire)
+            await asyncio.to_thread(holder.acquire, ctx.rng.uniform(0.15, 0.25))
             await asyncio.to_thread(holder.wait_released)
             await asyncio.sleep(ctx.rng.uniform(0.1, 0.3))  # the gap between pulses
 
@@ -139,10 +143,10 @@ SCENARIOS = [
              lambda ctx: sql_errors(ctx, 0.6),
              {ROOT: "available", CREATE: "fail-fast", READ: "fail-fast"}),
     Scenario("write-lock-pulses", "Write lock held by another process for 150-250 ms pulses",
-             lock_pulses, ALL_AVAILABLE),
+             lock_pulses, ALL_AVAILABLE, lock_mode="immediate"),
     Scenario("lock-past-deadline", "Write lock held by another process past the deadline",
-             lambda ctx: held_lock(ctx, "immediate"),
-             {ROOT: "available", CREATE: "fail-fast", READ: "available"}),
+             held_lock, {ROOT: "available", CREATE: "fail-fast", READ: "available"},
+             lock_mode="immediate"),
     Scenario("slow-statements", "User reads slowed to 2 s inside SQLite",
              slow_reads, {ROOT: "available", CREATE: "available", READ: "fail-fast"}),
     Scenario("slow-fsync-pulses", "Every fsync of the journal or WAL delayed by 200 ms",
@@ -152,7 +156,7 @@ SCENARIOS = [
              lambda ctx: syscall_fault(ctx, ["pwrite64", "write"], "error=ENOSPC"),
              {ROOT: "available", CREATE: "fail-fast", READ: "available"}, needs_strace=True),
     Scenario("checkpoint-starvation", "A long reader in another process pins a snapshot",
-             lambda ctx: held_lock(ctx, "read"), ALL_AVAILABLE),
+             held_lock, ALL_AVAILABLE, lock_mode="read"),
     Scenario("sigkill-restart", "SIGKILL of the server process, restarted at once",
              sigkill_and_restart, {ROOT: "outage", CREATE: "outage", READ: "outage"}),
 ]

@@ -18,7 +18,7 @@ from faults.agent import fault_agent
 # fits in a few seconds of fault window; everything else is its default configuration.
 HARDENED_ENV = {
     "DB_DEADLINE_S": "1.0",
-    "READYZ_DEADLINE_S": "0.25",
+    "READYZ_DEADLINE_S": "0.1",
     "SQLITE_CHECKPOINT_INTERVAL_S": "1.0",
 }
 
