@@ -50,12 +50,14 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         app: str = "app.main:create_app",
         ready_path: str = "/readyz",
+        wrapper: list[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "users.db"
         self.app = app
         self.ready_path = ready_path
+        self.wrapper = wrapper  # the default command prefix of every start
         self.env = {
             "DATABASE_URL": f"sqlite:///{self.db_path}",
             "PASSWORD_HASH_TIME_COST": "1",
@@ -103,7 +105,7 @@ class ServerProcess:
             log.write(f"--- start #{self.starts + 1} on port {self.port}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [*(wrapper or []), *self.command()], cwd=ROOT, env=env,
+                [*(wrapper or self.wrapper or []), *self.command()], cwd=ROOT, env=env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.starts += 1

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from faults.ledger import LedgerReport, WriteLedger
+from faults.libfiu import fiu_available, fiu_wrapper
 from faults.locks import LockHolder
 from faults.server import ServerProcess
 from faults.syscalls import strace_path
@@ -86,8 +87,11 @@ class Progress:
 async def run_target(target: Target, scenarios: list[Scenario], objectives: Objectives,
                      rng: random.Random, phases: Phases, clients: int, workdir: Path,
                      progress: Progress) -> list[ScenarioResult]:
+    # Under libfiu's preload when it is there, so disk faults can be switched on and off
+    # without slowing the process the rest of the time.
     server = ServerProcess(workdir / target.name, env=target.env, app=target.app,
-                           ready_path=target.ready_path)
+                           ready_path=target.ready_path,
+                           wrapper=fiu_wrapper() if fiu_available() else None)
     ledger = WriteLedger(random.Random(rng.random()), prefix=target.name)
     server.start()
     await _warm_up(server, ledger)

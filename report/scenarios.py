@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from faults.libfiu import FiuFault, fiu_available
 from faults.locks import LockHolder
 from faults.server import ServerProcess
 from faults.syscalls import AttachedSyscallFault, SyscallFault
@@ -127,6 +129,22 @@ async def syscall_fault(ctx: FaultContext, syscalls: list[str], action: str) -> 
 
 
 @contextlib.asynccontextmanager
+async def disk_full(ctx: FaultContext) -> AsyncIterator[None]:
+    """Every write to the database files fails with ENOSPC: with libfiu (no cost outside the
+    window) when the server runs under it, else with strace attached for the window."""
+    if not fiu_available():
+        async with syscall_fault(ctx, ["pwrite64", "write"], "error=ENOSPC"):
+            yield
+        return
+    fault = FiuFault(ctx.server.pid, "posix/io/rw/pwrite", errno.ENOSPC)
+    await asyncio.to_thread(fault.__enter__)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(fault.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
 async def sigkill_and_restart(ctx: FaultContext) -> AsyncIterator[None]:
     """SIGKILL at the start of the window, restarted at once: the report's black-hole, moved
     to the process."""
@@ -152,9 +170,9 @@ SCENARIOS = [
     Scenario("slow-fsync-pulses", "Every fsync of the journal or WAL delayed by 200 ms",
              lambda ctx: syscall_fault(ctx, ["fsync", "fdatasync"], "delay_enter=200000"),
              ALL_AVAILABLE, needs_strace=True),
-    Scenario("disk-full", "Disk full (ENOSPC) on every journal or WAL write",
-             lambda ctx: syscall_fault(ctx, ["pwrite64", "write"], "error=ENOSPC"),
-             {ROOT: "available", CREATE: "fail-fast", READ: "available"}, needs_strace=True),
+    Scenario("disk-full", "Disk full (ENOSPC) on every write to the database files",
+             disk_full, {ROOT: "available", CREATE: "fail-fast", READ: "available"},
+             needs_strace=not fiu_available()),
     Scenario("checkpoint-starvation", "A long reader in another process pins a snapshot",
              held_lock, ALL_AVAILABLE, lock_mode="read"),
     Scenario("sigkill-restart", "SIGKILL of the server process, restarted at once",
