@@ -8,13 +8,15 @@ window opens (strace, by contrast, stops the process at every syscall while atta
 limited to one file: every pwrite of the process fails, which for this service means every
 write to its database files.
 
-    server.start(wrapper=fiu_wrapper())
+    server = ServerProcess(..., env=fiu_env())
+    server.start()
     with FiuFault(server.pid, "posix/io/rw/pwrite", errno.ENOSPC):
         ...   # the disk is full
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from types import TracebackType
@@ -24,10 +26,28 @@ def fiu_available() -> bool:
     return shutil.which("fiu-run") is not None and shutil.which("fiu-ctrl") is not None
 
 
-def fiu_wrapper() -> list[str]:
+def fiu_env() -> dict[str, str]:
+    """The environment `fiu-run -x` would give a program (asked of fiu-run itself, in its dry
+    run), so it can be merged with other preloads rather than replace them."""
     if not fiu_available():
         raise RuntimeError("libfiu is not installed (apt-get install fiu-utils)")
-    return ["fiu-run", "-x"]
+    dry_run = subprocess.run(["fiu-run", "-n", "-x", "true"], capture_output=True, text=True,
+                             check=True).stdout
+    env = dict(re.findall(r'^(\w+)="(.*)"', dry_run, re.M))
+    env["LD_PRELOAD"] = " ".join(env.get("LD_PRELOAD", "").split())
+    return env
+
+
+def merge_preloads(*envs: dict[str, str]) -> dict[str, str]:
+    """Merge environments, joining their LD_PRELOAD lists instead of overwriting."""
+    merged: dict[str, str] = {}
+    preloads: list[str] = []
+    for env in envs:
+        merged.update(env)
+        preloads += env.get("LD_PRELOAD", "").split()
+    if preloads:
+        merged["LD_PRELOAD"] = " ".join(preloads)
+    return merged
 
 
 class FiuFault:

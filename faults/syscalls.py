@@ -39,7 +39,7 @@ class SyscallFault:
     action: str  # "signal=KILL", "error=ENOSPC", "error=EIO", "delay_enter=200000" (µs)
     when: str | None = None  # "3", "2..5", "1+2": strace's when= (counted per thread)
 
-    def strace_args(self) -> list[str]:
+    def strace_args(self, follow: bool = True) -> list[str]:
         strace = strace_path()
         if strace is None:
             raise RuntimeError("strace is not installed (apt-get install strace)")
@@ -48,7 +48,7 @@ class SyscallFault:
                 raise ValueError(f"strace -P needs an absolute path, got {path}")
         names = ",".join(self.syscalls)
         inject = f"inject={names}:{self.action}" + (f":when={self.when}" if self.when else "")
-        args = [strace, "-f", "-qq", "-o", "/dev/null"]
+        args = [strace, *(["-f"] if follow else []), "-qq", "-o", "/dev/null"]
         for path in self.paths:
             args += ["-P", str(path)]
         return [*args, "-e", f"trace={names}", "-e", inject]
@@ -59,27 +59,41 @@ class SyscallFault:
 
 
 class AttachedSyscallFault:
-    """Attach strace to a running process (all its threads) for the duration of the block."""
+    """Attach strace to a running process for the duration of the block: to all its threads,
+    or only to `threads` (thread ids), e.g. those that do the database I/O.
 
-    def __init__(self, pid: int, fault: SyscallFault, attach_timeout_s: float = 10.0) -> None:
+    While attached, every syscall of a traced thread stops for strace, injected or not (the
+    seccomp filter that avoids that works only for processes strace starts), so tracing
+    costs each traced thread time on every syscall. Limiting it to the threads that do the
+    I/O keeps that cost away from, say, an event loop that only serves HTTP.
+    """
+
+    def __init__(self, pid: int, fault: SyscallFault, attach_timeout_s: float = 10.0,
+                 threads: list[int] | None = None) -> None:
         self.pid = pid
         self.fault = fault
         self.attach_timeout_s = attach_timeout_s
+        self.threads = threads
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> AttachedSyscallFault:
-        self._proc = subprocess.Popen([*self.fault.strace_args(), "-p", str(self.pid)])
+        if self.threads is None:
+            targets = ["-p", str(self.pid)]
+        else:
+            targets = [arg for tid in self.threads for arg in ("-p", str(tid))]
+        self._proc = subprocess.Popen(
+            [*self.fault.strace_args(follow=self.threads is None), *targets])
         self._wait_attached()
         return self
 
     def _wait_attached(self) -> None:
-        """Until every thread of the target reports a tracer (from /proc, not a timer)."""
+        """Until every traced thread reports a tracer (from /proc, not a timer)."""
         assert self._proc is not None
         give_up = time.monotonic() + self.attach_timeout_s
         while time.monotonic() < give_up:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"strace exited with {self._proc.returncode} on attach")
-            if _all_threads_traced(self.pid, self._proc.pid):
+            if _all_threads_traced(self.pid, self._proc.pid, self.threads):
                 return
             time.sleep(0.01)
         self.__exit__(None, None, None)
@@ -98,8 +112,12 @@ class AttachedSyscallFault:
                 self._proc.wait()
 
 
-def _all_threads_traced(pid: int, tracer: int) -> bool:
-    tasks = list(Path(f"/proc/{pid}/task").glob("*"))
+def threads_of(pid: int) -> list[int]:
+    return sorted(int(task.name) for task in Path(f"/proc/{pid}/task").glob("*"))
+
+
+def _all_threads_traced(pid: int, tracer: int, threads: list[int] | None = None) -> bool:
+    tasks = [Path(f"/proc/{pid}/task/{tid}") for tid in (threads or threads_of(pid))]
     if not tasks:
         return False
     for task in tasks:

@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 
 from faults.ledger import LedgerReport, WriteLedger
-from faults.libfiu import fiu_available, fiu_wrapper
+from faults.libfiu import fiu_available, fiu_env, merge_preloads
 from faults.locks import LockHolder
 from faults.server import ServerProcess
+from faults.slowsync import SlowSync, compiler
 from faults.syscalls import strace_path
 
 from .load import ENDPOINTS, LoadGenerator, Sample
@@ -87,11 +88,16 @@ class Progress:
 async def run_target(target: Target, scenarios: list[Scenario], objectives: Objectives,
                      rng: random.Random, phases: Phases, clients: int, workdir: Path,
                      progress: Progress) -> list[ScenarioResult]:
-    # Under libfiu's preload when it is there, so disk faults can be switched on and off
-    # without slowing the process the rest of the time.
-    server = ServerProcess(workdir / target.name, env=target.env, app=target.app,
-                           ready_path=target.ready_path,
-                           wrapper=fiu_wrapper() if fiu_available() else None)
+    # Under libfiu's preload and the slow-sync shim when they are there, so disk faults can
+    # be switched on and off without slowing the process the rest of the time.
+    slowsync = SlowSync(workdir / f"{target.name}-slowsync") if compiler() else None
+    env = merge_preloads(
+        target.env,
+        fiu_env() if fiu_available() else {},
+        slowsync.env(match="users.db") if slowsync else {},
+    )
+    server = ServerProcess(workdir / target.name, env=env, app=target.app,
+                           ready_path=target.ready_path)
     ledger = WriteLedger(random.Random(rng.random()), prefix=target.name)
     server.start()
     await _warm_up(server, ledger)
@@ -102,11 +108,14 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
             results.append(result)
             if scenario.needs_strace and strace_path() is None:
                 result.skipped = "strace is not installed (apt-get install strace)"
+            if scenario.needs_compiler and slowsync is None:
+                result.skipped = "no C compiler to build the slow-sync shim (apt-get install gcc)"
+            if result.skipped:
                 progress.finish(target.name, scenario.name, 0, 0)
                 continue
             await _ensure_answering(server, result)
             await _run_scenario(target, scenario, server, ledger, rng, phases, clients,
-                                result, progress)
+                                result, progress, slowsync)
             for endpoint in ENDPOINTS:
                 result.verdicts += judge(
                     scenario.name, endpoint, scenario.expect[endpoint],
@@ -121,9 +130,11 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
 
 async def _run_scenario(target: Target, scenario: Scenario, server: ServerProcess,
                         ledger: WriteLedger, rng: random.Random, phases: Phases,
-                        clients: int, result: ScenarioResult, progress: Progress) -> None:
+                        clients: int, result: ScenarioResult, progress: Progress,
+                        slowsync: SlowSync | None) -> None:
     load = LoadGenerator(ledger, random.Random(rng.random()), clients=clients)
-    context = FaultContext(server, target, random.Random(rng.random()), phases.fault_s)
+    context = FaultContext(server, target, random.Random(rng.random()), phases.fault_s,
+                           slowsync=slowsync)
     if scenario.lock_mode is not None:
         context.holder = LockHolder(server.db_path, scenario.lock_mode,
                                     acquire_timeout_s=phases.fault_s)

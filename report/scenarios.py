@@ -24,6 +24,7 @@ import httpx
 from faults.libfiu import FiuFault, fiu_available
 from faults.locks import LockHolder
 from faults.server import ServerProcess
+from faults.slowsync import SlowSync
 from faults.syscalls import AttachedSyscallFault, SyscallFault
 
 from .load import CREATE, READ, ROOT
@@ -39,6 +40,7 @@ class FaultContext:
     # Started before the load (see Scenario.lock_mode): spawning it in the fault window
     # would itself cost the service CPU just as the fault begins.
     holder: LockHolder | None = None
+    slowsync: SlowSync | None = None  # preloaded into the server when a compiler exists
 
     async def agent(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
         async with httpx.AsyncClient(base_url=self.server.base_url, timeout=10.0) as client:
@@ -56,6 +58,7 @@ class Scenario:
     fault: Fault | None
     expect: dict[str, str]  # endpoint -> "available" | "fail-fast" | "outage"
     needs_strace: bool = False
+    needs_compiler: bool = False  # builds the slow-sync shim
     lock_mode: str | None = None  # a LockHolder the fault uses, started ahead
 
 
@@ -120,12 +123,22 @@ async def lock_pulses(ctx: FaultContext) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def syscall_fault(ctx: FaultContext, syscalls: list[str], action: str) -> AsyncIterator[None]:
     paths = ctx.target.write_paths(ctx.server.db_path)
-    fault = AttachedSyscallFault(ctx.server.pid, SyscallFault(paths, syscalls, action))
+    fault = AttachedSyscallFault(ctx.server.pid, SyscallFault(paths, syscalls, action),
+                                 threads=ctx.target.io_threads(ctx.server.pid))
     await asyncio.to_thread(fault.__enter__)
     try:
         yield
     finally:
         await asyncio.to_thread(fault.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def slow_syncs(ctx: FaultContext) -> AsyncIterator[None]:
+    """The report's 150-250 ms latency pulses, moved to the disk: each fsync/fdatasync of a
+    database file waits that long for the window."""
+    assert ctx.slowsync is not None
+    with ctx.slowsync.window(150_000, 250_000):
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -167,9 +180,8 @@ SCENARIOS = [
              lock_mode="immediate"),
     Scenario("slow-statements", "User reads slowed to 2 s inside SQLite",
              slow_reads, {ROOT: "available", CREATE: "available", READ: "fail-fast"}),
-    Scenario("slow-fsync-pulses", "Every fsync of the journal or WAL delayed by 200 ms",
-             lambda ctx: syscall_fault(ctx, ["fsync", "fdatasync"], "delay_enter=200000"),
-             ALL_AVAILABLE, needs_strace=True),
+    Scenario("slow-fsync-pulses", "Every sync of the database files delayed by 150-250 ms",
+             slow_syncs, ALL_AVAILABLE, needs_compiler=True),
     Scenario("disk-full", "Disk full (ENOSPC) on every write to the database files",
              disk_full, {ROOT: "available", CREATE: "fail-fast", READ: "available"},
              needs_strace=not fiu_available()),

@@ -13,6 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from faults.agent import fault_agent
+from faults.syscalls import threads_of
 
 # The hardened service runs with a short deadline so that "lock held past the deadline"
 # fits in a few seconds of fault window; everything else is its default configuration.
@@ -30,6 +31,12 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     deadline_s: float | None = None  # the service's own DB deadline, if it has one
     ready_path: str = "/readyz"
+
+    def io_threads(self, pid: int) -> list[int]:
+        """The threads that do the service's database I/O: the hardened service's worker
+        threads (never its event loop), the naive service's event loop itself."""
+        threads = threads_of(pid)
+        return [t for t in threads if t != pid] if self.name == "hardened" else [pid]
 
     def write_paths(self, db_path: Path) -> list[Path]:
         """Files a commit writes: the WAL for WAL mode, the journal and database otherwise."""
