@@ -1,0 +1,50 @@
+"""The main job end to end, kept short: real servers, real faults, the three output files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_report(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "report", "--phases", "0.5,1.5,1", "--clients", "4",
+         "--seed", "7", "--out", str(out), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+
+
+def test_the_report_judges_a_fault_and_writes_markdown_json_and_a_chart(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    proc = run_report(out, "--scenarios", "steady-state,lock-past-deadline")
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert "seed 7" in proc.stderr
+
+    data = json.loads((out / "report.json").read_text())
+    results = {r["scenario"]: r for r in data["targets"]["hardened"]}
+    assert set(results) == {"steady-state", "lock-past-deadline"}
+    create = results["lock-past-deadline"]["stats"]["POST /users/"]
+    # Writes during the held lock were answered 504 at the deadline, not left hanging.
+    assert create["fault"]["statuses"].get("504 deadline_exceeded", 0) > 0
+    assert create["fault"]["max_ms"] < 1000 * (1.0 + 0.5)
+    assert results["lock-past-deadline"]["ledger"]["lost"] == 0
+    verdicts = [v for r in results.values() for v in r["verdicts"]]
+    assert {v["slo"] for v in verdicts} >= {"p95 latency (steady)", "fail fast (fault)",
+                                           "recovery", "acknowledged writes lost"}
+
+    markdown = (out / "report.md").read_text()
+    for heading in ("## Overall resilience posture", "## Dashboard summary",
+                    "## SLO failures deep dive", "## Scenarios"):
+        assert heading in markdown
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_scenarios_are_refused_with_the_known_ones_listed(tmp_path: Path) -> None:
+    proc = run_report(tmp_path, "--scenarios", "no-such-thing")
+    assert proc.returncode == 2
+    assert "unknown scenarios: no-such-thing" in proc.stderr
+    assert "steady-state" in proc.stderr
