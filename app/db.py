@@ -199,7 +199,13 @@ class Database:
             try:
                 self.backend.bound_lock_wait(dbapi_conn, handle.deadline)
                 if not in_transaction:
-                    return work(dbapi_conn)
+                    try:
+                        return work(dbapi_conn)
+                    except self.backend.driver_error as exc:
+                        # Raised by the driver directly, outside SQLAlchemy: wrap it as
+                        # SQLAlchemy would, so it is classified like any other.
+                        raise DBAPIError.instance(None, None, exc,
+                                                  self.backend.driver_error) from exc
                 with Session(bind=conn, autoflush=False, expire_on_commit=False) as session:
                     with session.begin():
                         result = work(session)

@@ -90,9 +90,14 @@ class StampArrival:
 
 
 async def _checkpoint_loop(db: Database, interval_s: float) -> None:
+    """Checkpoint every `interval_s` for the life of the app. Nothing may end this loop but
+    shutdown: with SQLite's auto-checkpoint off, a dead loop lets the WAL grow without bound."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             await db.checkpoint()
         except ServiceError as exc:
-            log.warning("checkpoint failed: %s", type(exc).__name__)
+            log.warning("checkpoint failed: %s (%s)", type(exc).__name__,
+                        getattr(exc, "error_name", None))
+        except Exception:
+            log.exception("checkpoint failed unexpectedly; will try again")

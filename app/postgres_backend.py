@@ -1,0 +1,150 @@
+"""Everything PostgreSQL-specific, behind the same methods as app/sqlite_backend.py.
+
+- Writes run at SERIALIZABLE: a create reads its Idempotency-Key before inserting, and two
+  concurrent creates with one key must not both insert. PostgreSQL reports the conflict (and a
+  unique violation against a key the transaction had read as absent) as a serialization
+  failure, 40001, which is retried (postgresql.org/docs/current/transaction-iso.html).
+- Deadlines are enforced by the server too: every attempt sets `statement_timeout` and
+  `lock_timeout` (SET LOCAL: this transaction only) to the remaining budget, and at the
+  deadline the running query is cancelled, so nothing keeps running after the 504.
+- Errors are classified by SQLSTATE, never by message text.
+- `pool_pre_ping` tests a pooled connection before use, so a restarted server does not leave
+  dead connections behind; a connection lost mid-call is invalidated by SQLAlchemy and the
+  call retried as transient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from .errors import (
+    DeadlineExceeded,
+    IntegrityViolation,
+    LockTimeout,
+    StorageBug,
+    StorageError,
+    StorageUnavailable,
+    TransientStorageError,
+)
+from .resilience import Deadline
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERIALIZATION_FAILURE = "40001"
+DEADLOCK_DETECTED = "40P01"
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+# Server going away or refusing: admin_shutdown, crash_shutdown, cannot_connect_now.
+_SERVER_GONE = {"57P01", "57P02", "57P03"}
+
+
+class PostgresBackend:
+    name = "postgresql"
+    supports_checkpoints = False  # the server checkpoints by itself
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url = make_url(settings.database_url)
+        if url.get_backend_name() != "postgresql":
+            raise ValueError(f"not a PostgreSQL URL: {url.get_backend_name()!r}")
+        self.url = url
+        self._connecting = threading.local()
+        import psycopg
+
+        self.driver_error: type[Exception] = psycopg.Error
+
+    def writer_workers(self) -> int:
+        # The server admits concurrent writers; serialising them in-process (as for SQLite)
+        # would only cap throughput.
+        return self.settings.db_read_workers
+
+    def check_version(self, connections: int) -> None:
+        engine = create_engine(self.url, poolclass=None, hide_parameters=True)
+        try:
+            with engine.connect() as conn:
+                version = conn.execute(text("SHOW server_version")).scalar()
+        finally:
+            engine.dispose()
+        log.info("PostgreSQL %s at %s (%d pooled connections)", version,
+                 self.url.render_as_string(hide_password=True), connections)
+
+    def make_engine(self, *, role: str, pool_size: int) -> Engine:
+        engine = create_engine(
+            self.url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=1.0,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            isolation_level="SERIALIZABLE" if role == "writer" else "READ COMMITTED",
+        )
+
+        @event.listens_for(engine, "do_connect")
+        def _connect_within_deadline(dialect: Any, record: Any, cargs: Any,
+                                     cparams: dict[str, Any]) -> None:
+            deadline: Deadline | None = getattr(self._connecting, "deadline", None)
+            budget = deadline.remaining() if deadline else self.settings.db_deadline_s
+            # libpq counts whole seconds, and takes anything below 2 as 2.
+            cparams["connect_timeout"] = max(2, math.ceil(budget))
+
+        return engine
+
+    @contextlib.contextmanager
+    def connecting_within(self, deadline: Deadline) -> Iterator[None]:
+        self._connecting.deadline = deadline
+        try:
+            yield
+        finally:
+            self._connecting.deadline = None
+
+    def bound_lock_wait(self, dbapi_conn: Any, deadline: Deadline) -> None:
+        """Server-side timeouts for this transaction from the remaining budget (plus a small
+        margin, so the client's own deadline answers first and cancels)."""
+        remaining_ms = int(deadline.remaining() * 1000)
+        if remaining_ms <= 0:
+            raise DeadlineExceeded("the DB call outlived its deadline")
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms + 25}")
+            cursor.execute(f"SET LOCAL lock_timeout = {remaining_ms + 25}")
+
+    def interrupt(self, dbapi_conn: Any) -> None:
+        """Cancel the query running on `dbapi_conn` on the server; safe from any thread."""
+        cancel = getattr(dbapi_conn, "cancel_safe", None) or dbapi_conn.cancel
+        with contextlib.suppress(Exception):  # closed or broken: nothing left to cancel
+            cancel()
+
+    def classify(self, exc: DBAPIError, *, cancelled: bool) -> StorageError:
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or ""
+        name = state or type(orig).__name__
+        if exc.connection_invalidated or state.startswith("08") or state in _SERVER_GONE:
+            return TransientStorageError("the database connection was lost", error_name=name)
+        if state in (SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
+            return TransientStorageError("transaction conflict", error_name=name)
+        if state in (LOCK_NOT_AVAILABLE, QUERY_CANCELED):
+            if cancelled:
+                return DeadlineExceeded("the DB call outlived its deadline", error_name=name)
+            if state == LOCK_NOT_AVAILABLE:
+                return LockTimeout("a lock was not available in time", error_name=name)
+            return StorageBug("query cancelled", error_name=name)
+        if state.startswith("23"):
+            return IntegrityViolation("constraint violated", error_name=name)
+        if state.startswith(("53", "58")):  # insufficient resources, system (I/O) errors
+            return StorageUnavailable("the database cannot be used now", error_name=name)
+        return StorageBug("database error", error_name=name)
+
+    def wal_bytes(self) -> int:
+        return 0  # the server's WAL is its own business
+
+    def checkpoint(self, dbapi_conn: Any) -> Any:
+        raise NotImplementedError("PostgreSQL checkpoints by itself")
