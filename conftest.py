@@ -1,6 +1,8 @@
 """Suite-wide options, markers by folder, and the fixtures every suite shares.
 
 Options (all also readable from the environment, for tox):
+  --backend sqlite|postgres          the database every test service uses (default sqlite; postgres
+                                     starts a throwaway PostgreSQL server)
   --sqlite-synchronous NORMAL|FULL   run the whole suite under that durability level
   --fault-seed N                     seed of every random choice a test makes (printed)
   --durability-mode quick|nightly    how long the durability suite runs (default quick)
@@ -10,6 +12,7 @@ Options (all also readable from the environment, for tox):
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import zlib
@@ -25,6 +28,8 @@ from hypothesis import settings as hypothesis_settings
 
 from app.main import create_app
 from app.settings import Settings
+from faults.inspect_db import query_url
+from faults.postgres_server import PostgresServer
 from faults.summary import DurabilitySummary
 
 ROOT = Path(__file__).resolve().parent
@@ -46,6 +51,11 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hardened service")
+    group.addoption(
+        "--backend", choices=["sqlite", "postgres"],
+        default=os.environ.get("TEST_BACKEND", "sqlite"),
+        help="database for every service the tests start (postgres: a throwaway server)",
+    )
     group.addoption(
         "--sqlite-synchronous", choices=["NORMAL", "FULL"],
         default=os.environ.get("SQLITE_SYNCHRONOUS_UNDER_TEST", "NORMAL"),
@@ -82,6 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"fault seed: {config.getoption('--fault-seed')} (rerun with --fault-seed=N)",
+        f"backend: {config.getoption('--backend')}",
         f"sqlite synchronous: {config.getoption('--sqlite-synchronous')}",
         f"durability mode: {config.getoption('--durability-mode')}",
     ]
@@ -112,7 +123,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    backend = config.getoption("--backend")
     for item in items:
+        only = item.get_closest_marker("sqlite_only")
+        if backend == "postgres" and only is not None:
+            item.add_marker(pytest.mark.skip(
+                reason=f"SQLite-only: {only.args[0] if only.args else 'an SQLite mechanism'}"))
+        if backend == "sqlite" and item.get_closest_marker("postgres_only") is not None:
+            item.add_marker(pytest.mark.skip(reason="PostgreSQL-only (run with --backend "
+                                                    "postgres)"))
         parts = Path(str(item.fspath)).relative_to(ROOT).parts
         if len(parts) > 1 and parts[0] == "tests" and parts[1] in _FOLDER_MARKERS:
             item.add_marker(getattr(pytest.mark, _FOLDER_MARKERS[parts[1]]))
@@ -136,14 +155,40 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "users.db"
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (--backend postgres)."""
+    with PostgresServer() as server:
+        yield server
+
+
 @pytest.fixture
-def make_settings(db_path: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+def database_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The test service's database: an SQLite file, or a fresh PostgreSQL database."""
+    if request.config.getoption("--backend") == "sqlite":
+        return f"sqlite:///{db_path}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"t{zlib.crc32(request.node.nodeid.encode()):x}_{next(_DATABASE_NUMBERS)}"
+    return server.url(server.create_database(name))
+
+
+_DATABASE_NUMBERS = itertools.count()
+
+
+@pytest.fixture
+def db_rows(database_url: str) -> Callable[..., list[tuple[Any, ...]]]:
+    """Run one read-only statement against the test service's database (either backend)."""
+    return lambda sql, params=(): query_url(database_url, sql, params)
+
+
+@pytest.fixture
+def make_settings(database_url: str, request: pytest.FixtureRequest) -> Callable[..., Settings]:
     """Settings for a test service: its own database file, cheap password hashing, no
     background checkpoints (tests call them), the suite's synchronous level."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "database_url": f"sqlite:///{db_path}",
+            "database_url": database_url,
             "password_hash_time_cost": 1,
             "password_hash_memory_kib": 8,
             "sqlite_checkpoint_interval_s": 0,

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -34,6 +35,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .models import Base
+from .postgres_backend import PostgresBackend
 from .resilience import CallHandle, Deadline, RetryPolicy, WorkerLane, await_until
 from .settings import Settings
 from .sqlite_backend import SqliteBackend
@@ -54,16 +56,17 @@ class Database:
         self.settings = settings
         self.metrics = metrics
         self.retry = retry
-        self.backend = SqliteBackend(settings)
+        self.backend = make_backend(settings)
         readers = settings.db_read_workers
-        self.backend.check_version(connections=readers + 2)
+        writers = self.backend.writer_workers()
+        self.backend.check_version(connections=writers + readers + 1)
         queue = settings.db_queue_limit
         # Checkpoints get their own thread and connection: a slow checkpoint (its fsyncs, or
         # a TRUNCATE waiting for readers) must not hold up the writer lane.
-        self.writer_engine = self.backend.make_engine(role="writer", pool_size=1)
+        self.writer_engine = self.backend.make_engine(role="writer", pool_size=writers)
         self.reader_engine = self.backend.make_engine(role="reader", pool_size=readers)
         self.maintenance_engine = self.backend.make_engine(role="maintenance", pool_size=1)
-        self.writer = WorkerLane("writer", 1, queue, self._lane_changed)
+        self.writer = WorkerLane("writer", writers, queue, self._lane_changed)
         self.readers = WorkerLane("reader", readers, queue, self._lane_changed)
         self.maintenance = WorkerLane("maintenance", 1, 0, self._lane_changed)
         self._lanes = ((self.writer, self.writer_engine), (self.readers, self.reader_engine),
@@ -82,6 +85,11 @@ class Database:
             db.close()
             raise
         return db
+
+    @property
+    def serialises_writes(self) -> bool:
+        """True when this process's writes run one at a time (SQLite's single writer lane)."""
+        return self.writer.workers == 1
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -119,6 +127,8 @@ class Database:
 
     async def checkpoint(self) -> None:
         """Run the backend's checkpoint policy on the maintenance lane and record its lag."""
+        if not self.backend.supports_checkpoints:
+            return
         deadline = Deadline.after(self.settings.db_deadline_s)
         result = await self._call(
             "checkpoint", self.maintenance, self.maintenance_engine, self.backend.checkpoint,
@@ -233,6 +243,17 @@ class Database:
     def _lane_changed(self, lane: WorkerLane) -> None:
         self.metrics.db_queue_depth.labels(lane.name).set(lane.queued)
         self.metrics.db_inflight.labels(lane.name).set(lane.running)
+
+
+def make_backend(settings: Settings) -> SqliteBackend | PostgresBackend:
+    """The backend DATABASE_URL names: embedded SQLite (the default) or PostgreSQL."""
+    name = make_url(settings.database_url).get_backend_name()
+    if name == "postgresql":
+        return PostgresBackend(settings)
+    if name == "sqlite":
+        return SqliteBackend(settings)
+    raise ValueError(f"DATABASE_URL: unsupported database {name!r}; use sqlite:///PATH or "
+                     "postgresql+psycopg://USER@HOST:PORT/DB")
 
 
 _OUTCOMES: dict[type[StorageError], str] = {

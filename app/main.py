@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None, *, retry: RetryPolicy | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         checkpoints = (
             asyncio.create_task(_checkpoint_loop(db, settings.sqlite_checkpoint_interval_s))
-            if settings.sqlite_checkpoint_interval_s > 0 else None
+            if settings.sqlite_checkpoint_interval_s > 0 and db.backend.supports_checkpoints
+            else None
         )
         try:
             yield

@@ -5,12 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+# 64-bit ids everywhere (the API accepts up to 2**63 - 1). On SQLite the column must be
+# exactly INTEGER to be the rowid alias that AUTOINCREMENT needs; SQLite's INTEGER is 64-bit.
+Id = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class User(Base):
@@ -19,7 +24,7 @@ class User(Base):
     # client holding an id from a 201 can never read someone else's user under it.
     __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     # Naive UTC: SQLite has no time zone type; the API adds the zone back.
@@ -33,5 +38,5 @@ class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime)

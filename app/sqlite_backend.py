@@ -103,6 +103,7 @@ class CheckpointResult:
 
 class SqliteBackend:
     name = "sqlite"
+    supports_checkpoints = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -127,6 +128,12 @@ class SqliteBackend:
         self.path = Path(database).resolve()
 
     # -- start-up ------------------------------------------------------------------------
+
+    def writer_workers(self) -> int:
+        """One: SQLite admits one writer at a time, and writers of this process queued on
+        one thread never wait for each other in SQLite's busy handler (which sleeps in
+        growing steps); busy waits then come only from other processes."""
+        return 1
 
     def check_version(self, connections: int) -> None:
         version = ".".join(map(str, self.version))

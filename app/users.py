@@ -85,11 +85,18 @@ async def create_user(
     checked against the stored hash, so no other derivative of it is ever stored.
     """
     password_hash = await hasher.hash(password)
+    work = _insert_user(name, password_hash, key)
     try:
-        outcome = await db.write("create_user", _insert_user(name, password_hash, key),
-                                 deadline)
+        outcome = await db.write("create_user", work, deadline)
     except IntegrityViolation as exc:
-        raise NameTaken(f"a user named {name!r} already exists") from exc
+        if key is None or db.serialises_writes:
+            raise NameTaken(f"a user named {name!r} already exists") from exc
+        # With concurrent writers (PostgreSQL), a request with the same key may have
+        # committed between this transaction's key lookup and its insert: look again.
+        try:
+            outcome = await db.write("create_user", work, deadline)
+        except IntegrityViolation as again:
+            raise NameTaken(f"a user named {name!r} already exists") from again
     if isinstance(outcome, _Replay):
         same = outcome.user.name == name and await hasher.verify(outcome.password_hash, password)
         if not same:

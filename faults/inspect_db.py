@@ -40,3 +40,20 @@ def names_in_main_file_alone(db_path: Path, scratch: Path) -> set[str] | None:
         return {name for (name,) in query(copy, "SELECT name FROM users")}
     except dbapi.Error:  # not readable alone
         return None
+
+
+def query_url(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """`query` for a SQLAlchemy-style URL: an SQLite file (through pysqlite3, as above) or a
+    PostgreSQL database (through psycopg, in autocommit)."""
+    if database_url.startswith("sqlite"):
+        return query(database_url.split("///", 1)[1], sql, params)
+    import psycopg
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+
+
+def libpq_url(database_url: str) -> str:
+    """postgresql+psycopg://... -> postgresql://... (what libpq accepts)."""
+    scheme, rest = database_url.split("://", 1)
+    return f"{scheme.split('+', 1)[0]}://{rest}"

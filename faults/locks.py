@@ -12,6 +12,11 @@ Modes:
                cannot pass it, the WAL grows); in a rollback-journal mode its SHARED lock
                keeps writers from committing.
 
+`db_path` may also be a PostgreSQL URL: the same modes then take the nearest table locks on
+`users` ("immediate"/"exclusive": LOCK TABLE ... IN EXCLUSIVE MODE, which blocks writers but
+not readers; "locking-mode-exclusive": ACCESS EXCLUSIVE, which blocks readers too; "read": a
+REPEATABLE READ transaction holding its snapshot).
+
 The child process is started once (`start()`) and then takes and drops the lock on command,
 as often as asked: starting a Python process costs tens of milliseconds of CPU, which on a
 small machine would itself disturb the service at the moment the fault begins. The holder
@@ -48,7 +53,7 @@ class LockHolder:
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path,  # an SQLite file, or a postgresql:// URL
         mode: str = "immediate",
         hold_s: float | None = None,
         driver: str = "pysqlite3",
@@ -57,7 +62,11 @@ class LockHolder:
     ) -> None:
         if mode not in LOCK_MODES:
             raise ValueError(f"mode must be one of {LOCK_MODES}, got {mode!r}")
-        self.db_path = Path(db_path)
+        target = str(db_path)
+        # An SQLite file (a path or an sqlite:/// URL) or a PostgreSQL URL.
+        self.db_path: str | Path = (
+            target if target.startswith("postgresql")
+            else Path(target.split("///", 1)[1] if target.startswith("sqlite") else target))
         self.mode = mode
         self.hold_s = hold_s
         self.driver = driver
@@ -154,19 +163,44 @@ class LockHolder:
 # -- the child process -----------------------------------------------------------------------
 
 
+_PG_LOCKS = {
+    "immediate": "LOCK TABLE users IN EXCLUSIVE MODE",
+    "exclusive": "LOCK TABLE users IN EXCLUSIVE MODE",
+    "locking-mode-exclusive": "LOCK TABLE users IN ACCESS EXCLUSIVE MODE",
+}
+
+
 class _Child:
     def __init__(self, db_path: str, mode: str, driver: str, busy_s: float,
                  commit: bool) -> None:
-        dbapi = importlib.import_module(
-            "pysqlite3.dbapi2" if driver == "pysqlite3" else "sqlite3")
-        self.connect: Any = lambda: dbapi.connect(db_path, isolation_level=None,
-                                                  timeout=busy_s)
+        self.postgres = db_path.startswith("postgresql")
+        if self.postgres:
+            import psycopg
+
+            from faults.inspect_db import libpq_url
+
+            self.connect: Any = lambda: psycopg.connect(libpq_url(db_path), autocommit=True)
+        else:
+            dbapi = importlib.import_module(
+                "pysqlite3.dbapi2" if driver == "pysqlite3" else "sqlite3")
+            self.connect = lambda: dbapi.connect(db_path, isolation_level=None, timeout=busy_s)
         self.conn = self.connect()
         self.mode = mode
         self.commit = commit
 
     def lock(self) -> None:
         conn = self.conn
+        if self.postgres:
+            if self.mode == "read":
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                conn.execute("SELECT count(*) FROM users").fetchall()
+                return
+            conn.execute("BEGIN")
+            conn.execute(_PG_LOCKS[self.mode])
+            if self.commit:
+                conn.execute("CREATE TABLE IF NOT EXISTS fault_lock_probe (x int)")
+                conn.execute("INSERT INTO fault_lock_probe VALUES (1)")
+            return
         if self.mode == "locking-mode-exclusive":
             conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             conn.execute("BEGIN EXCLUSIVE")
@@ -183,7 +217,9 @@ class _Child:
                 conn.execute("INSERT INTO fault_lock_probe VALUES (1)")
 
     def release(self) -> None:
-        if self.mode == "locking-mode-exclusive":
+        if self.postgres:
+            self.conn.execute("COMMIT" if self.commit else "ROLLBACK")
+        elif self.mode == "locking-mode-exclusive":
             self.conn.close()  # closing the connection is what drops an EXCLUSIVE-mode lock
             self.conn = self.connect()
         else:

@@ -3,7 +3,8 @@
 Before each matching statement, on the same connection and in the same transaction, the fault
 runs a statement that loops inside SQLite for `seconds` (a recursive CTE that counts rows until
 a clock passes a limit). It is a real long-running statement: SQLite checks for
-`sqlite3_interrupt()` at every loop step, as it would in a big scan.
+`sqlite3_interrupt()` at every loop step, as it would in a big scan. On PostgreSQL the fault
+runs `pg_sleep(seconds)`, which a query cancel ends at once.
 
 Two simpler designs do not work, and would let a broken interrupt pass unnoticed:
 - a sleeping Python SQL function: an interrupt cannot stop a function mid-call;
@@ -49,13 +50,20 @@ class SlowStatements:
         if self.pattern is not None and not self.pattern.search(statement):
             return
         dbapi_conn = conn.connection.dbapi_connection
-        dbapi_conn.create_function("fault_clock", 0, time.monotonic)
         with self._lock:
             self.started += 1
         try:
+            if conn.dialect.name == "postgresql":
+                # pg_sleep: a server-side wait that a query cancel ends at once.
+                with dbapi_conn.cursor() as cursor:
+                    cursor.execute("SELECT pg_sleep(%s)", (self.seconds,))
+                return
+            dbapi_conn.create_function("fault_clock", 0, time.monotonic)
             dbapi_conn.execute(_SPIN_SQL, (time.monotonic() + self.seconds,)).fetchall()
         except Exception as exc:
-            if getattr(exc, "sqlite_errorname", None) == "SQLITE_INTERRUPT":
+            interrupted = ("SQLITE_INTERRUPT", "57014")  # SQLite interrupt, PG query_canceled
+            code = getattr(exc, "sqlite_errorname", None) or getattr(exc, "sqlstate", None)
+            if code in interrupted:
                 with self._lock:
                     self.interrupted += 1
             raise  # SQLAlchemy wraps it, as it would the statement's own error

@@ -27,33 +27,44 @@ from sqlalchemy.exc import DBAPIError
 
 @dataclass(frozen=True)
 class ErrorKind:
-    dbapi_class: str  # name of the DB-API exception class
+    dbapi_class: str  # name of the DB-API exception class (SQLite drivers)
     message: str
     errorcode: int | None  # SQLite extended result code, None when SQLite gives none
     errorname: str | None
+    sqlstate: str  # the PostgreSQL error of the same meaning (psycopg)
 
 
 ERROR_KINDS: dict[str, ErrorKind] = {
-    "busy": ErrorKind("OperationalError", "database is locked", 5, "SQLITE_BUSY"),
+    # Transient: SQLite's lock errors; PostgreSQL's serialization failure and deadlock.
+    "busy": ErrorKind("OperationalError", "database is locked", 5, "SQLITE_BUSY", "40001"),
     "busy_snapshot": ErrorKind(
-        "OperationalError", "database is locked", 517, "SQLITE_BUSY_SNAPSHOT"
+        "OperationalError", "database is locked", 517, "SQLITE_BUSY_SNAPSHOT", "40P01"
     ),
-    "locked": ErrorKind("OperationalError", "database table is locked", 6, "SQLITE_LOCKED"),
-    "no_such_table": ErrorKind("OperationalError", "no such table: users", 1, "SQLITE_ERROR"),
+    "locked": ErrorKind("OperationalError", "database table is locked", 6, "SQLITE_LOCKED",
+                        "40001"),
+    "no_such_table": ErrorKind("OperationalError", "no such table: users", 1, "SQLITE_ERROR",
+                               "42P01"),
     "unique": ErrorKind(
         "IntegrityError", "UNIQUE constraint failed: users.name", 2067,
-        "SQLITE_CONSTRAINT_UNIQUE",
+        "SQLITE_CONSTRAINT_UNIQUE", "23505",
     ),
     "programming": ErrorKind(
-        "ProgrammingError", "Incorrect number of bindings supplied", None, None
+        "ProgrammingError", "Incorrect number of bindings supplied", None, None, "42601"
     ),
-    "disk_full": ErrorKind("OperationalError", "database or disk is full", 13, "SQLITE_FULL"),
-    "io_error": ErrorKind("OperationalError", "disk I/O error", 10, "SQLITE_IOERR"),
+    "disk_full": ErrorKind("OperationalError", "database or disk is full", 13, "SQLITE_FULL",
+                           "53100"),
+    "io_error": ErrorKind("OperationalError", "disk I/O error", 10, "SQLITE_IOERR", "58030"),
 }
 
 
 def make_driver_error(dbapi: Any, kind: str) -> Exception:
+    """A real exception of the engine's driver: coded as SQLite codes it for pysqlite, the
+    class psycopg raises for that SQLSTATE for PostgreSQL."""
     spec = ERROR_KINDS[kind]
+    if dbapi.__name__.startswith("psycopg"):
+        import psycopg.errors
+
+        return psycopg.errors.lookup(spec.sqlstate)(spec.message)
     error = getattr(dbapi, spec.dbapi_class)(spec.message)
     if spec.errorcode is not None:
         error.sqlite_errorcode = spec.errorcode

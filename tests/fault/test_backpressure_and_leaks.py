@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import psutil
@@ -24,7 +23,7 @@ def new_user(name: str) -> dict[str, str]:
 
 async def test_full_queue_is_refused_at_once_and_recovers(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path,
+    database_url: str,
 ) -> None:
     queue_limit = 2
     app = make_app(db_deadline_s=5.0, db_queue_limit=queue_limit)
@@ -32,14 +31,16 @@ async def test_full_queue_is_refused_at_once_and_recovers(
     writer = app.state.db.writer
     assert (await client.post("/users/", json=new_user("steady"))).status_code == 201
 
-    with LockHolder(db_path, "immediate"):
-        # One call blocked on the lock in the worker, `queue_limit` waiting behind it.
+    with LockHolder(database_url, "immediate"):
+        # Every writer worker blocked on the lock, `queue_limit` calls waiting behind them.
         stuck = [
             asyncio.create_task(client.post("/users/", json=new_user(f"stuck-{i}")))
-            for i in range(1 + queue_limit)
+            for i in range(writer.capacity)
         ]
+        started = time.monotonic()
         while writer.pending < writer.capacity:
-            await asyncio.sleep(0)  # yield until the handlers have submitted their calls
+            assert time.monotonic() - started < 2.0, "the handlers never filled the queue"
+            await asyncio.sleep(0.01)  # until the handlers have submitted their calls
         started = time.monotonic()
         refused = await client.post("/users/", json=new_user("refused"))
         elapsed = time.monotonic() - started
@@ -50,7 +51,7 @@ async def test_full_queue_is_refused_at_once_and_recovers(
         # Reads have their own lane and are not refused.
         assert (await client.get("/users/1")).status_code == 200
     # Released: the queued calls complete.
-    assert [r.status_code for r in await asyncio.gather(*stuck)] == [201] * (1 + queue_limit)
+    assert [r.status_code for r in await asyncio.gather(*stuck)] == [201] * writer.capacity
     assert (await client.post("/users/", json=new_user("after"))).status_code == 201
     metrics = MetricsSnapshot((await client.get("/metrics")).text)
     assert metrics.value("db_calls_total", operation="create_user", outcome="overloaded") == 1
@@ -64,7 +65,7 @@ def resources() -> tuple[int, int]:
 
 async def test_burst_of_timeouts_and_failures_leaves_nothing_behind(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path,
+    database_url: str,
 ) -> None:
     deadline_s = 0.2
     app = make_app(db_deadline_s=deadline_s, db_read_workers=2, db_queue_limit=64)
@@ -82,7 +83,7 @@ async def test_burst_of_timeouts_and_failures_leaves_nothing_behind(
     assert set(await burst("warm")) <= {200, 201}
     threads_before, fds_before = resources()
 
-    with LockHolder(db_path, "immediate"), SlowStatements(db.reader_engine, seconds=2.0):
+    with LockHolder(database_url, "immediate"), SlowStatements(db.reader_engine, seconds=2.0):
         statuses = await burst("locked")
     assert set(statuses) == {504}, statuses
     with InjectSqlError(db.writer_engine, "io_error"), InjectSqlError(db.reader_engine,
@@ -96,7 +97,8 @@ async def test_burst_of_timeouts_and_failures_leaves_nothing_behind(
     threads_after, fds_after = resources()
     assert threads_after <= threads_before
     assert fds_after <= fds_before
-    for engine, size in ((db.writer_engine, 1), (db.reader_engine, 2)):
+    for engine, size in ((db.writer_engine, db.writer.workers),
+                         (db.reader_engine, db.readers.workers)):
         assert engine.pool.checkedout() == 0
         assert engine.pool.checkedin() == size
     metrics = MetricsSnapshot((await client.get("/metrics")).text)

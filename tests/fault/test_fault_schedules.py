@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -187,3 +188,5 @@ class FaultSchedules(RuleBasedStateMachine):
 
 # The Hypothesis profile loaded by conftest.py (HYPOTHESIS_PROFILE: ci or nightly) applies.
 TestFaultSchedules = FaultSchedules.TestCase
+TestFaultSchedules = pytest.mark.sqlite_only(
+    "the state machine builds an SQLite database per example")(TestFaultSchedules)

@@ -10,14 +10,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from faults.inspect_db import query
+from faults.inspect_db import query_url
 from faults.locks import LockHolder
 from faults.observe import MetricsSnapshot
 
@@ -26,8 +25,8 @@ from faults.observe import MetricsSnapshot
 LATE_MARGIN_S = 0.35
 
 
-def user_count(db_path: Path) -> int:
-    return query(db_path, "SELECT count(*) FROM users")[0][0]
+def user_count(database_url: str) -> int:
+    return query_url(database_url, "SELECT count(*) FROM users")[0][0]
 
 
 async def timed(request: asyncio.Future[httpx.Response] | object) -> tuple[httpx.Response, float]:
@@ -42,14 +41,14 @@ def new_user(name: str) -> dict[str, str]:
 
 async def test_write_waits_out_a_lock_shorter_than_its_deadline(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path,
+    database_url: str,
 ) -> None:
     app = make_app(db_deadline_s=3.0)
     client = client_for(app)
     assert (await client.post("/users/", json=new_user("steady"))).status_code == 201
 
     hold_s = 0.5
-    with LockHolder(db_path, "immediate", hold_s=hold_s) as holder:
+    with LockHolder(database_url, "immediate", hold_s=hold_s) as holder:
         response, elapsed = await timed(client.post("/users/", json=new_user("patient")))
         done = time.monotonic()
         holder.wait_released()
@@ -60,13 +59,13 @@ async def test_write_waits_out_a_lock_shorter_than_its_deadline(
     # It waited for the lock (latency ≈ hold time), then went straight through.
     assert held_for >= hold_s * 0.9
     assert elapsed <= hold_s + LATE_MARGIN_S
-    assert user_count(db_path) == 2
+    assert user_count(database_url) == 2
 
 
 @pytest.mark.parametrize("mode", ["immediate", "exclusive"])
 async def test_write_held_past_its_deadline_gets_504_at_the_deadline(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path, mode: str,
+    database_url: str, mode: str,
 ) -> None:
     deadline_s = 0.3
     # busy_timeout far beyond the deadline: the 504 must come from the deadline, not from it.
@@ -74,7 +73,7 @@ async def test_write_held_past_its_deadline_gets_504_at_the_deadline(
     client = client_for(app)
     assert (await client.post("/users/", json=new_user("steady"))).status_code == 201
 
-    with LockHolder(db_path, mode):
+    with LockHolder(database_url, mode):
         response, elapsed = await timed(client.post("/users/", json=new_user("blocked")))
         assert response.status_code == 504, response.text
         assert response.json()["error"]["code"] == "deadline_exceeded"
@@ -84,19 +83,19 @@ async def test_write_held_past_its_deadline_gets_504_at_the_deadline(
 
     response = await client.post("/users/", json=new_user("after"))
     assert response.status_code == 201, response.text
-    assert user_count(db_path) == 2  # nothing of the timed-out create was written
+    assert user_count(database_url) == 2  # nothing of the timed-out create was written
 
 
 @pytest.mark.parametrize("mode", ["immediate", "exclusive"])
 async def test_readers_keep_answering_while_a_writer_holds_the_lock(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path, mode: str,
+    database_url: str, mode: str,
 ) -> None:
     app = make_app(db_deadline_s=2.0)
     client = client_for(app)
     user_id = (await client.post("/users/", json=new_user("reader"))).json()["id"]
 
-    with LockHolder(db_path, mode):
+    with LockHolder(database_url, mode):
         for _ in range(5):
             response, elapsed = await timed(client.get(f"/users/{user_id}"))
             assert response.status_code == 200, response.text
@@ -105,14 +104,14 @@ async def test_readers_keep_answering_while_a_writer_holds_the_lock(
 
 async def test_event_loop_answers_while_db_calls_wait_on_a_lock(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path,
+    database_url: str,
 ) -> None:
     app = make_app(db_deadline_s=3.0)
     client = client_for(app)
     writer = app.state.db.writer
     stuck = 8
 
-    with LockHolder(db_path, "immediate"):
+    with LockHolder(database_url, "immediate"):
         writes = [
             asyncio.create_task(client.post("/users/", json=new_user(f"stuck-{i}")))
             for i in range(stuck)
@@ -131,9 +130,10 @@ async def test_event_loop_answers_while_db_calls_wait_on_a_lock(
     assert statuses == [201] * stuck, statuses
 
 
+@pytest.mark.sqlite_only("SQLite's deferred-transaction upgrade (SQLITE_BUSY_SNAPSHOT)")
 async def test_write_transactions_take_the_lock_first_so_a_concurrent_commit_costs_no_retry(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path,
+    database_url: str,
 ) -> None:
     """A create reads (its Idempotency-Key) before it writes. Begun deferred, its snapshot
     would go stale when another process commits meanwhile, and SQLite would refuse the
@@ -146,7 +146,7 @@ async def test_write_transactions_take_the_lock_first_so_a_concurrent_commit_cos
     statement_ran = threading.Event()
     event.listen(app.state.db.writer_engine, "after_cursor_execute",
                  lambda *args: statement_ran.set())
-    with LockHolder(db_path, "immediate", commit=True):
+    with LockHolder(database_url, "immediate", commit=True):
         statement_ran.clear()
         request = asyncio.create_task(
             client.post("/users/", json=new_user("keyed"), headers={"Idempotency-Key": "k"})
@@ -163,12 +163,13 @@ async def test_write_transactions_take_the_lock_first_so_a_concurrent_commit_cos
 
 async def test_exclusive_locking_mode_makes_reads_time_out_cleanly(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path,
+    database_url: str,
 ) -> None:
-    """Another process in locking_mode=EXCLUSIVE shuts out WAL readers too. It can only take
-    that lock while no connection has the file open (every WAL connection holds a SHARED lock
-    on it), so the service's pools are emptied first, as after a restart or a reconnect: the
-    service's new connections then wait in their set-up pragmas, bounded by the deadline."""
+    """Another process in locking_mode=EXCLUSIVE shuts out WAL readers too (on PostgreSQL: an
+    ACCESS EXCLUSIVE lock on the users table). SQLite's can only be taken while no connection
+    has the file open (every WAL connection holds a SHARED lock on it), so the service's pools
+    are emptied first, as after a restart or a reconnect: the service's new connections then
+    wait in their set-up pragmas, bounded by the deadline."""
     deadline_s = 0.3
     app = make_app(db_deadline_s=deadline_s, readyz_deadline_s=deadline_s,
                    sqlite_busy_timeout_ms=30_000)
@@ -178,14 +179,19 @@ async def test_exclusive_locking_mode_makes_reads_time_out_cleanly(
     for engine in db.engines:
         engine.dispose()
 
-    with LockHolder(db_path, "locking-mode-exclusive"):
+    with LockHolder(database_url, "locking-mode-exclusive"):
         response, elapsed = await timed(client.get(f"/users/{user_id}"))
         assert response.status_code in (503, 504), response.text
         assert response.json()["error"]["code"] in ("deadline_exceeded", "storage_busy")
         assert elapsed <= deadline_s + LATE_MARGIN_S
         ready = await client.get("/readyz")
-        assert ready.status_code == 503
-        assert "Retry-After" in ready.headers
+        if database_url.startswith("sqlite"):
+            # SQLite's lock is on the whole file: the readiness round trip cannot pass it.
+            assert ready.status_code == 503
+            assert "Retry-After" in ready.headers
+        else:
+            # PostgreSQL's lock is on the users table; the server itself still answers.
+            assert ready.status_code == 200
         # The workers gave up with their callers, not after the 30 s busy timeout.
         assert db.readers.wait_idle(timeout_s=0.5)
 
@@ -195,7 +201,7 @@ async def test_exclusive_locking_mode_makes_reads_time_out_cleanly(
 
 async def test_the_deadline_counts_from_the_request_s_arrival(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path, monkeypatch: pytest.MonkeyPatch,
+    database_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Time spent before the DB call (here a slow password hash) is inside the budget: the
     504 comes at arrival + deadline, not at the end of the hash + deadline."""
@@ -210,7 +216,7 @@ async def test_the_deadline_counts_from_the_request_s_arrival(
         return await fast_hash(password)
 
     monkeypatch.setattr(hasher, "hash", slow_hash)
-    with LockHolder(db_path, "immediate"):
+    with LockHolder(database_url, "immediate"):
         response, elapsed = await timed(client.post("/users/", json=new_user("late")))
     assert response.status_code == 504, response.text
     assert elapsed < deadline_s + 0.2  # not deadline_s + hash_s

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 
-from faults.inspect_db import query
+from faults.inspect_db import query_url
 from faults.observe import MetricsSnapshot
 from faults.slow import SlowStatements, StallAfterStatement
 
@@ -67,7 +66,7 @@ async def test_slow_write_is_interrupted_and_rolled_back(
 
 async def test_a_write_stalled_past_its_deadline_before_commit_is_not_committed(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path,
+    database_url: str,
 ) -> None:
     """The worker stalls (outside SQLite, where no interrupt reaches) after the create's last
     statement. The client gets its 504 at the deadline; the transaction must then roll back
@@ -85,4 +84,4 @@ async def test_a_write_stalled_past_its_deadline_before_commit_is_not_committed(
         assert response.status_code == 504, response.text
         assert app.state.db.writer.wait_idle(timeout_s=2.0)
     assert stall.stalls == 1
-    assert query(db_path, "SELECT count(*) FROM users") == [(0,)]
+    assert query_url(database_url, "SELECT count(*) FROM users") == [(0,)]

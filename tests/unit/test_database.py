@@ -21,6 +21,8 @@ from app.sqlite_backend import UnsafeSqliteVersion
 from faults.inspect_db import query
 from faults.observe import MetricsSnapshot
 
+pytestmark = pytest.mark.sqlite_only("SQLite pragmas, checkpoints and version gate")
+
 
 def pragmas(engine: Any) -> dict[str, object]:
     with engine.connect() as conn:

@@ -5,22 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from app import users
-from faults.inspect_db import query
+from faults.inspect_db import query_url
 from faults.observe import MetricsSnapshot
 from faults.sql_errors import InjectSqlError
 
 PASSWORD = "correct horse battery"
 
 
-def rows(db_path: Path, sql: str) -> list[tuple[object, ...]]:
-    return query(db_path, sql)
+def rows(database_url: str, sql: str) -> list[tuple[object, ...]]:
+    return query_url(database_url, sql)
 
 
 async def create(client: httpx.AsyncClient, name: str, password: str = PASSWORD,
@@ -59,11 +58,11 @@ async def test_create_then_read_a_user(client: httpx.AsyncClient) -> None:
 
 
 async def test_password_is_stored_only_as_a_salted_argon2_hash(
-    client: httpx.AsyncClient, db_path: Path
+    client: httpx.AsyncClient, database_url: str
 ) -> None:
     await create(client, "first")
     await create(client, "second")  # same password
-    hashes = [h for (h,) in rows(db_path, "SELECT password_hash FROM users")]
+    hashes = [h for (h,) in rows(database_url, "SELECT password_hash FROM users")]
     assert all(h.startswith("$argon2id$") for h in hashes)
     assert PASSWORD not in "".join(hashes)
     assert hashes[0] != hashes[1]  # salted
@@ -96,7 +95,7 @@ async def test_read_with_a_bad_id_is_422(client: httpx.AsyncClient, bad_id: str)
     ],
 )
 async def test_invalid_create_bodies_are_422_naming_the_field(
-    client: httpx.AsyncClient, db_path: Path, body: dict[str, object], field: str
+    client: httpx.AsyncClient, database_url: str, body: dict[str, object], field: str
 ) -> None:
     response = await client.post("/users/", json=body)
     error = assert_error(response, 422, "validation_error")
@@ -104,7 +103,7 @@ async def test_invalid_create_bodies_are_422_naming_the_field(
     # The rejected password is never echoed back.
     if isinstance(body.get("password"), str):
         assert body["password"] not in response.text
-    assert rows(db_path, "SELECT count(*) FROM users") == [(0,)]
+    assert rows(database_url, "SELECT count(*) FROM users") == [(0,)]
 
 
 async def test_name_and_password_at_their_limits_are_accepted(
@@ -123,15 +122,15 @@ async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
 
 
 async def test_duplicate_name_is_409_and_leaves_one_row(
-    client: httpx.AsyncClient, db_path: Path
+    client: httpx.AsyncClient, database_url: str
 ) -> None:
     assert (await create(client, "twin")).status_code == 201
     assert_error(await create(client, "twin", "another password"), 409, "name_taken")
-    assert rows(db_path, "SELECT count(*) FROM users WHERE name = 'twin'") == [(1,)]
+    assert rows(database_url, "SELECT count(*) FROM users WHERE name = 'twin'") == [(1,)]
 
 
 async def test_repeated_idempotency_key_returns_the_original_user(
-    client: httpx.AsyncClient, db_path: Path
+    client: httpx.AsyncClient, database_url: str
 ) -> None:
     first = await create(client, "once", key="key-1")
     again = await create(client, "once", key="key-1")
@@ -139,18 +138,18 @@ async def test_repeated_idempotency_key_returns_the_original_user(
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
-    assert rows(db_path, "SELECT count(*) FROM users") == [(1,)]
+    assert rows(database_url, "SELECT count(*) FROM users") == [(1,)]
 
 
 @pytest.mark.parametrize("changed", [{"password": "a different one"}, {"name": "other"}])
 async def test_same_idempotency_key_with_another_body_is_422(
-    client: httpx.AsyncClient, db_path: Path, changed: dict[str, str]
+    client: httpx.AsyncClient, database_url: str, changed: dict[str, str]
 ) -> None:
     assert (await create(client, "orig", key="key-2")).status_code == 201
     body = {"name": "orig", "password": PASSWORD, **changed}
     response = await client.post("/users/", json=body, headers={"Idempotency-Key": "key-2"})
     assert_error(response, 422, "idempotency_key_reused")
-    assert rows(db_path, "SELECT count(*) FROM users") == [(1,)]
+    assert rows(database_url, "SELECT count(*) FROM users") == [(1,)]
 
 
 @pytest.mark.parametrize("key", [b"k" * 256, b"has space", "naïve".encode(), b""])
@@ -187,7 +186,7 @@ async def test_unknown_route_and_method_are_json_errors(client: httpx.AsyncClien
 
 async def test_transient_errors_past_the_retry_budget_are_503_with_retry_after(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    db_path: Path,
+    database_url: str,
 ) -> None:
     app = make_app(retry_max_attempts=3, retry_backoff_initial_s=0.001,
                    retry_backoff_max_s=0.002)
@@ -198,7 +197,7 @@ async def test_transient_errors_past_the_retry_budget_are_503_with_retry_after(
     assert response.headers["Retry-After"] == "1"
     metrics = MetricsSnapshot((await client.get("/metrics")).text)
     assert metrics.value("db_retries_total", operation="create_user") == 2
-    assert rows(db_path, "SELECT count(*) FROM users") == [(0,)]
+    assert rows(database_url, "SELECT count(*) FROM users") == [(0,)]
 
 
 async def test_schema_error_is_500_without_sql_or_trace(
