@@ -62,6 +62,7 @@ class PostgresBackend:
         import psycopg
 
         self.driver_error: type[Exception] = psycopg.Error
+        self._operational_error: type[Exception] = psycopg.OperationalError
 
     def writer_workers(self) -> int:
         # The server admits concurrent writers; serialising them in-process (as for SQLite)
@@ -129,6 +130,9 @@ class PostgresBackend:
         name = state or type(orig).__name__
         if exc.connection_invalidated or state.startswith("08") or state in _SERVER_GONE:
             return TransientStorageError("the database connection was lost", error_name=name)
+        if not state and isinstance(orig, self._operational_error):
+            # Raised by libpq before any SQLSTATE exists: the server refused or is unreachable.
+            return TransientStorageError("cannot connect to the database", error_name=name)
         if state in (SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
             return TransientStorageError("transaction conflict", error_name=name)
         if state in (LOCK_NOT_AVAILABLE, QUERY_CANCELED):

@@ -4,10 +4,10 @@ Concurrent clients create users, each with a unique name and its own Idempotency
 record every outcome:
 
 - acknowledged: `201` (the service promised the user exists);
-- failed: a definite refusal that cannot have committed (`503 storage_busy` after lock
-  errors, `503 overloaded`: never started, `4xx`);
-- indeterminate: anything else (`504`, `500`, `503 storage_unavailable`, a timeout, a reset
-  connection): the commit may or may not have happened.
+- failed: a definite refusal that cannot have committed (`503 overloaded`: never started,
+  `4xx`);
+- indeterminate: anything else (`504`, `500`, `503 storage_busy` or `storage_unavailable`, a
+  timeout, a reset connection): the commit may or may not have happened.
 
 After a crash and restart `check` verifies: every acknowledged user is present and identical;
 no name or key is duplicated; no failed create left a row; every indeterminate create, retried
@@ -25,9 +25,12 @@ from typing import Any
 
 import httpx
 
-from .inspect_db import query
+from .inspect_db import query, query_url
 
-DEFINITE_FAILURE_CODES = {"storage_busy", "overloaded", "validation_error", "name_taken",
+# Refusals that cannot have committed: never started (overloaded) or rejected as such.
+# `storage_busy` is not among them: on PostgreSQL a connection lost during COMMIT is retried
+# as transient, so a create that ends 503 storage_busy may still have committed.
+DEFINITE_FAILURE_CODES = {"overloaded", "validation_error", "name_taken",
                           "idempotency_key_reused"}
 
 
@@ -118,7 +121,7 @@ class WriteLedger:
             await asyncio.gather(*(writer() for _ in range(clients)))
 
     async def check(
-        self, base_url: str, db_path: Path, resolve_with_key: bool = True
+        self, base_url: str, db: Path | str, resolve_with_key: bool = True
     ) -> LedgerReport:
         """Verify the invariants against a restarted server; resolves indeterminate creates
         by retrying them with their keys (so run it once per crash). `resolve_with_key=False`
@@ -129,11 +132,11 @@ class WriteLedger:
         and names); creates new since then are also read back over HTTP, field by field.
         """
         report = LedgerReport()
-        integrity = query(db_path, "PRAGMA integrity_check")
+        integrity = _integrity(db)
         if integrity != [("ok",)]:
             report.integrity_failures += 1
             report.problems.append(f"integrity_check: {integrity[:5]}")
-        rows = _user_rows(db_path)
+        rows = _user_rows(db)
         names = Counter(name for _, name, _, _ in rows)
         keys = Counter(key for *_, key in rows if key is not None)
         dup_names = [n for n, c in names.items() if c > 1]
@@ -160,7 +163,7 @@ class WriteLedger:
                         report.problems.append(f"row for failed create {create.name}")
                 elif create.outcome == "indeterminate":
                     report.indeterminate += 1
-                    await self._resolve(client, create, db_path, report, resolve_with_key)
+                    await self._resolve(client, create, db, report, resolve_with_key)
         self._checked = len(self.creates)
         return report
 
@@ -173,10 +176,10 @@ class WriteLedger:
             report.problems.append(
                 f"lost {create.name}: {response.status_code} {response.text[:120]}")
 
-    async def _resolve(self, client: httpx.AsyncClient, create: Create, db_path: Path,
+    async def _resolve(self, client: httpx.AsyncClient, create: Create, db: Path | str,
                        report: LedgerReport, with_key: bool) -> None:
         await self.send(client, create, with_key)
-        count = query(db_path, "SELECT count(*) FROM users WHERE name = ?", (create.name,))
+        count = _query(db, "SELECT count(*) FROM users WHERE name = ?", (create.name,))
         if create.outcome != "acknowledged" or count != [(1,)]:
             report.unresolved += 1
             report.problems.append(
@@ -189,14 +192,32 @@ class WriteLedger:
             report.resolved += 1
 
 
-def _user_rows(db_path: Path) -> list[tuple[Any, ...]]:
+def _query(db: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """`db` is an SQLite file or a database URL (sqlite:/// or postgresql+psycopg://)."""
+    if isinstance(db, str) and "://" in db:
+        return query_url(db, sql, params)
+    return query(db, sql, params)
+
+
+def _integrity(db: Path | str) -> list[tuple[Any, ...]]:
+    if isinstance(db, str) and db.startswith("postgresql"):
+        # PostgreSQL has no integrity_check; amcheck needs an extension. The server's own
+        # crash recovery is what a restart tests there; report it as SQLite would.
+        return [("ok",)]
+    return _query(db, "PRAGMA integrity_check")
+
+
+def _user_rows(db: Path | str) -> list[tuple[Any, ...]]:
     """(id, name, created_at, key) per user; key None for a service without idempotency
     keys (the naive baseline), whose indeterminate creates then stay unresolved."""
-    tables = {name for (name,) in query(db_path, "SELECT name FROM sqlite_master")}
+    if isinstance(db, str) and db.startswith("postgresql"):
+        tables = {name for (name,) in _query(db, "SELECT tablename FROM pg_tables")}
+    else:
+        tables = {name for (name,) in _query(db, "SELECT name FROM sqlite_master")}
     if "idempotency_keys" in tables:
-        return query(db_path, "SELECT u.id, u.name, u.created_at, k.key FROM users u "
-                              "LEFT JOIN idempotency_keys k ON k.user_id = u.id")
-    return query(db_path, "SELECT id, name, created_at, NULL FROM users")
+        return _query(db, "SELECT u.id, u.name, u.created_at, k.key FROM users u "
+                          "LEFT JOIN idempotency_keys k ON k.user_id = u.id")
+    return _query(db, "SELECT id, name, created_at, NULL FROM users")
 
 
 def _error_code(response: httpx.Response) -> str:

@@ -44,8 +44,13 @@ def servers(
     made: list[ServerProcess] = []
     request.node.durability_servers = made
 
+    on_postgres = request.config.getoption("--backend") == "postgres"
+
     def make(name: str = "server", **env: Any) -> ServerProcess:
-        server = ServerProcess(tmp_path / name, env={k.upper(): str(v) for k, v in env.items()})
+        values = {k.upper(): str(v) for k, v in env.items()}
+        if on_postgres:
+            values.setdefault("DATABASE_URL", request.getfixturevalue("database_url"))
+        server = ServerProcess(tmp_path / name, env=values)
         made.append(server)
         return server
 

@@ -38,6 +38,8 @@ from faults.observe import MetricsSnapshot
 from faults.server import ServerProcess
 from faults.summary import DurabilitySummary
 
+pytestmark = pytest.mark.sqlite_only("SQLite WAL checkpoints")
+
 # One commit writes about five 4 KiB pages (~21 KB of WAL). About 20 commits a second add
 # ~40 KB between two checkpoints 0.1 s apart, which a PASSIVE checkpoint then lets the next
 # commit reuse: without a reader the -wal file stays near 40-60 KB, under the limit, and every

@@ -74,10 +74,13 @@ from faults.server import ServerProcess
 from faults.summary import DurabilitySummary, ScenarioFigures
 from faults.syscalls import SyscallFault, strace_path
 
-pytestmark = pytest.mark.skipif(
-    strace_path() is None,
-    reason="strace is not installed (apt-get install strace): syscall kills need it",
-)
+pytestmark = [
+    pytest.mark.sqlite_only("kills at SQLite's WAL and checkpoint syscalls"),
+    pytest.mark.skipif(
+        strace_path() is None,
+        reason="strace is not installed (apt-get install strace): syscall kills need it",
+    ),
+]
 
 CREATES = 3  # creates per run: the "request" a sweep repeats until it no longer dies
 QUICK_MAX_N = 2  # quick mode: N = 1, 2 per point (two starts per N; the file stays under a minute)

@@ -43,6 +43,8 @@ from faults.server import ServerProcess
 from faults.summary import DurabilitySummary, Plan, ScenarioFigures
 from faults.syscalls import AttachedSyscallFault, SyscallFault, strace_path
 
+pytestmark = pytest.mark.sqlite_only("disk faults on SQLite's WAL file")
+
 CLIENTS = 3
 # Checkpoints as often as the random-kill suite: several land inside every window.
 CHECKPOINT_INTERVAL_S = 0.25

@@ -22,6 +22,8 @@ from faults.server import ServerProcess
 from faults.summary import DurabilitySummary
 from faults.syscalls import SyscallFault, strace_path
 
+pytestmark = pytest.mark.sqlite_only("a kill at SQLite's WAL commit sync")
+
 COMMIT_SYNC = 2  # the WAL header's sync comes first
 
 

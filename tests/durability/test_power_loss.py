@@ -42,6 +42,8 @@ from faults.powerloss.throughput import filesystem_of
 from faults.powerloss.workload import DB_NAME, run_workload
 from faults.summary import DurabilitySummary
 
+pytestmark = pytest.mark.sqlite_only("an SQLite VFS simulating power loss")
+
 SECTOR = 4096
 
 
