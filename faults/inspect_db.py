@@ -50,6 +50,8 @@ def query_url(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list
     import psycopg
 
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        if not params:  # psycopg reads "%" as a placeholder only when given parameters
+            return list(conn.execute(sql).fetchall())
         return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
 
 

@@ -1,0 +1,58 @@
+"""PostgreSQL-only claims: past its deadline a query is cancelled on the server, not merely
+abandoned by the client; concurrent creates with one Idempotency-Key make one user."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from faults.slow import SlowStatements
+
+pytestmark = pytest.mark.postgres_only
+
+RUNNING_SLEEPS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+)
+
+
+async def test_a_query_past_its_deadline_is_cancelled_on_the_server(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_rows: Callable[..., list[tuple[Any, ...]]],
+) -> None:
+    deadline_s = 0.3
+    app = make_app(db_deadline_s=deadline_s)
+    client = client_for(app)
+    user = (await client.post("/users/", json={"name": "pg", "password": "long enough"})).json()
+
+    with SlowStatements(app.state.db.reader_engine, seconds=5.0, match="FROM users") as slow:
+        started = time.monotonic()
+        response = await client.get(f"/users/{user['id']}")
+        assert response.status_code == 504, response.text
+        assert time.monotonic() - started < deadline_s + 0.3
+        # The server stops the query at once: the 5 s sleep does not run on.
+        assert app.state.db.readers.wait_idle(timeout_s=0.5)
+        assert db_rows(RUNNING_SLEEPS) == [(0,)]
+    assert slow.interrupted == 1
+
+
+async def test_concurrent_creates_with_one_key_make_one_user(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_rows: Callable[..., list[tuple[Any, ...]]],
+) -> None:
+    app = make_app(db_read_workers=4)
+    client = client_for(app)
+    responses = await asyncio.gather(*(
+        client.post("/users/", json={"name": "raced", "password": "long enough"},
+                    headers={"Idempotency-Key": "one-key"})
+        for _ in range(8)
+    ))
+    assert {r.status_code for r in responses} == {201}, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert db_rows("SELECT count(*) FROM users WHERE name = 'raced'") == [(1,)]
