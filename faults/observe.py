@@ -6,6 +6,10 @@ with the same code.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -26,3 +30,14 @@ class MetricsSnapshot:
             if sample.name == name
             and all(sample.labels.get(key) == want for key, want in labels.items())
         )
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> float:
+    """Poll `condition` on the event loop until it holds; returns the seconds waited. Fails
+    at the bound, naming `what` did not happen (for states with no event to wait on)."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.005)  # the polling step of a bounded wait
+    return time.monotonic() - started

@@ -34,7 +34,7 @@ import pytest
 
 from faults.inspect_db import query
 from faults.ledger import WriteLedger
-from faults.observe import MetricsSnapshot
+from faults.observe import MetricsSnapshot, wait_until
 from faults.server import ServerProcess
 from faults.summary import DurabilitySummary
 
@@ -105,16 +105,6 @@ class PacedWriter:
 
     def acked_after(self, moment: float) -> int:
         return sum(1 for a in self.answers if a.status == 201 and a.started >= moment)
-
-
-async def wait_until(condition: Callable[[], bool], what: str,
-                     timeout_s: float = CONDITION_TIMEOUT_S) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.005)  # the polling step of a bounded wait
-    return time.monotonic() - started
 
 
 class MetricsWatch:

@@ -38,7 +38,7 @@ import pysqlite3.dbapi2 as dbapi  # the service's SQLite: see faults/inspect_db.
 import pytest
 
 from faults.ledger import Create, WriteLedger
-from faults.observe import MetricsSnapshot
+from faults.observe import MetricsSnapshot, wait_until
 from faults.server import ServerProcess
 from faults.summary import DurabilitySummary, Plan, ScenarioFigures
 from faults.syscalls import AttachedSyscallFault, SyscallFault, strace_path
@@ -182,17 +182,6 @@ def assert_clear_answers(traffic: Traffic) -> None:
     assert not bad, f"unclear answers to creates: {statuses(bad)}"
     reads = statuses(traffic.select("read"))
     assert set(reads) == {"200"}, f"reads: {reads}"
-
-
-async def wait_until(condition: Callable[[], bool], what: str,
-                     timeout_s: float = CONDITION_TIMEOUT_S) -> float:
-    """Poll `condition` until it holds; returns the seconds waited. Fails at the bound."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.005)  # the polling step of a bounded wait
-    return time.monotonic() - started
 
 
 async def scrape(base_url: str) -> MetricsSnapshot:
