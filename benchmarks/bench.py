@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench.py                      # the table in docs/performance.md
     .venv/bin/python benchmarks/bench.py --stall-probe        # the naive pool-exhaustion stall
     .venv/bin/python benchmarks/bench.py --services naive --concurrency 1,16 --duration 3
+    .venv/bin/python benchmarks/bench.py --services hardened --backend sqlite,postgres
 
 Benchmark mode: each service (`--services`) runs in a real uvicorn process
 (`faults.server.ServerProcess`, a temporary data folder, argon2 at its cheapest cost). 200 users
@@ -15,6 +16,12 @@ at each concurrency. Each wrk run stops at `--duration` whether or not its reque
 answered, so a stalled server shows as a collapse in answered requests and as a server that
 does not answer `GET /readyz` within 2 s afterwards (`answered after: no`), not as a hung
 script; a stalled server is then restarted on the same data folder for the next run.
+
+`--backend` picks the hardened service's database: `sqlite` (default), `postgres` (a
+throwaway PostgreSQL server started for the run, `faults.postgres_server.PostgresServer`, a
+fresh database per service), or both, `sqlite,postgres`, which take turns like services do, so
+the two backends are compared within one run. The naive baseline is SQLite-only (it is the
+service on SQLite's defaults): it runs on the sqlite backend and is left out of the others.
 
 Stall-probe mode: asyncio + httpx clients (each its own connection, every request under a
 client timeout) read users for `--duration` seconds while a monitor asks `GET /healthz`
@@ -48,6 +55,7 @@ from typing import Any
 
 import httpx
 
+from faults.postgres_server import PostgresServer, pg_bin_dir
 from faults.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +64,7 @@ SERVICES = {
     "hardened": "app.main:create_app",
     "naive": "examples.naive_service.app:create_app",
 }
+BACKENDS = ("sqlite", "postgres")
 ENDPOINTS = ("healthz", "get_user", "create_user")
 SEED_USERS = 200
 PASSWORD = "benchmark password"
@@ -135,6 +144,7 @@ class Cell:
     service: str
     endpoint: str
     concurrency: int
+    backend: str = "sqlite"
     requests: int = 0
     rps: float = 0.0
     p50_ms: float | None = None
@@ -222,9 +232,11 @@ def answers(server: ServerProcess, timeout_s: float = 2.0) -> bool:
 
 
 @contextlib.contextmanager
-def serving(app: str) -> Iterator[ServerProcess]:
+def serving(app: str, database_url: str | None = None) -> Iterator[ServerProcess]:
+    """A server on an SQLite file in a temporary folder, or on `database_url`."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        server = ServerProcess(Path(tmp), app=app)
+        env = {"DATABASE_URL": database_url} if database_url else None
+        server = ServerProcess(Path(tmp), app=app, env=env)
         server.start()
         try:
             yield server
@@ -238,23 +250,33 @@ def serving(app: str) -> Iterator[ServerProcess]:
 # ---------------------------------------------------------------------------- benchmark
 
 
-def run_benchmark(services: list[str], wrk: str, concurrencies: list[int], duration_s: int,
-                  timeout_s: int, scripts: dict[str, Path]) -> list[Cell]:
+def run_benchmark(runs: list[tuple[str, str]], wrk: str, concurrencies: list[int],
+                  duration_s: int, timeout_s: int, scripts: dict[str, Path],
+                  postgres: PostgresServer | None = None) -> list[Cell]:
+    """`runs`: (service, backend) pairs; `postgres` serves every pair on the postgres backend,
+    each with a database of its own."""
     cells: list[Cell] = []
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(serving(SERVICES[name])) for name in services}
-        ids = {name: seed_users(server.base_url, SEED_USERS, "seed")
-               for name, server in servers.items()}
-        # Services take turns at each concurrency (the idle one waits, unloaded), so a change
-        # in the machine's background load mid-run does not favour one of them.
+        servers: dict[tuple[str, str], ServerProcess] = {}
+        for service, backend in runs:
+            url = None
+            if backend == "postgres":
+                assert postgres is not None
+                url = postgres.url(postgres.create_database(f"bench_{service}"))
+            servers[(service, backend)] = stack.enter_context(serving(SERVICES[service], url))
+        ids = {run: seed_users(server.base_url, SEED_USERS, "seed")
+               for run, server in servers.items()}
+        # Services (and backends) take turns at each concurrency (the idle one waits,
+        # unloaded), so a change in the machine's background load mid-run does not favour one
+        # of them.
         for concurrency in concurrencies:
-            for name, server in servers.items():
+            for (name, backend), server in servers.items():
                 for endpoint in ENDPOINTS:
                     cell = measure(wrk, server, name, endpoint, concurrency, duration_s,
-                                   timeout_s, scripts[endpoint], ids[name])
+                                   timeout_s, scripts[endpoint], ids[(name, backend)], backend)
                     cells.append(cell)
-                    print(f"  {name:8} {endpoint:11} c={concurrency:<3} {cell.rps:9.1f} req/s"
-                          f"  p99 {cell.p99_ms} ms  non-2xx {cell.non_2xx}"
+                    print(f"  {name:8} {backend:8} {endpoint:11} c={concurrency:<3} "
+                          f"{cell.rps:9.1f} req/s  p99 {cell.p99_ms} ms  non-2xx {cell.non_2xx}"
                           f"  late {cell.late}"
                           + ("" if cell.answered_after else "  STALLED: restarting"),
                           file=sys.stderr)
@@ -267,7 +289,8 @@ def run_benchmark(services: list[str], wrk: str, concurrencies: list[int], durat
 
 
 def measure(wrk: str, server: ServerProcess, service: str, endpoint: str, concurrency: int,
-            duration_s: int, timeout_s: int, script: Path, ids: tuple[int, int]) -> Cell:
+            duration_s: int, timeout_s: int, script: Path, ids: tuple[int, int],
+            backend: str = "sqlite") -> Cell:
     # The GET and POST scripts build each request's path themselves.
     path, script_args = {
         "healthz": ("/healthz", []),
@@ -278,7 +301,7 @@ def measure(wrk: str, server: ServerProcess, service: str, endpoint: str, concur
                                        timeout_s, script, script_args)
     requests = figures["requests"]
     return Cell(
-        service, endpoint, concurrency,
+        service, endpoint, concurrency, backend,
         requests=requests,
         rps=per_sec,
         p50_ms=_ms(figures["p50_us"], requests),
@@ -295,7 +318,7 @@ def measure(wrk: str, server: ServerProcess, service: str, endpoint: str, concur
 
 def add_ratios(cells: list[Cell]) -> None:
     """Each cell against /healthz of the same server at the same concurrency."""
-    base = {(c.service, c.concurrency): c for c in cells if c.endpoint == "healthz"}
+    base = {(c.service, c.backend, c.concurrency): c for c in cells if c.endpoint == "healthz"}
 
     def ratio(value: float | None, reference: float | None) -> float | None:
         if value is None or not reference:
@@ -303,7 +326,7 @@ def add_ratios(cells: list[Cell]) -> None:
         return round(value / reference, 3)
 
     for cell in cells:
-        ref = base[(cell.service, cell.concurrency)]
+        ref = base[(cell.service, cell.backend, cell.concurrency)]
         cell.ratios = {
             "rps": ratio(cell.rps, ref.rps),
             "p50": ratio(cell.p50_ms, ref.p50_ms),
@@ -318,14 +341,14 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def bench_markdown(cells: list[Cell]) -> str:
     lines = [
-        "| service | endpoint | c | req/s | p50 ms | p95 ms | p99 ms | non-2xx | sock err "
-        "| late | answered after | req/s / healthz | p50 / healthz | p95 / healthz "
+        "| service | backend | endpoint | c | req/s | p50 ms | p95 ms | p99 ms | non-2xx "
+        "| sock err | late | answered after | req/s / healthz | p50 / healthz | p95 / healthz "
         "| p99 / healthz |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
     ]
     for c in cells:
         lines.append(
-            f"| {c.service} | {c.endpoint} "
+            f"| {c.service} | {c.backend} | {c.endpoint} "
             f"| {c.concurrency} | {c.rps:.0f} | {_fmt(c.p50_ms)} | {_fmt(c.p95_ms)} "
             f"| {_fmt(c.p99_ms)} | {c.non_2xx} | {c.socket_errors} | {c.late} "
             f"| {'yes' if c.answered_after else '**no**'} "
@@ -457,12 +480,33 @@ def _services(text: str) -> list[str]:
     return names
 
 
+def _backends(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or set(names) - set(BACKENDS):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(BACKENDS)}")
+    return list(dict.fromkeys(names))
+
+
+def plan_runs(services: list[str] | None, backends: list[str]) -> list[tuple[str, str]]:
+    """(service, backend) pairs to measure. The naive baseline runs on SQLite only: by default
+    it is left out of other backends; asked for by name with no sqlite backend, it is refused."""
+    if services is not None and "naive" in services and "sqlite" not in backends:
+        raise SystemExit("the naive baseline is SQLite-only (the service on SQLite's "
+                         "defaults): add sqlite to --backend, or leave naive out of --services")
+    return [(service, backend) for backend in backends for service in services or SERVICES
+            if service != "naive" or backend == "sqlite"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=None,
                         help="seconds per run (default 5; stall probe: 8)")
-    parser.add_argument("--services", type=_services, default=list(SERVICES),
-                        help="comma-separated: hardened,naive (default both)")
+    parser.add_argument("--services", type=_services, default=None,
+                        help="comma-separated: hardened,naive (default both; naive runs on "
+                             "the sqlite backend only)")
+    parser.add_argument("--backend", type=_backends, default=["sqlite"],
+                        help="comma-separated: sqlite,postgres (default sqlite); postgres "
+                             "starts a throwaway PostgreSQL server for the run")
     parser.add_argument("--concurrency", type=_ints, default=None,
                         help="comma-separated client counts (default 1,16,64; "
                              "stall probe: 4,15,16,64)")
@@ -482,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     if args.stall_probe:
+        if args.backend != ["sqlite"]:
+            # The probe is about the naive baseline's pool stall, which is SQLite-only.
+            parser.error("--stall-probe runs on the sqlite backend only")
+        args.services = args.services or list(SERVICES)
         concurrencies = args.concurrency or [4, 15, 16, 64]
         duration = args.duration or 8
         timeout = args.timeout or 2
@@ -496,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         return 0
 
+    runs = plan_runs(args.services, args.backend)
+    if "postgres" in args.backend and pg_bin_dir() is None:
+        sys.exit("--backend postgres starts its own throwaway PostgreSQL server and needs "
+                 "initdb and pg_ctl: apt-get install postgresql")
     wrk = ensure_wrk()
     meta["wrk"] = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split(
         "\n")[0].strip()
@@ -504,12 +556,17 @@ def main(argv: list[str] | None = None) -> int:
     # A response slower than --timeout is left out of wrk's percentiles: by default none is,
     # since no response can take longer than the run.
     timeout = args.timeout or duration
-    with tempfile.TemporaryDirectory(prefix="bench-lua-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-lua-"))
         scripts: dict[str, Path] = {}
         for name, text in SCRIPTS.items():
             scripts[name] = Path(tmp) / f"{name}.lua"
             scripts[name].write_text(text)
-        cells = run_benchmark(args.services, wrk, concurrencies, duration, timeout, scripts)
+        postgres = None
+        if "postgres" in args.backend:
+            postgres = stack.enter_context(PostgresServer())
+            meta["postgres"] = postgres.psql("SHOW server_version").strip()
+        cells = run_benchmark(runs, wrk, concurrencies, duration, timeout, scripts, postgres)
     table = bench_markdown(cells)
     (OUT_DIR / "bench.json").write_text(json.dumps(
         {**meta, "duration_s": duration, "timeout_s": timeout,

@@ -37,6 +37,8 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
         f"< {objectives.recovery_s:g} s; {objectives.acknowledged_writes_lost} acknowledged "
         "writes lost.", "",
     ]
+    if "database" in meta:
+        lines += [f"Database: {meta['database']}.", ""]
     lines += ["## Overall resilience posture", ""]
     for target, results in by_target.items():
         verdicts = [v for r in results for v in r.verdicts]
@@ -45,6 +47,10 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
         lines.append(
             f"- **{target}**: {len(verdicts) - len(failed)} of {len(verdicts)} SLO checks "
             f"met; scenarios with a breach: {', '.join(scenarios_failed) or 'none'}.")
+        # Up front, not only in the scenario sections at the end: a skipped scenario is a
+        # fault this run did not judge, which the totals alone would hide.
+        lines += [f"  - skipped **{r.scenario.name}**: {r.skipped}"
+                  for r in results if r.skipped]
     lines.append("")
 
     lines += ["## Dashboard summary", ""]

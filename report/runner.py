@@ -21,6 +21,7 @@ from faults.server import ServerProcess
 from faults.slowsync import SlowSync, compiler
 from faults.syscalls import strace_path
 
+from .backends import Backend
 from .load import ENDPOINTS, LoadGenerator, Sample
 from .scenarios import FaultContext, Scenario
 from .slo import Objectives, PhaseStats, Verdict, judge
@@ -87,17 +88,27 @@ class Progress:
 
 async def run_target(target: Target, scenarios: list[Scenario], objectives: Objectives,
                      rng: random.Random, phases: Phases, clients: int, workdir: Path,
-                     progress: Progress) -> list[ScenarioResult]:
-    # Under libfiu's preload and the slow-sync shim when they are there, so disk faults can
-    # be switched on and off without slowing the process the rest of the time.
-    slowsync = SlowSync(workdir / f"{target.name}-slowsync") if compiler() else None
-    env = merge_preloads(
-        target.env,
-        fiu_env() if fiu_available() else {},
-        slowsync.env(match="users.db") if slowsync else {},
-    )
+                     progress: Progress, backend: Backend | None = None) -> list[ScenarioResult]:
+    backend = backend or Backend("sqlite")
+    database_url = backend.database_url(target.name)
+    if database_url is None:
+        # Under libfiu's preload and the slow-sync shim when they are there, so disk faults
+        # can be switched on and off without slowing the process the rest of the time.
+        slowsync = SlowSync(workdir / f"{target.name}-slowsync") if compiler() else None
+        env = merge_preloads(
+            target.env,
+            fiu_env() if fiu_available() else {},
+            slowsync.env(match="users.db") if slowsync else {},
+        )
+    else:
+        # On PostgreSQL the service writes no files: the disk faults those preloads serve
+        # are skipped there, so the service runs without them.
+        slowsync = None
+        env = {**target.env, "DATABASE_URL": database_url}
     server = ServerProcess(workdir / target.name, env=env, app=target.app,
                            ready_path=target.ready_path)
+    # What the lock holder and the ledger's check open: the SQLite file, or the URL.
+    db = backend.ledger_db(database_url, server.db_path)
     ledger = WriteLedger(random.Random(rng.random()), prefix=target.name)
     server.start()
     await _warm_up(server, ledger)
@@ -106,16 +117,17 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
         for scenario in scenarios:
             result = ScenarioResult(target.name, scenario)
             results.append(result)
-            if scenario.needs_strace and strace_path() is None:
+            result.skipped = scenario.skip_reason(backend.name)
+            if not result.skipped and scenario.needs_strace and strace_path() is None:
                 result.skipped = "strace is not installed (apt-get install strace)"
-            if scenario.needs_compiler and slowsync is None:
+            if not result.skipped and scenario.needs_compiler and slowsync is None:
                 result.skipped = "no C compiler to build the slow-sync shim (apt-get install gcc)"
             if result.skipped:
                 progress.finish(target.name, scenario.name, 0, 0)
                 continue
             await _ensure_answering(server, result)
-            await _run_scenario(target, scenario, server, ledger, rng, phases, clients,
-                                result, progress, slowsync)
+            await _run_scenario(target, scenario, server, db, ledger, rng, phases, clients,
+                                result, progress, slowsync, backend)
             for endpoint in ENDPOINTS:
                 result.verdicts += judge(
                     scenario.name, endpoint, scenario.expect[endpoint],
@@ -129,15 +141,16 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
 
 
 async def _run_scenario(target: Target, scenario: Scenario, server: ServerProcess,
-                        ledger: WriteLedger, rng: random.Random, phases: Phases,
-                        clients: int, result: ScenarioResult, progress: Progress,
-                        slowsync: SlowSync | None) -> None:
+                        db: Path | str, ledger: WriteLedger, rng: random.Random,
+                        phases: Phases, clients: int, result: ScenarioResult,
+                        progress: Progress, slowsync: SlowSync | None,
+                        backend: Backend) -> None:
     load = LoadGenerator(ledger, random.Random(rng.random()), clients=clients)
     context = FaultContext(server, target, random.Random(rng.random()), phases.fault_s,
-                           slowsync=slowsync)
+                           slowsync=slowsync, postgres=backend.postgres)
     if scenario.lock_mode is not None:
-        context.holder = LockHolder(server.db_path, scenario.lock_mode,
-                                    acquire_timeout_s=phases.fault_s)
+        # On PostgreSQL `db` is the URL: the holder takes the matching table lock on users.
+        context.holder = LockHolder(db, scenario.lock_mode, acquire_timeout_s=phases.fault_s)
         await asyncio.to_thread(context.holder.start)
     phase = "steady"
     stop = asyncio.Event()
@@ -167,7 +180,7 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     ]
     progress.show(target.name, scenario.name, "checking acknowledged writes")
     await _ensure_answering(server, result)
-    result.ledger = await ledger.check(server.base_url, server.db_path)
+    result.ledger = await ledger.check(server.base_url, db)
 
 
 def phase_of(sample: Sample, fault_start: float, fault_end: float) -> str:

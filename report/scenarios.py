@@ -7,12 +7,17 @@ Expectations:
   answered, failures as 503/504, none later than the deadline plus a grace.
 - "outage": the process is gone for part of the window; judged on recovery time and on
   losing nothing acknowledged.
+
+The same matrix runs on either backend (report/backends.py). A scenario whose mechanism exists
+on one backend only says so (`only_on`, with the reason shown where it is skipped); one whose
+mechanism differs keeps its expectations and names the PostgreSQL form in `pg_title`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import random
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +28,7 @@ import httpx
 
 from faults.libfiu import FiuFault, fiu_available
 from faults.locks import LockHolder
+from faults.postgres_server import PostgresServer
 from faults.server import ServerProcess
 from faults.slowsync import SlowSync
 from faults.syscalls import AttachedSyscallFault, SyscallFault
@@ -41,6 +47,7 @@ class FaultContext:
     # would itself cost the service CPU just as the fault begins.
     holder: LockHolder | None = None
     slowsync: SlowSync | None = None  # preloaded into the server when a compiler exists
+    postgres: PostgresServer | None = None  # the database server, on the postgres backend
 
     async def agent(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
         async with httpx.AsyncClient(base_url=self.server.base_url, timeout=10.0) as client:
@@ -60,6 +67,21 @@ class Scenario:
     needs_strace: bool = False
     needs_compiler: bool = False  # builds the slow-sync shim
     lock_mode: str | None = None  # a LockHolder the fault uses, started ahead
+    only_on: str | None = None  # the one backend this fault exists for; None: both
+    why_only: str = ""  # shown in the report where the scenario is skipped
+    pg_title: str | None = None  # the title on PostgreSQL, where the mechanism differs
+
+    def skip_reason(self, backend: str) -> str:
+        """Why this scenario cannot run on `backend` ("" when it can)."""
+        if self.only_on is None or self.only_on == backend:
+            return ""
+        return self.why_only
+
+    def on(self, backend: str) -> Scenario:
+        """This scenario as it runs on `backend` (its title names that backend's mechanism)."""
+        if backend == "postgres" and self.pg_title is not None:
+            return dataclasses.replace(self, title=self.pg_title)
+        return self
 
 
 ALL_AVAILABLE = {ROOT: "available", CREATE: "available", READ: "available"}
@@ -166,27 +188,90 @@ async def sigkill_and_restart(ctx: FaultContext) -> AsyncIterator[None]:
     yield
 
 
+@contextlib.asynccontextmanager
+async def postgres_stopped(ctx: FaultContext) -> AsyncIterator[None]:
+    """`pg_ctl stop -m immediate` (no shutdown checkpoint: crash recovery at the next start)
+    for the whole window, then started again; the service itself is never restarted, so the
+    recovery phase measures its pool throwing dead connections away and reconnecting."""
+    postgres = ctx.postgres
+    assert postgres is not None
+    await asyncio.to_thread(postgres.stop, "immediate")
+    try:
+        yield
+    finally:
+        # pg_ctl start -w returns once the server accepts connections: the fault ends there.
+        await asyncio.to_thread(postgres.start)
+
+
+_FILES_ARE_THE_SERVERS = ("on PostgreSQL the service process writes no database files: the "
+                          "server's own processes write and sync them, and this fault is "
+                          "injected into the service process")
+
 SCENARIOS = [
     Scenario("steady-state", "Steady state (no fault)", None, ALL_AVAILABLE),
+    # The agent's "busy" kind is SQLITE_BUSY on SQLite and a serialization failure (40001)
+    # on PostgreSQL: the transient error each backend's classifier retries.
     Scenario("transient-errors-low", "Transient DB errors (SQLITE_BUSY) on 5 % of statements",
-             lambda ctx: sql_errors(ctx, 0.05), ALL_AVAILABLE),
+             lambda ctx: sql_errors(ctx, 0.05), ALL_AVAILABLE,
+             pg_title="Transient DB errors (40001 serialization failure) on 5 % of statements"),
     Scenario("transient-errors-high", "Transient DB errors (SQLITE_BUSY) on 60 % of statements",
              lambda ctx: sql_errors(ctx, 0.6),
-             {ROOT: "available", CREATE: "fail-fast", READ: "fail-fast"}),
+             {ROOT: "available", CREATE: "fail-fast", READ: "fail-fast"},
+             pg_title="Transient DB errors (40001 serialization failure) on 60 % of "
+                      "statements"),
+    # LockHolder's "immediate" mode on PostgreSQL: LOCK TABLE users IN EXCLUSIVE MODE, which
+    # blocks writers and not readers, as BEGIN IMMEDIATE does in WAL mode.
     Scenario("write-lock-pulses", "Write lock held by another process for 150-250 ms pulses",
-             lock_pulses, ALL_AVAILABLE, lock_mode="immediate"),
+             lock_pulses, ALL_AVAILABLE, lock_mode="immediate",
+             pg_title="Table lock (EXCLUSIVE) on users held by another session for 150-250 ms "
+                      "pulses"),
     Scenario("lock-past-deadline", "Write lock held by another process past the deadline",
              held_lock, {ROOT: "available", CREATE: "fail-fast", READ: "available"},
-             lock_mode="immediate"),
+             lock_mode="immediate",
+             pg_title="Table lock (EXCLUSIVE) on users held by another session past the "
+                      "deadline"),
     Scenario("slow-statements", "User reads slowed to 2 s inside SQLite",
-             slow_reads, {ROOT: "available", CREATE: "available", READ: "fail-fast"}),
+             slow_reads, {ROOT: "available", CREATE: "available", READ: "fail-fast"},
+             pg_title="User reads slowed to 2 s in the server (pg_sleep)"),
     Scenario("slow-fsync-pulses", "Every sync of the database files delayed by 150-250 ms",
-             slow_syncs, ALL_AVAILABLE, needs_compiler=True),
+             slow_syncs, ALL_AVAILABLE, needs_compiler=True, only_on="sqlite",
+             why_only=f"SQLite-only: {_FILES_ARE_THE_SERVERS} (the slow-sync shim is preloaded "
+                      "into the service and matches its users.db files)"),
     Scenario("disk-full", "Disk full (ENOSPC) on every write to the database files",
              disk_full, {ROOT: "available", CREATE: "fail-fast", READ: "available"},
-             needs_strace=not fiu_available()),
+             needs_strace=not fiu_available(), only_on="sqlite",
+             why_only=f"SQLite-only: {_FILES_ARE_THE_SERVERS} (libfiu fails the service's own "
+                      "pwrite calls). A full disk under PostgreSQL fails the server's writes "
+                      "instead (SQLSTATE 53100, or a server restart when its WAL cannot be "
+                      "written; postgres-immediate-stop covers such an outage)"),
+    # On PostgreSQL there is no checkpoint to starve, but the same long reader (REPEATABLE
+    # READ, holding its snapshot and an ACCESS SHARE lock on users) holds back VACUUM's
+    # horizon; the service must not notice it either way.
     Scenario("checkpoint-starvation", "A long reader in another process pins a snapshot",
-             held_lock, ALL_AVAILABLE, lock_mode="read"),
+             held_lock, ALL_AVAILABLE, lock_mode="read",
+             pg_title="A long REPEATABLE READ transaction in another session holds its "
+                      "snapshot"),
     Scenario("sigkill-restart", "SIGKILL of the server process, restarted at once",
              sigkill_and_restart, {ROOT: "outage", CREATE: "outage", READ: "outage"}),
+    # GET / stays 200 (it reports "database": "unavailable" within its own deadline); reads
+    # and writes must fail fast while the server is down and work again without a restart of
+    # the service.
+    Scenario("postgres-immediate-stop",
+             "PostgreSQL stopped abruptly (pg_ctl stop -m immediate) for the window, then "
+             "restarted", postgres_stopped,
+             {ROOT: "available", CREATE: "fail-fast", READ: "fail-fast"}, only_on="postgres",
+             why_only="PostgreSQL-only: it stops the database server, and embedded SQLite has "
+                      "none (sigkill-restart is the nearest fault)"),
 ]
+
+
+def matrix(backend: str, wanted: set[str]) -> list[Scenario]:
+    """The scenarios to run on `backend` (all of them, or the `wanted` ones), titled for it.
+
+    A scenario that exists only for the other backend stays in the matrix, to be reported
+    as skipped with its reason, with one exception: the SQLite run leaves PostgreSQL-only
+    scenarios out unless they are asked for by name, so the default report is unchanged.
+    """
+    chosen = [s for s in SCENARIOS if s.name in wanted] if wanted else [
+        s for s in SCENARIOS if not (backend == "sqlite" and s.only_on == "postgres")]
+    return [s.on(backend) for s in chosen]
