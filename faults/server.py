@@ -65,6 +65,7 @@ class ServerProcess:
             "LOG_LEVEL": "WARNING",
             **(env or {}),
         }
+        self.database_url = self.env["DATABASE_URL"]
         self.log_path = self.data_dir / "server.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
