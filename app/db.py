@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
@@ -73,6 +74,10 @@ class Database:
                        (self.maintenance, self.maintenance_engine))
         for _, engine in self._lanes:
             event.listen(engine, "before_cursor_execute", _stop_if_cancelled)
+        # Interrupts are sent from here, off the event loop (await_until). Its one thread is
+        # started now, so it is part of the steady state, not a thread that appears later.
+        self.interrupter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-interrupt")
+        self.interrupter.submit(lambda: None).result()
         metrics.watch_wal(self.backend.wal_bytes)
 
     @classmethod
@@ -107,6 +112,8 @@ class Database:
         for lane, engine in getattr(self, "_lanes", ()):
             lane.shutdown(wait=True)
             engine.dispose()
+        if hasattr(self, "interrupter"):
+            self.interrupter.shutdown(wait=True)
 
     # -- calls -----------------------------------------------------------------------
 
@@ -165,7 +172,7 @@ class Database:
                             partial(self._attempt, engine, handle, work, in_transaction)
                         )
                         try:
-                            result = await await_until(future, handle)
+                            result = await await_until(future, handle, self.interrupter)
                         except TransientStorageError as exc:
                             self._count_transient(operation, exc)
                             raise
@@ -231,7 +238,12 @@ class Database:
                 raise self.backend.classify(exc, cancelled=handle.cancelled) from exc
             finally:
                 handle.detach()
-                conn.info.pop(_HANDLE_KEY, None)
+                if not conn.invalidated:  # touching an invalidated one would reconnect
+                    conn.info.pop(_HANDLE_KEY, None)
+                    if handle.cancelled and self.backend.discard_after_interrupt:
+                        # A cancel request travels on its own connection and may reach the
+                        # server after this attempt ended: never let it hit the next query.
+                        conn.invalidate()
 
     # -- metrics -----------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """Everything PostgreSQL-specific, behind the same methods as app/sqlite_backend.py.
 
-- Writes run at SERIALIZABLE: a create reads its Idempotency-Key before inserting, and two
-  concurrent creates with one key must not both insert. PostgreSQL reports the conflict (and a
-  unique violation against a key the transaction had read as absent) as a serialization
-  failure, 40001, which is retried (postgresql.org/docs/current/transaction-iso.html).
+- Writes run at READ COMMITTED and let unique indexes settle races: two concurrent creates
+  with one Idempotency-Key cannot both insert (the name and the key are unique), and the loser
+  looks its key up again and replays the winner's user (app/users.py). SERIALIZABLE was tried
+  first: under write-lock pulses its predicate locks failed innocent concurrent creates with
+  40001 until some ran out of retries (measured by the resilience report).
 - Deadlines are enforced by the server too: every attempt sets `statement_timeout` and
   `lock_timeout` (SET LOCAL: this transaction only) to the remaining budget, and at the
   deadline the running query is cancelled, so nothing keeps running after the 504.
@@ -51,6 +52,8 @@ _SERVER_GONE = {"57P01", "57P02", "57P03"}
 class PostgresBackend:
     name = "postgresql"
     supports_checkpoints = False  # the server checkpoints by itself
+    # A cancel is a separate request to the server, racing the connection's next query.
+    discard_after_interrupt = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -87,7 +90,7 @@ class PostgresBackend:
             pool_timeout=1.0,
             pool_pre_ping=True,
             hide_parameters=True,
-            isolation_level="SERIALIZABLE" if role == "writer" else "READ COMMITTED",
+            isolation_level="READ COMMITTED",
         )
 
         @event.listens_for(engine, "do_connect")

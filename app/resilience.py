@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -129,6 +129,11 @@ class CallHandle:
         with self._lock:
             self._interrupt = None
 
+    def mark_cancelled(self) -> None:
+        """Only the flag: the worker checks it before its next statement and its COMMIT."""
+        with self._lock:
+            self._cancelled = True
+
     def cancel(self) -> None:
         with self._lock:
             self._cancelled = True
@@ -221,23 +226,34 @@ class WorkerLane:
         self._executor.shutdown(wait=wait, cancel_futures=True)
 
 
-async def await_until(future: Future[T], handle: CallHandle) -> T:
+async def await_until(future: Future[T], handle: CallHandle,
+                      interrupter: Executor | None = None) -> T:
     """Wait for a worker's result until the handle's deadline, never longer.
 
     On expiry (or if the awaiting task is cancelled) the handle is cancelled: a queued call is
-    dropped before it starts, a running one is interrupted. The caller gets
-    `DeadlineExceeded` at the deadline, not when the worker gets round to stopping.
+    dropped before it starts, a running one is interrupted, from `interrupter`'s thread when
+    one is given (a PostgreSQL cancel is a network round trip that would hold up the event
+    loop, and with it every request whose deadline falls at the same moment). The caller
+    gets `DeadlineExceeded` at the deadline, not when the worker gets round to stopping.
     """
     try:
         return await asyncio.wait_for(
             asyncio.wrap_future(future), timeout=handle.deadline.remaining()
         )
     except TimeoutError:
-        handle.cancel()
+        _cancel(handle, interrupter)
         raise DeadlineExceeded("the DB call outlived its deadline") from None
     except asyncio.CancelledError:
-        handle.cancel()
+        _cancel(handle, interrupter)
         raise
+
+
+def _cancel(handle: CallHandle, interrupter: Executor | None) -> None:
+    if interrupter is None:
+        handle.cancel()
+        return
+    handle.mark_cancelled()  # now: no statement and no COMMIT after this
+    interrupter.submit(handle.cancel)
 
 
 def describe_exception(exc: BaseException) -> Any:

@@ -104,6 +104,8 @@ class CheckpointResult:
 class SqliteBackend:
     name = "sqlite"
     supports_checkpoints = True
+    # sqlite3_interrupt acts at once, in-process: the connection is reusable right after.
+    discard_after_interrupt = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
