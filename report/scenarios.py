@@ -50,7 +50,9 @@ class FaultContext:
     postgres: PostgresServer | None = None  # the database server, on the postgres backend
 
     async def agent(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
-        async with httpx.AsyncClient(base_url=self.server.base_url, timeout=10.0) as client:
+        # A healthy service answers its fault agent in milliseconds; a stalled one never does,
+        # and the fault window must not stretch while we wait for it.
+        async with httpx.AsyncClient(base_url=self.server.base_url, timeout=2.0) as client:
             response = await client.request(method, path, json=body)
             response.raise_for_status()
 
