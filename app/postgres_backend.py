@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from .connect_deadline import ConnectDeadline
 from .errors import (
     DeadlineExceeded,
     IntegrityViolation,
@@ -61,7 +60,7 @@ class PostgresBackend:
         if url.get_backend_name() != "postgresql":
             raise ValueError(f"not a PostgreSQL URL: {url.get_backend_name()!r}")
         self.url = url
-        self._connecting = threading.local()
+        self._connecting = ConnectDeadline()
         import psycopg
 
         self.driver_error: type[Exception] = psycopg.Error
@@ -96,20 +95,16 @@ class PostgresBackend:
         @event.listens_for(engine, "do_connect")
         def _connect_within_deadline(dialect: Any, record: Any, cargs: Any,
                                      cparams: dict[str, Any]) -> None:
-            deadline: Deadline | None = getattr(self._connecting, "deadline", None)
+            deadline = self._connecting.current
             budget = deadline.remaining() if deadline else self.settings.db_deadline_s
             # libpq counts whole seconds, and takes anything below 2 as 2.
             cparams["connect_timeout"] = max(2, math.ceil(budget))
 
         return engine
 
-    @contextlib.contextmanager
-    def connecting_within(self, deadline: Deadline) -> Iterator[None]:
-        self._connecting.deadline = deadline
-        try:
-            yield
-        finally:
-            self._connecting.deadline = None
+    def connecting_within(self, deadline: Deadline) -> contextlib.AbstractContextManager[None]:
+        """Bound the set-up of a connection opened in this block by `deadline`."""
+        return self._connecting.within(deadline)
 
     def bound_lock_wait(self, dbapi_conn: Any, deadline: Deadline) -> None:
         """Server-side timeouts for this transaction from the remaining budget (plus a small

@@ -20,8 +20,6 @@ import contextlib
 import importlib
 import logging
 import os
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
+from .connect_deadline import ConnectDeadline
 from .errors import (
     DeadlineExceeded,
     IntegrityViolation,
@@ -111,7 +110,7 @@ class SqliteBackend:
         self.settings = settings
         # The deadline of the call whose worker is opening a connection, if any: a new
         # connection's set-up pragmas may wait on a lock too (see connecting_within).
-        self._connecting = threading.local()
+        self._connecting = ConnectDeadline()
         self.driver = load_driver(settings.sqlite_driver)
         self.driver_error: type[Exception] = self.driver.Error
         self.version: tuple[int, ...] = tuple(self.driver.sqlite_version_info)
@@ -176,7 +175,7 @@ class SqliteBackend:
         @event.listens_for(engine, "connect")
         def _configure(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # the driver must not BEGIN on its own
-            deadline: Deadline | None = getattr(self._connecting, "deadline", None)
+            deadline = self._connecting.current
             if deadline is None:
                 busy_ms = settings.sqlite_busy_timeout_ms
             else:
@@ -203,16 +202,9 @@ class SqliteBackend:
 
     # -- per attempt ---------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def connecting_within(self, deadline: Deadline) -> Iterator[None]:
-        """Bound the lock waits of a connection opened in this block (its `journal_mode=WAL`
-        needs a shared lock, which another process in locking_mode=EXCLUSIVE withholds) by
-        `deadline` instead of the static busy timeout."""
-        self._connecting.deadline = deadline
-        try:
-            yield
-        finally:
-            self._connecting.deadline = None
+    def connecting_within(self, deadline: Deadline) -> contextlib.AbstractContextManager[None]:
+        """Bound the set-up of a connection opened in this block by `deadline`."""
+        return self._connecting.within(deadline)
 
     def bound_lock_wait(self, dbapi_conn: Any, deadline: Deadline) -> None:
         """Let the busy handler wait for a lock no longer than the call's remaining budget.
