@@ -145,15 +145,23 @@ async def lock_pulses(ctx: FaultContext) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def syscall_fault(ctx: FaultContext, syscalls: list[str], action: str) -> AsyncIterator[None]:
-    paths = ctx.target.write_paths(ctx.server.db_path)
-    fault = AttachedSyscallFault(ctx.server.pid, SyscallFault(paths, syscalls, action),
-                                 threads=ctx.target.io_threads(ctx.server.pid))
+async def _in_a_thread(fault: contextlib.AbstractContextManager[Any]) -> AsyncIterator[None]:
+    """Enter and leave a blocking fault (it starts or signals a process) off the event loop,
+    which keeps driving the load meanwhile."""
     await asyncio.to_thread(fault.__enter__)
     try:
         yield
     finally:
         await asyncio.to_thread(fault.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def syscall_fault(ctx: FaultContext, syscalls: list[str], action: str) -> AsyncIterator[None]:
+    paths = ctx.target.write_paths(ctx.server.db_path)
+    fault = AttachedSyscallFault(ctx.server.pid, SyscallFault(paths, syscalls, action),
+                                 threads=ctx.target.io_threads(ctx.server.pid))
+    async with _in_a_thread(fault):
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -173,12 +181,8 @@ async def disk_full(ctx: FaultContext) -> AsyncIterator[None]:
         async with syscall_fault(ctx, ["pwrite64", "write"], "error=ENOSPC"):
             yield
         return
-    fault = FiuFault(ctx.server.pid, "posix/io/rw/pwrite", errno.ENOSPC)
-    await asyncio.to_thread(fault.__enter__)
-    try:
+    async with _in_a_thread(FiuFault(ctx.server.pid, "posix/io/rw/pwrite", errno.ENOSPC)):
         yield
-    finally:
-        await asyncio.to_thread(fault.__exit__, None, None, None)
 
 
 @contextlib.asynccontextmanager
