@@ -214,6 +214,9 @@ class Database:
             conn.info[_HANDLE_KEY] = handle
             handle.attach(lambda: self.backend.interrupt(dbapi_conn))
             try:
+                # Cancelled while connecting: the raw statements below bypass the
+                # before_cursor_execute check, so look at the flag once more here.
+                handle.raise_if_cancelled()
                 self.backend.bound_lock_wait(dbapi_conn, handle.deadline)
                 if not in_transaction:
                     try:
@@ -237,13 +240,13 @@ class Database:
                 # kept open (tests/unit/test_database.py pins this).
                 raise self.backend.classify(exc, cancelled=handle.cancelled) from exc
             finally:
-                handle.detach()
+                handle.detach()  # from here on no interrupt of this attempt can arrive
                 if not conn.invalidated:  # touching an invalidated one would reconnect
                     conn.info.pop(_HANDLE_KEY, None)
-                    if handle.cancelled and self.backend.discard_after_interrupt:
-                        # A cancel request travels on its own connection and may reach the
-                        # server after this attempt ended: never let it hit the next query.
-                        conn.invalidate()
+                    if handle.cancelled:
+                        # An interrupt may have reached the connection: the backend makes
+                        # sure it cannot act on the connection's next use.
+                        self.backend.reset_after_cancel(conn)
 
     # -- metrics -----------------------------------------------------------------------
 

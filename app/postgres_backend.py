@@ -21,7 +21,7 @@ import logging
 import math
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -51,8 +51,6 @@ _SERVER_GONE = {"57P01", "57P02", "57P03"}
 class PostgresBackend:
     name = "postgresql"
     supports_checkpoints = False  # the server checkpoints by itself
-    # A cancel is a separate request to the server, racing the connection's next query.
-    discard_after_interrupt = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -121,6 +119,11 @@ class PostgresBackend:
         cancel = getattr(dbapi_conn, "cancel_safe", None) or dbapi_conn.cancel
         with contextlib.suppress(Exception):  # closed or broken: nothing left to cancel
             cancel()
+
+    def reset_after_cancel(self, conn: Connection) -> None:
+        """Discard the connection: a cancel is a separate request to the server, and one
+        sent before the attempt ended may still arrive after it and hit the next query."""
+        conn.invalidate()
 
     def classify(self, exc: DBAPIError, *, cancelled: bool) -> StorageError:
         orig = exc.orig

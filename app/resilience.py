@@ -106,6 +106,11 @@ class CallHandle:
     statement or its COMMIT, and `interrupt` stops the statement running now. A lock wait is
     not interruptible (SQLite's busy handler ignores interrupts), so the backend bounds it by
     the remaining budget before BEGIN instead.
+
+    The interrupt is sent while holding the handle's lock, and `detach` takes that lock: once
+    the worker has detached, no interrupt of this attempt is in flight or can still start, so
+    a late cancel never reaches the connection's next call (an interrupt sent a moment after
+    the attempt ended would stop whatever statement the connection runs next).
     """
 
     def __init__(self, deadline: Deadline) -> None:
@@ -119,13 +124,13 @@ class CallHandle:
         return self._cancelled
 
     def attach(self, interrupt: Callable[[], None]) -> None:
+        """Register how to stop this attempt's running statement. A cancel that came before
+        needs no interrupt: nothing runs yet, and the flag refuses every statement."""
         with self._lock:
             self._interrupt = interrupt
-            cancelled = self._cancelled
-        if cancelled:
-            interrupt()
 
     def detach(self) -> None:
+        """Waits for an interrupt being sent; after it, none will be."""
         with self._lock:
             self._interrupt = None
 
@@ -137,9 +142,8 @@ class CallHandle:
     def cancel(self) -> None:
         with self._lock:
             self._cancelled = True
-            interrupt = self._interrupt
-        if interrupt is not None:
-            interrupt()
+            if self._interrupt is not None:
+                self._interrupt()
 
     def raise_if_cancelled(self) -> None:
         if self._cancelled or self.deadline.expired:

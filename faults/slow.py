@@ -37,6 +37,13 @@ _SPIN_SQL = (
 )
 
 
+def spin(dbapi_conn: Any, seconds: float) -> None:
+    """Run one statement that loops inside SQLite for `seconds` on a DB-API connection (an
+    interruptible long statement; raises the driver's error when interrupted)."""
+    dbapi_conn.create_function("fault_clock", 0, time.monotonic)
+    dbapi_conn.execute(_SPIN_SQL, (time.monotonic() + seconds,)).fetchall()
+
+
 class SlowStatements:
     def __init__(self, engine: Engine, seconds: float = 1.0, match: str | None = None) -> None:
         self.engine = engine
@@ -58,8 +65,7 @@ class SlowStatements:
                 with dbapi_conn.cursor() as cursor:
                     cursor.execute("SELECT pg_sleep(%s)", (self.seconds,))
                 return
-            dbapi_conn.create_function("fault_clock", 0, time.monotonic)
-            dbapi_conn.execute(_SPIN_SQL, (time.monotonic() + self.seconds,)).fetchall()
+            spin(dbapi_conn, self.seconds)
         except Exception as exc:
             interrupted = ("SQLITE_INTERRUPT", "57014")  # SQLite interrupt, PG query_canceled
             code = getattr(exc, "sqlite_errorname", None) or getattr(exc, "sqlstate", None)

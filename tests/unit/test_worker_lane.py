@@ -131,12 +131,41 @@ def test_cancel_calls_the_attached_interrupt() -> None:
     assert interrupts == ["interrupt"]
 
 
-def test_attach_after_cancel_interrupts_at_once() -> None:
+def test_attach_after_cancel_needs_no_interrupt_the_flag_refuses_the_work() -> None:
     handle = CallHandle(Deadline.after(60))
     handle.cancel()
     interrupts: list[str] = []
     handle.attach(lambda: interrupts.append("interrupt"))
-    assert interrupts == ["interrupt"]
+    assert interrupts == []  # nothing runs yet; an interrupt now would only linger
+    with pytest.raises(DeadlineExceeded):
+        handle.raise_if_cancelled()
+
+
+def test_detach_waits_for_an_interrupt_in_flight() -> None:
+    """A cancel racing the end of its attempt: once `detach` returns, the interrupt has been
+    sent and no other can start, so none can reach the connection's next call."""
+    handle = CallHandle(Deadline.after(60))
+    sending, release = threading.Event(), threading.Event()
+    sent: list[str] = []
+
+    def slow_interrupt() -> None:  # an interrupt call that is slow to return
+        sending.set()
+        assert release.wait(WAIT_S)
+        sent.append("interrupt")
+
+    handle.attach(slow_interrupt)
+    canceller = threading.Thread(target=handle.cancel)
+    canceller.start()
+    assert sending.wait(WAIT_S)
+    detached = threading.Event()
+    detacher = threading.Thread(target=lambda: (handle.detach(), detached.set()))
+    detacher.start()
+    assert not detached.wait(0.05), "detach returned while an interrupt was being sent"
+    release.set()
+    assert detached.wait(WAIT_S)
+    assert sent == ["interrupt"]
+    canceller.join(WAIT_S)
+    detacher.join(WAIT_S)
 
 
 def test_cancel_after_detach_interrupts_nothing() -> None:
