@@ -214,9 +214,6 @@ class Database:
             conn.info[_HANDLE_KEY] = handle
             handle.attach(lambda: self.backend.interrupt(dbapi_conn))
             try:
-                # Cancelled while connecting: the raw statements below bypass the
-                # before_cursor_execute check, so look at the flag once more here.
-                handle.raise_if_cancelled()
                 self.backend.bound_lock_wait(dbapi_conn, handle.deadline)
                 if not in_transaction:
                     try:

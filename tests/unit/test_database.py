@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pysqlite3.dbapi2 as pysqlite
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -138,3 +139,47 @@ async def test_a_failed_commit_leaves_no_transaction_open(
     await db.write("parent", parent)
     assert query(db_path, "SELECT count(*) FROM parent") == [(1,)]
     assert query(db_path, "SELECT count(*) FROM child") == [(0,)]
+
+
+async def test_the_checkpoint_loop_outlives_a_failed_checkpoint(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With SQLite's auto-checkpoint off, a loop ended by one failure would let the WAL grow
+    without bound: a failed checkpoint is logged and the next one runs."""
+    app = create_app(make_settings(sqlite_checkpoint_interval_s=0.01))
+    db = app.state.db
+    real = db.backend.checkpoint
+    calls: list[str] = []
+    done = asyncio.Event()
+
+    def flaky(dbapi_conn: Any) -> Any:
+        if not calls:
+            calls.append("failed")
+            dbapi_conn.execute("SELECT * FROM no_such_table")  # a real driver error
+        calls.append("ok")
+        return real(dbapi_conn)
+
+    monkeypatch.setattr(db.backend, "checkpoint", flaky)
+    original = app.state.metrics.record_checkpoint
+
+    def record(lag_frames: int) -> None:
+        original(lag_frames)
+        done.set()
+
+    app.state.metrics.record_checkpoint = record
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(done.wait(), timeout=5)
+    assert calls[:2] == ["failed", "ok"]
+
+
+async def test_an_id_is_never_handed_out_twice(
+    client: httpx.AsyncClient, db_path: Path,
+) -> None:
+    """AUTOINCREMENT: after the newest user is deleted, the next create gets a new id, so a
+    client holding an old id never reads someone else's user under it."""
+    first = (await client.post("/users/", json={"name": "a", "password": "long enough"})).json()
+    conn = pysqlite.connect(db_path, isolation_level=None)
+    conn.execute("DELETE FROM users WHERE id = ?", (first["id"],))
+    conn.close()
+    second = (await client.post("/users/", json={"name": "b", "password": "long enough"})).json()
+    assert second["id"] > first["id"]

@@ -1,0 +1,127 @@
+"""Deadline accounting: the budget counts from the request's arrival, each deadline setting
+acts where it is documented to act, and a call given up before it runs costs nothing.
+
+Complements tests/fault/test_locked_database.py (whose arrival test slows the hash, which
+runs after the deadline is computed): here the time goes before the handler runs at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
+
+from faults.locks import LockHolder
+from faults.observe import wait_until
+from faults.slow import SlowStatements
+
+# Generous for a loaded 2-core machine; each test's contrast is several times wider.
+LATE_MARGIN_S = 0.4
+WAIT_S = 10.0
+
+
+def new_user(name: str) -> dict[str, str]:
+    return {"name": name, "password": "correct horse"}
+
+
+async def test_time_before_the_handler_runs_is_inside_the_budget(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_rows: Callable[..., list[tuple[Any, ...]]],
+) -> None:
+    """A client sends its headers, then takes longer than the whole deadline to send the
+    body. The request arrived when its headers did: by the time the handler can run, the
+    budget is spent, so the create is a 504 and writes nothing (it would have been a 201
+    with a deadline counted from the handler's start)."""
+    deadline_s, upload_s = 0.3, 0.6
+    app = make_app(db_deadline_s=deadline_s)
+    client = client_for(app)
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        await asyncio.sleep(upload_s)  # the fault: a slow upload
+        yield json.dumps(new_user("slow-upload")).encode()
+
+    response = await client.post("/users/", content=slow_body(),
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert db_rows("SELECT name FROM users") == []
+
+
+async def test_readyz_answers_within_its_own_deadline_not_the_db_deadline(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    """READYZ_DEADLINE_S bounds /readyz and GET /; DB_DEADLINE_S bounds user calls."""
+    ready_s, db_s = 0.2, 3.0
+    app = make_app(readyz_deadline_s=ready_s, db_deadline_s=db_s, db_read_workers=1)
+    client = client_for(app)
+    with SlowStatements(app.state.db.reader_engine, seconds=5.0, match=r"^SELECT 1"):
+        for path in ("/readyz", "/"):
+            started = time.monotonic()
+            response = await client.get(path)
+            elapsed = time.monotonic() - started
+            if path == "/readyz":
+                assert response.status_code == 503, response.text
+                assert response.json()["error"]["code"] == "not_ready"
+            else:
+                assert response.json()["database"] == "unavailable"
+            assert elapsed < ready_s + LATE_MARGIN_S, f"{path} took {elapsed:.2f} s"
+            assert app.state.db.readers.wait_idle(timeout_s=WAIT_S)
+
+
+@pytest.mark.sqlite_only("one writer lane worker, so a second write queues")
+async def test_a_call_dropped_while_queued_never_checks_out_a_connection(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    database_url: str,
+) -> None:
+    """A create whose deadline passes while it waits behind another write is dropped before
+    it starts: no connection checkout, no statement."""
+    app = make_app(db_deadline_s=0.3)
+    client = client_for(app)
+    db = app.state.db
+    checkouts: list[int] = []
+    with LockHolder(database_url, "immediate"):
+        first = asyncio.create_task(client.post("/users/", json=new_user("first")))
+        await wait_until(lambda: db.writer.running == 1, "the first create is on the writer")
+        event.listen(db.writer_engine, "checkout", lambda *_: checkouts.append(1))
+        second = await client.post("/users/", json=new_user("second"))
+        assert second.status_code == 504, second.text
+        assert (await first).status_code == 504
+        assert db.writer.wait_idle(timeout_s=WAIT_S)
+    assert checkouts == []
+
+
+@pytest.mark.sqlite_only("one writer lane worker, so a second write queues")
+async def test_a_cancelled_call_is_refused_at_once_even_while_the_interrupter_is_busy(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    database_url: str, db_rows: Callable[..., list[tuple[Any, ...]]],
+) -> None:
+    """The event loop sets the cancel flag itself; only the interrupt waits for the
+    interrupter thread. With that thread stuck (a PostgreSQL cancel that hangs, say), a
+    cancelled create queued behind another write must still not run."""
+    app = make_app(db_deadline_s=30.0)
+    client = client_for(app)
+    db = app.state.db
+    stuck = threading.Event()
+    db.interrupter.submit(lambda: stuck.wait(WAIT_S))
+    try:
+        with LockHolder(database_url, "immediate") as holder:
+            first = asyncio.create_task(client.post("/users/", json=new_user("first")))
+            await wait_until(lambda: db.writer.running == 1, "the first create is running")
+            second = asyncio.create_task(client.post("/users/", json=new_user("abandoned")))
+            await wait_until(lambda: db.writer.queued == 1, "the second create is queued")
+            second.cancel()
+            await asyncio.gather(second, return_exceptions=True)
+            holder.release()
+        assert (await first).status_code == 201
+        assert db.writer.wait_idle(timeout_s=WAIT_S)
+        assert db_rows("SELECT name FROM users") == [("first",)]
+    finally:
+        stuck.set()
