@@ -6,7 +6,8 @@ Options (all also readable from the environment, for tox):
   --sqlite-synchronous NORMAL|FULL   run the whole suite under that durability level
   --fault-seed N                     seed of every random choice a test makes (printed)
   --durability-mode quick|nightly    how long the durability suite runs (default quick)
-  --durability-budget-s S            nightly: seconds the random-kill scenario may run
+  --durability-budget-s S            nightly: the most seconds the random-kill scenario may run
+  --durability-cycles N              nightly: the kill/restart cycles it must reach (1000)
   --durability-summary DIR           where the durability summary goes
 """
 
@@ -66,7 +67,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seed for every random choice of the tests (default: a fresh one, printed)",
     )
 
-
     group.addoption(
         "--durability-mode", choices=["quick", "nightly"],
         default=os.environ.get("DURABILITY_MODE", "quick"),
@@ -74,8 +74,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--durability-budget-s", type=float,
-        default=float(os.environ.get("DURABILITY_BUDGET_S", "600")),
-        help="nightly mode: seconds the random-kill scenario runs per synchronous level",
+        default=float(os.environ.get("DURABILITY_BUDGET_S", "2700")),
+        help="nightly mode: the most seconds the random-kill scenario may run per synchronous "
+             "level (a cap: it stops at --durability-cycles)",
+    )
+    group.addoption(
+        "--durability-cycles", type=int,
+        default=int(os.environ.get("DURABILITY_CYCLES", "1000")),
+        help="nightly mode: kill/restart cycles the random-kill scenario runs per level",
     )
     group.addoption(
         "--durability-summary", type=Path,

@@ -1,11 +1,19 @@
-"""Break each hardening mechanism on purpose and show which tests catch it.
+"""Remove each safeguard of the inventory (scripts/safeguards.py) in turn and show the tests
+that catch it.
 
-Each mutant is one textual replacement in app/; the script applies it to a scratch copy of the
-repository (never to your work tree), runs the chosen tests there, and reports the tests that
-went red. A mutant no test catches is a hole in the suite: the script exits non-zero.
+Each mutant is a few textual edits in app/; the script applies them to a scratch copy of the
+tree (never to your work tree), runs tests there and lists those that went red. A mutant no
+test kills is a hole in the suite: the script then exits non-zero.
 
-    .venv/bin/python scripts/check_mutants.py            # every mutant, tests/fault + tests/unit
-    .venv/bin/python scripts/check_mutants.py no-retry   # one mutant
+    .venv/bin/python scripts/check_mutants.py                 # quick: each row's own tests (CI)
+    .venv/bin/python scripts/check_mutants.py --full          # unit + fault suites (nightly)
+    .venv/bin/python scripts/check_mutants.py no-retry        # named mutants only
+    .venv/bin/python scripts/check_mutants.py --backend sqlite  # skip the PostgreSQL rows
+    .venv/bin/python scripts/check_mutants.py --write-inventory docs/safeguards.md
+
+Quick mode runs the tests a row names (the inventory says they go red); full mode runs the
+unit and fault suites plus the row's own tests from other folders, and lists every red test.
+PostgreSQL rows run with --backend postgres (a throwaway server the tests start).
 """
 
 from __future__ import annotations
@@ -13,117 +21,152 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from safeguards import SAFEGUARDS, Safeguard
+
 ROOT = Path(__file__).resolve().parent.parent
+FULL_SUITES = ("tests/unit", "tests/fault")
+RUN_TIMEOUT_S = 1200
 
 
-@dataclass(frozen=True)
-class Mutant:
-    name: str
-    path: str
-    old: str
-    new: str
-    what: str
+def scratch_copy(dest: Path) -> None:
+    """The work tree's tracked and new files (ignored ones such as .venv excluded)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = ROOT / rel
+        if source.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / rel)
 
 
-MUTANTS = [
-    Mutant("no-retry", "app/resilience.py",
-           "state.attempt_number >= self.max_attempts", "True",
-           "transient errors are not retried"),
-    Mutant("retry-everything", "app/resilience.py",
-           "isinstance(exc, TransientStorageError)", "isinstance(exc, Exception)",
-           "every error is retried (integrity, schema, programming, deadline)"),
-    Mutant("no-deadline", "app/resilience.py",
-           "timeout=handle.deadline.remaining()", "timeout=None",
-           "the event loop waits for the worker however long it takes"),
-    Mutant("no-interrupt", "app/sqlite_backend.py",
-           "            dbapi_conn.interrupt()", "            pass",
-           "a running statement is not interrupted at the deadline"),
-    Mutant("unbounded-lock-wait", "app/sqlite_backend.py",
-           'dbapi_conn.execute(f"PRAGMA busy_timeout = {remaining_ms + LOCK_WAIT_MARGIN_MS}")',
-           "pass",
-           "lock waits use the connection's busy_timeout, not the remaining budget"),
-    Mutant("unbounded-connect-wait", "app/sqlite_backend.py",
-           "deadline = self._connecting.current",
-           "deadline = None",
-           "a new connection's set-up waits the static busy timeout, not the deadline"),
-    Mutant("deferred-begin", "app/sqlite_backend.py",
-           'begin_sql = "BEGIN IMMEDIATE" if role == "writer" else "BEGIN"',
-           'begin_sql = "BEGIN"',
-           "writes start deferred transactions"),
-    Mutant("commit-after-deadline", "app/db.py",
-           "                        handle.raise_if_cancelled()\n                    return result",
-           "                        pass\n                    return result",
-           "a transaction past its deadline still commits"),
-    Mutant("blocking-on-event-loop", "app/resilience.py",
-           "            asyncio.wrap_future(future), timeout=handle.deadline.remaining()",
-           "            _blocking(future), timeout=handle.deadline.remaining()",
-           "the handler blocks the event loop until the worker finishes"),
-    Mutant("unbounded-queue", "app/resilience.py",
-           "if self._pending >= self.capacity:", "if False:",
-           "a full DB work queue accepts more calls"),
-]
-
-# Appended to app/resilience.py for the blocking-on-event-loop mutant.
-_BLOCKING_HELPER = '''
-
-async def _blocking(future):
-    return future.result()
-'''
-
-
-def run_mutant(mutant: Mutant, tests: list[str]) -> list[str]:
-    with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as scratch:
-        copy = Path(scratch) / "repo"
-        copy.mkdir()
-        # The committed tree only: what CI would test.
-        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
-        target = copy / mutant.path
+def apply(row: Safeguard, tree: Path) -> None:
+    for edit in row.edits:
+        target = tree / edit.path
         source = target.read_text()
-        if source.count(mutant.old) != 1:
-            raise SystemExit(f"{mutant.name}: the text to replace is not in {mutant.path} once")
-        source = source.replace(mutant.old, mutant.new)
-        if mutant.name == "blocking-on-event-loop":
-            source += _BLOCKING_HELPER
-        target.write_text(source)
+        if source.count(edit.old) != 1:
+            raise SystemExit(f"{row.name}: the text to replace is not in {edit.path} once:\n"
+                             f"{edit.old}")
+        target.write_text(source.replace(edit.old, edit.new))
+    for path, code in row.append.items():
+        target = tree / path
+        target.write_text(target.read_text() + code)
+
+
+def tests_for(row: Safeguard, full: bool) -> list[str]:
+    if not full:
+        return list(row.tests)
+    outside = [t for t in row.tests if not t.startswith(FULL_SUITES)]
+    return [*FULL_SUITES, *outside]
+
+
+def run_mutant(row: Safeguard, full: bool) -> tuple[list[str], float]:
+    """The red tests (FAILED or ERROR), and the run's duration."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{row.name}-") as scratch:
+        tree = Path(scratch)
+        scratch_copy(tree)
+        apply(row, tree)
+        backend = ["--backend", "postgres"] if row.backend == "postgres" else []
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                 "--timeout=30", *tests],
-                cwd=copy, capture_output=True, text=True, timeout=900,
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
+                 "--timeout=60", *backend, *tests_for(row, full)],
+                cwd=tree, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
                 # The scratch copy must shadow the editable install of the real app/.
-                env={**os.environ, "PYTHONPATH": str(copy)},
+                env={**os.environ, "PYTHONPATH": str(tree)},
             )
         except subprocess.TimeoutExpired:
-            return ["(the whole run hung past 900 s)"]
-        return sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", result.stdout, re.M)))
+            return ["(the whole run hung past its time limit)"], time.monotonic() - started
+        red = sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", result.stdout, re.M)))
+        if not red and result.returncode not in (0, 1):
+            red = [f"(pytest exited {result.returncode}: {result.stdout[-300:]})"]
+    return red, time.monotonic() - started
+
+
+START = "<!-- inventory: generated by scripts/check_mutants.py --write-inventory -->"
+END = "<!-- end of inventory -->"
+
+
+def inventory_markdown(rows: Iterable[Safeguard]) -> str:
+    """The inventory table, one section per family."""
+    lines = [START]
+    family = None
+    for row in rows:
+        if row.family != family:
+            family = row.family
+            lines += ["", f"### {family}", "", "| mutant | safeguard | backend | red tests |",
+                      "|---|---|---|---|"]
+        files = ", ".join(sorted({e.path.removeprefix("app/") for e in row.edits}))
+        tests = "<br>".join(f"`{t.split('/')[-1]}`" for t in row.tests)
+        lines.append(f"| `{row.name}` ({files}) | {row.what} | {row.backend} | {tests} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_inventory(path: Path) -> None:
+    """Replace the generated section of `path` (between START and END), keeping the prose."""
+    text = path.read_text() if path.exists() else f"# Safeguards\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        raise SystemExit(f"{path} has no generated section ({START} ... {END})")
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    path.write_text(before + inventory_markdown(SAFEGUARDS) + after)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
-    parser.add_argument("--tests", nargs="+", default=["tests/fault", "tests/unit"])
+    parser.add_argument("--full", action="store_true",
+                        help="run the unit and fault suites for every mutant (nightly)")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all",
+                        help="which rows to run (default: all)")
+    parser.add_argument("--write-inventory", type=Path, metavar="FILE",
+                        help="write the inventory as Markdown and exit")
     args = parser.parse_args()
-    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
-    uncaught = []
-    for mutant in chosen:
-        red = run_mutant(mutant, args.tests)
-        print(f"\n## {mutant.name}: {mutant.what}", flush=True)
-        print(f"caught by {len(red)} test(s)" if red else "NOT CAUGHT")
+    if args.write_inventory:
+        write_inventory(args.write_inventory)
+        print(f"wrote {len(SAFEGUARDS)} rows to {args.write_inventory}")
+        return
+    unknown = set(args.names) - {row.name for row in SAFEGUARDS}
+    if unknown:
+        raise SystemExit(f"unknown mutants: {', '.join(sorted(unknown))}")
+    chosen = [row for row in SAFEGUARDS
+              if (not args.names or row.name in args.names)
+              and args.backend in ("all", row.backend)]
+    mode = "full" if args.full else "quick"
+    print(f"{len(chosen)} mutants, {mode} mode", flush=True)
+    survivors: list[str] = []
+    missing: list[str] = []  # killed, but not by a test the inventory names
+    for row in chosen:
+        red, seconds = run_mutant(row, args.full)
+        named = [t for t in red if any(t.startswith(n) for n in row.tests)]
+        print(f"\n## {row.name} [{row.backend}, {seconds:.0f} s]: {row.what}", flush=True)
+        print(f"killed by {len(red)} test(s)" if red else "SURVIVED")
         for test in red:
             print(f"  - {test}", flush=True)
         if not red:
-            uncaught.append(mutant.name)
-    if uncaught:
-        print(f"\nuncaught mutants: {', '.join(uncaught)}")
+            survivors.append(row.name)
+        elif not named:
+            missing.append(row.name)
+    killed = len(chosen) - len(survivors)
+    percent = 100.0 * killed / len(chosen) if chosen else 100.0
+    print(f"\nkilled {killed} of {len(chosen)} mutants ({percent:.1f} %), {mode} mode")
+    if missing:
+        print(f"killed, but by none of the tests the inventory names: {', '.join(missing)}")
+    if survivors:
+        print(f"SURVIVED: {', '.join(survivors)}")
+    if survivors or missing:
         sys.exit(1)
 
 

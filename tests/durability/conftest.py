@@ -18,7 +18,8 @@ def plan(request: pytest.FixtureRequest) -> Callable[[int], Plan]:
 
     def make(quick_cycles: int) -> Plan:
         return Plan(config.getoption("--durability-mode"), quick_cycles,
-                    config.getoption("--durability-budget-s"))
+                    config.getoption("--durability-budget-s"),
+                    config.getoption("--durability-cycles"))
 
     return make
 

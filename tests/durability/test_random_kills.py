@@ -41,6 +41,8 @@ async def test_random_sigkill_under_load_loses_nothing(
     server = servers(sqlite_synchronous=synchronous, sqlite_checkpoint_interval_s=0.25)
     ledger = WriteLedger(random.Random(rng.random()), prefix=f"k{synchronous[0]}")
     steps = plan(6)
+    if steps.mode == "nightly":
+        scenario.target_cycles = steps.target
     server.start()
     started = time.monotonic()
     cycles = 0

@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event
+from sqlalchemy import event, text
 
+from app.errors import DeadlineExceeded
+from app.resilience import Deadline
 from faults.locks import LockHolder
 from faults.observe import wait_until
-from faults.slow import SlowStatements
+from faults.slow import SlowStatements, StallAfterStatement
 
 # Generous for a loaded 2-core machine; each test's contrast is several times wider.
 LATE_MARGIN_S = 0.4
@@ -77,51 +79,58 @@ async def test_readyz_answers_within_its_own_deadline_not_the_db_deadline(
 
 
 @pytest.mark.sqlite_only("one writer lane worker, so a second write queues")
-async def test_a_call_dropped_while_queued_never_checks_out_a_connection(
-    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    database_url: str,
+async def test_a_call_whose_deadline_passed_in_the_queue_never_checks_out_a_connection(
+    make_app: Callable[..., FastAPI], database_url: str,
 ) -> None:
-    """A create whose deadline passes while it waits behind another write is dropped before
-    it starts: no connection checkout, no statement."""
-    app = make_app(db_deadline_s=0.3)
-    client = client_for(app)
+    """The event loop is blocked (the fault) while a queued call's deadline passes and the
+    write ahead of it finishes: the worker reaches the call before the loop could cancel it,
+    and must drop it on its own (deadline expired) before checking out a connection."""
+    app = make_app()
     db = app.state.db
     checkouts: list[int] = []
-    with LockHolder(database_url, "immediate"):
-        first = asyncio.create_task(client.post("/users/", json=new_user("first")))
-        await wait_until(lambda: db.writer.running == 1, "the first create is on the writer")
+    with LockHolder(database_url, "immediate", hold_s=0.5):
+        first = asyncio.create_task(db.write("first", _insert("first"), Deadline.after(30)))
+        await wait_until(lambda: db.writer.running == 1, "the first write is on the writer")
         event.listen(db.writer_engine, "checkout", lambda *_: checkouts.append(1))
-        second = await client.post("/users/", json=new_user("second"))
-        assert second.status_code == 504, second.text
-        assert (await first).status_code == 504
-        assert db.writer.wait_idle(timeout_s=WAIT_S)
+        second = asyncio.create_task(db.write("second", _insert("second"), Deadline.after(0.1)))
+        await wait_until(lambda: db.writer.queued == 1, "the second write is queued")
+        time.sleep(2.0)  # the fault: the loop blocked past the deadline and the lock's end
+        await first
+        with pytest.raises(DeadlineExceeded):
+            await second
+    assert db.writer.wait_idle(timeout_s=WAIT_S)
     assert checkouts == []
 
 
-@pytest.mark.sqlite_only("one writer lane worker, so a second write queues")
-async def test_a_cancelled_call_is_refused_at_once_even_while_the_interrupter_is_busy(
+@pytest.mark.sqlite_only("one writer lane worker")
+async def test_a_cancelled_caller_s_work_stops_even_while_the_interrupter_is_busy(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
-    database_url: str, db_rows: Callable[..., list[tuple[Any, ...]]],
+    db_rows: Callable[..., list[tuple[Any, ...]]],
 ) -> None:
     """The event loop sets the cancel flag itself; only the interrupt waits for the
     interrupter thread. With that thread stuck (a PostgreSQL cancel that hangs, say), a
-    cancelled create queued behind another write must still not run."""
+    create whose caller went away between its statements must still not go on to commit."""
     app = make_app(db_deadline_s=30.0)
     client = client_for(app)
     db = app.state.db
     stuck = threading.Event()
     db.interrupter.submit(lambda: stuck.wait(WAIT_S))
     try:
-        with LockHolder(database_url, "immediate") as holder:
-            first = asyncio.create_task(client.post("/users/", json=new_user("first")))
-            await wait_until(lambda: db.writer.running == 1, "the first create is running")
-            second = asyncio.create_task(client.post("/users/", json=new_user("abandoned")))
-            await wait_until(lambda: db.writer.queued == 1, "the second create is queued")
-            second.cancel()
-            await asyncio.gather(second, return_exceptions=True)
-            holder.release()
-        assert (await first).status_code == 201
-        assert db.writer.wait_idle(timeout_s=WAIT_S)
-        assert db_rows("SELECT name FROM users") == [("first",)]
+        with StallAfterStatement(db.writer_engine, seconds=0.5, match=r"^SELECT") as stall:
+            create = asyncio.create_task(client.post(
+                "/users/", json=new_user("abandoned"), headers={"Idempotency-Key": "k1"}))
+            await wait_until(lambda: stall.stalls == 1, "the create stalled after its SELECT")
+            create.cancel()
+            await asyncio.gather(create, return_exceptions=True)
+            assert db.writer.wait_idle(timeout_s=WAIT_S)
+        assert db_rows("SELECT name FROM users") == []
     finally:
         stuck.set()
+
+
+def _insert(name: str) -> Callable[[Any], None]:
+    def work(session: Any) -> None:
+        session.execute(text("INSERT INTO users (name, password_hash, created_at) "
+                             "VALUES (:name, 'h', CURRENT_TIMESTAMP)"), {"name": name})
+
+    return work

@@ -154,8 +154,11 @@ async def test_the_checkpoint_loop_outlives_a_failed_checkpoint(
 
     def flaky(dbapi_conn: Any) -> Any:
         if not calls:
-            calls.append("failed")
+            calls.append("driver error")
             dbapi_conn.execute("SELECT * FROM no_such_table")  # a real driver error
+        if len(calls) == 1:
+            calls.append("unexpected")
+            raise RuntimeError("a defect in the checkpoint code")
         calls.append("ok")
         return real(dbapi_conn)
 
@@ -169,7 +172,7 @@ async def test_the_checkpoint_loop_outlives_a_failed_checkpoint(
     app.state.metrics.record_checkpoint = record
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(done.wait(), timeout=5)
-    assert calls[:2] == ["failed", "ok"]
+    assert calls[:3] == ["driver error", "unexpected", "ok"]
 
 
 async def test_an_id_is_never_handed_out_twice(
@@ -183,3 +186,16 @@ async def test_an_id_is_never_handed_out_twice(
     conn.close()
     second = (await client.post("/users/", json={"name": "b", "password": "long enough"})).json()
     assert second["id"] > first["id"]
+
+
+@pytest.mark.parametrize(("interval_s", "autocheckpoint"), [(0.5, 0), (0, 1000)])
+def test_sqlite_s_own_checkpoint_is_off_only_while_the_service_checkpoints(
+    make_app: Callable[..., FastAPI], interval_s: float, autocheckpoint: int,
+) -> None:
+    """With the service's loop on, an automatic checkpoint would run inside some request's
+    COMMIT (fsyncs and all); with the loop off, SQLite's must stay on."""
+    app = make_app(sqlite_checkpoint_interval_s=interval_s)
+    for engine in app.state.db.engines:
+        with engine.connect() as conn:
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == autocheckpoint

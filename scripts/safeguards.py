@@ -1,0 +1,480 @@
+"""The safeguard inventory: every safeguard in app/, the mutant that removes it, and the tests
+that must go red when it is gone.
+
+One row per safeguard. `scripts/check_mutants.py` applies each row's edits to a scratch copy
+of the tree and runs the row's tests (quick mode) or the whole unit and fault suites (full
+mode); `--write-inventory` renders this table as docs/safeguards.md. A safeguard without a
+row is a hole in the suite; a row whose mutant no test kills is a hole too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Edit:
+    path: str
+    old: str  # must occur exactly once in the file
+    new: str
+
+
+@dataclass(frozen=True)
+class Safeguard:
+    name: str  # the mutant's name
+    family: str
+    what: str  # the safeguard, as a reader of app/ would name it
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]  # pytest node ids that must go red without it
+    backend: str = "sqlite"  # "postgres": the mutant runs with --backend postgres
+    append: dict[str, str] = field(default_factory=dict)  # path -> code appended (helpers)
+
+
+def one(path: str, old: str, new: str) -> tuple[Edit, ...]:
+    return (Edit(path, old, new),)
+
+
+F = "tests/fault/"
+U = "tests/unit/"
+D = "tests/durability/"
+SLOW = F + "test_slow_statements.py::"
+LOCKED = F + "test_locked_database.py::"
+CANCEL = F + "test_cancellation.py::"
+ACCOUNT = F + "test_deadline_accounting.py::"
+WIRING = F + "test_settings_reach_their_mechanism.py::"
+LOGS = F + "test_log_hygiene.py::"
+SQLERR = F + "test_sql_errors.py::"
+ROUTES = U + "test_routes.py::"
+HTTP = U + "test_http_errors.py::"
+CLASSIFY = U + "test_error_classification.py::"
+RETRY = U + "test_retry_policy.py::"
+LANE = U + "test_worker_lane.py::"
+DB = U + "test_database.py::"
+SCHEMAS = U + "test_schemas.py::"
+SETTINGS = U + "test_settings.py::"
+PG = F + "test_postgres.py::"
+
+_BLOCKING_HELPER = '''
+
+async def _blocking(future):
+    return future.result()
+'''
+
+SAFEGUARDS: tuple[Safeguard, ...] = (
+    # -- deadlines -------------------------------------------------------------------------
+    Safeguard("no-deadline", "deadlines", "the event loop waits for a DB call only until its "
+              "deadline (504), not until the worker finishes",
+              one("app/resilience.py", "timeout=handle.deadline.remaining()", "timeout=None"),
+              (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",
+               LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline")),
+    Safeguard("deadline-from-handler", "deadlines", "the deadline counts from the request's "
+              "arrival (StampArrival), not from when the handler starts",
+              one("app/main.py", "    app.add_middleware(StampArrival)\n", ""),
+              (ACCOUNT + "test_time_before_the_handler_runs_is_inside_the_budget",)),
+    Safeguard("db-deadline-setting-ignored", "deadlines", "DB_DEADLINE_S sets the deadline "
+              "of user requests",
+              one("app/api.py", "_settings(request).db_deadline_s)", "5.0)"),
+              (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",)),
+    Safeguard("readyz-deadline-setting-ignored", "deadlines", "READYZ_DEADLINE_S (not "
+              "DB_DEADLINE_S) bounds /readyz and GET /",
+              one("app/api.py", "_settings(request).readyz_deadline_s)",
+                  "_settings(request).db_deadline_s)"),
+              (ACCOUNT + "test_readyz_answers_within_its_own_deadline_not_the_db_deadline",)),
+    Safeguard("commit-after-deadline", "deadlines", "a transaction past its deadline is "
+              "rolled back before COMMIT (the client already has its 504)",
+              one("app/db.py", "                        handle.raise_if_cancelled()\n"
+                  "                    return result",
+                  "                        pass\n                    return result"),
+              (SLOW + "test_a_write_stalled_past_its_deadline_before_commit_is_not_committed",)),
+    Safeguard("statements-after-deadline", "deadlines", "no statement starts after the "
+              "deadline (checked before every statement, not only at COMMIT)",
+              one("app/db.py", 'event.listen(engine, "before_cursor_execute", '
+                  '_stop_if_cancelled)', "pass"),
+              (CANCEL + "test_no_statement_starts_after_the_deadline_between_statements",)),
+    Safeguard("queued-call-not-dropped", "deadlines", "a call whose deadline passed while "
+              "queued is dropped before it checks out a connection",
+              one("app/db.py", "handle.raise_if_cancelled()  # dropped at its deadline while "
+                  "still queued", "pass"),
+              (ACCOUNT + "test_a_call_whose_deadline_passed_in_the_queue_never_checks_out_a_"
+               "connection",)),
+    Safeguard("checkpoint-deadline-ignored", "deadlines", "a checkpoint call has a deadline "
+              "too (DB_DEADLINE_S), so shutdown and the loop are never stuck behind one",
+              one("app/db.py", "        deadline = Deadline.after(self.settings.db_deadline_s)"
+                  "\n        result = await self._call(",
+                  "        deadline = Deadline.after(3600)\n        result = await self._call("),
+              (CANCEL + "test_a_cancelled_checkpoint_leaves_nothing_behind_so_a_clean_close_"
+               "removes_the_wal",)),
+    # -- cancellation ----------------------------------------------------------------------
+    Safeguard("no-interrupt", "cancellation", "a running statement is interrupted at the "
+              "deadline",
+              one("app/sqlite_backend.py", "            dbapi_conn.interrupt()",
+                  "            pass"),
+              (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",
+               SLOW + "test_slow_write_is_interrupted_and_rolled_back")),
+    Safeguard("no-cancel-when-caller-leaves", "cancellation", "when the awaiting task is "
+              "cancelled (outer timeout, shutdown) its queued work is dropped and its "
+              "running statement interrupted",
+              one("app/resilience.py", "    except asyncio.CancelledError:\n"
+                  "        _cancel(handle, interrupter)\n        raise",
+                  "    except asyncio.CancelledError:\n        raise"),
+              (CANCEL + "test_a_cancelled_caller_s_queued_write_never_runs",
+               CANCEL + "test_a_cancelled_caller_s_running_statement_is_interrupted")),
+    Safeguard("cancel-flag-waits-for-interrupter", "cancellation", "the cancel flag is set "
+              "on the event loop at once; only the interrupt waits for the interrupter thread",
+              one("app/resilience.py", "    handle.mark_cancelled()  # now: no statement and "
+                  "no COMMIT after this\n", ""),
+              (ACCOUNT + "test_a_cancelled_caller_s_work_stops_even_while_the_interrupter_is_"
+               "busy",)),
+    Safeguard("late-interrupt", "cancellation", "an interrupt is sent under the handle's "
+              "lock, so none is in flight or can start once the attempt has detached (it "
+              "would hit the connection's next call)",
+              one("app/resilience.py", "            self._cancelled = True\n"
+                  "            if self._interrupt is not None:\n"
+                  "                self._interrupt()",
+                  "            self._cancelled = True\n            interrupt = self._interrupt\n"
+                  "        if interrupt is not None:\n            interrupt()"),
+              (LANE + "test_detach_waits_for_an_interrupt_in_flight",)),
+    Safeguard("interrupt-flag-left-set", "cancellation", "SQLite: a cancelled attempt's "
+              "interrupt flag is cleared before the connection is reused or closed (else "
+              "the close-time checkpoint stops and the WAL outlives a clean stop)",
+              one("app/sqlite_backend.py",
+                  'conn.connection.dbapi_connection.execute("SELECT 1").fetchall()', "pass"),
+              (CANCEL + "test_a_cancelled_checkpoint_leaves_nothing_behind_so_a_clean_close_"
+               "removes_the_wal",)),
+    Safeguard("pg-cancelled-connection-reused", "cancellation", "PostgreSQL: a connection "
+              "sent a cancel is discarded (a late cancel would hit its next query)",
+              one("app/postgres_backend.py", "the next query.\"\"\"\n        conn.invalidate()",
+                  "the next query.\"\"\"\n        pass"),
+              (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",),
+              backend="postgres"),
+    Safeguard("pg-cancel-on-event-loop", "cancellation", "PostgreSQL: cancels are sent from "
+              "the interrupter thread, not the event loop (a cancel is a network round trip)",
+              one("app/db.py", "await await_until(future, handle, self.interrupter)",
+                  "await await_until(future, handle)"),
+              (F + "test_locked_database.py::test_event_loop_answers_while_db_calls_wait_on_a"
+               "_lock",), backend="postgres"),
+    # -- lock waits ------------------------------------------------------------------------
+    Safeguard("unbounded-lock-wait", "lock waits", "a lock wait is bounded by the call's "
+              "remaining budget (busy_timeout set before BEGIN)",
+              one("app/sqlite_backend.py", 'dbapi_conn.execute(f"PRAGMA busy_timeout = '
+                  '{remaining_ms + LOCK_WAIT_MARGIN_MS}")', "pass"),
+              (LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline",)),
+    Safeguard("lock-wait-ends-early", "lock waits", "the busy wait ends a little after the "
+              "deadline, so the answer is the 504, not a 503 from an exhausted retry",
+              one("app/sqlite_backend.py", "{remaining_ms + LOCK_WAIT_MARGIN_MS}",
+                  "{max(1, remaining_ms - 100)}"),
+              (LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline",)),
+    Safeguard("unbounded-connect-wait", "lock waits", "a new connection's set-up pragmas "
+              "wait no longer than the call's deadline",
+              one("app/sqlite_backend.py", "deadline = self._connecting.current",
+                  "deadline = None"),
+              (LOCKED + "test_exclusive_locking_mode_makes_reads_time_out_cleanly",)),
+    Safeguard("busy-timeout-setting-ignored", "lock waits", "SQLITE_BUSY_TIMEOUT_MS bounds "
+              "waits outside requests (start-up's schema creation)",
+              one("app/sqlite_backend.py", "busy_ms = settings.sqlite_busy_timeout_ms",
+                  "busy_ms = 0"),
+              (WIRING + "test_start_up_waits_out_a_lock_shorter_than_the_busy_timeout",)),
+    Safeguard("deferred-begin", "lock waits", "writes take the write lock first (BEGIN "
+              "IMMEDIATE), so a concurrent commit never fails them with BUSY_SNAPSHOT",
+              one("app/sqlite_backend.py",
+                  'begin_sql = "BEGIN IMMEDIATE" if role == "writer" else "BEGIN"',
+                  'begin_sql = "BEGIN"'),
+              (LOCKED + "test_write_transactions_take_the_lock_first_so_a_concurrent_commit_"
+               "costs_no_retry",)),
+    Safeguard("pg-no-server-side-bounds", "lock waits", "PostgreSQL: statement_timeout, "
+              "lock_timeout and a cancel end a query past its deadline on the server",
+              (Edit("app/postgres_backend.py", 'cursor.execute(f"SET LOCAL statement_timeout'
+                    ' = {remaining_ms + 25}")', "pass"),
+               Edit("app/postgres_backend.py", 'cursor.execute(f"SET LOCAL lock_timeout = '
+                    '{remaining_ms + 25}")', "pass"),
+               Edit("app/postgres_backend.py", "            cancel()\n", "            pass\n")),
+              (PG + "test_a_query_past_its_deadline_is_cancelled_on_the_server",),
+              backend="postgres"),
+    # -- retries ---------------------------------------------------------------------------
+    Safeguard("no-retry", "retries", "transient errors are retried",
+              one("app/resilience.py", "state.attempt_number >= self.max_attempts", "True"),
+              (SQLERR + "test_transient_errors_below_the_budget_are_retried_exactly_that_often",)),
+    Safeguard("retry-everything", "retries", "only transient errors are retried (never "
+              "integrity, schema, programming or deadline errors)",
+              one("app/resilience.py", "isinstance(exc, TransientStorageError)",
+                  "isinstance(exc, Exception)"),
+              (SQLERR + "test_non_transient_errors_are_never_retried",)),
+    Safeguard("unbounded-attempts", "retries", "attempts are bounded by RETRY_MAX_ATTEMPTS",
+              one("app/resilience.py", "state.attempt_number >= self.max_attempts",
+                  "state.attempt_number >= 10**6"),
+              (SQLERR + "test_transient_errors_past_the_budget_are_503_and_write_nothing",)),
+    Safeguard("retry-past-deadline", "retries", "no retry starts whose backoff would end "
+              "past the deadline",
+              one("app/resilience.py", "                or deadline.remaining() <= "
+                  "state.upcoming_sleep\n", ""),
+              (RETRY + "test_deadline_stops_a_retry_whose_backoff_would_outlast_it",)),
+    Safeguard("backoff-uncapped", "retries", "the backoff ceiling is capped at "
+              "RETRY_BACKOFF_MAX_S",
+              one("app/resilience.py", "min(self.maximum, self.initial * 2 ** "
+                  "(retry_state.attempt_number - 1))",
+                  "self.initial * 2 ** (retry_state.attempt_number - 1)"),
+              (WIRING + "test_backoff_settings_shape_the_waits_between_attempts",)),
+    Safeguard("backoff-not-growing", "retries", "the backoff ceiling doubles per retry",
+              one("app/resilience.py", "min(self.maximum, self.initial * 2 ** "
+                  "(retry_state.attempt_number - 1))", "min(self.maximum, self.initial)"),
+              (WIRING + "test_backoff_settings_shape_the_waits_between_attempts",)),
+    Safeguard("backoff-global-rng", "retries", "jitter draws from the policy's seeded RNG, "
+              "so a run replays from its seed",
+              one("app/resilience.py", "return self.rng.uniform(0, ceiling)",
+                  "return random.uniform(0, ceiling)"),
+              (RETRY + "test_same_seed_gives_the_same_delays",)),
+    Safeguard("retry-attempts-setting-ignored", "retries", "RETRY_MAX_ATTEMPTS reaches the "
+              "retry policy",
+              one("app/main.py", "max_attempts=settings.retry_max_attempts",
+                  "max_attempts=5"),
+              (SQLERR + "test_transient_errors_past_the_budget_are_503_and_write_nothing",)),
+    Safeguard("backoff-initial-setting-ignored", "retries", "RETRY_BACKOFF_INITIAL_S reaches "
+              "the retry policy",
+              one("app/main.py", "backoff_initial_s=settings.retry_backoff_initial_s",
+                  "backoff_initial_s=0.01"),
+              (WIRING + "test_backoff_settings_shape_the_waits_between_attempts",)),
+    Safeguard("backoff-max-setting-ignored", "retries", "RETRY_BACKOFF_MAX_S reaches the "
+              "retry policy",
+              one("app/main.py", "backoff_max_s=settings.retry_backoff_max_s",
+                  "backoff_max_s=0.25"),
+              (WIRING + "test_backoff_settings_shape_the_waits_between_attempts",)),
+    Safeguard("retries-not-counted", "retries", "every retry is counted "
+              "(db_retries_total), also under concurrency",
+              one("app/resilience.py", "on_retry(state.outcome.exception())", "pass"),
+              (SQLERR + "test_transient_errors_below_the_budget_are_retried_exactly_that_often",)),
+    # -- back-pressure and the event loop ----------------------------------------------------
+    Safeguard("unbounded-queue", "back-pressure", "a full DB work queue refuses new calls "
+              "at once (503 overloaded)",
+              one("app/resilience.py", "if self._pending >= self.capacity:", "if False:"),
+              (F + "test_backpressure_and_leaks.py::test_full_queue_is_refused_at_once_and_"
+               "recovers",)),
+    Safeguard("capacity-freed-at-deadline", "back-pressure", "an abandoned call holds its "
+              "place until its worker really finishes",
+              one("app/resilience.py", "        future.add_done_callback(lambda _: "
+                  "self._finished())", "        self._finished()"),
+              (LANE + "test_capacity_is_given_back_when_work_finishes",)),
+    Safeguard("queue-limit-setting-ignored", "back-pressure", "DB_QUEUE_LIMIT sizes the "
+              "lanes' queues",
+              one("app/db.py", "queue = settings.db_queue_limit", "queue = 64"),
+              (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
+    Safeguard("read-workers-setting-ignored", "back-pressure", "DB_READ_WORKERS sizes the "
+              "reader lane and its pool",
+              one("app/db.py", "readers = settings.db_read_workers", "readers = 4"),
+              (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
+    Safeguard("hash-concurrency-unbounded", "back-pressure", "PASSWORD_HASH_CONCURRENCY "
+              "bounds the hashes computed at once",
+              one("app/passwords.py",
+                  "anyio.CapacityLimiter(settings.password_hash_concurrency)",
+                  "anyio.CapacityLimiter(1000)"),
+              (WIRING + "test_hash_concurrency_bounds_the_hashes_computed_at_once",)),
+    Safeguard("blocking-on-event-loop", "event loop", "a handler awaits its DB call without "
+              "blocking the event loop",
+              one("app/resilience.py", "            asyncio.wrap_future(future), "
+                  "timeout=handle.deadline.remaining()",
+                  "            _blocking(future), timeout=handle.deadline.remaining()"),
+              (LOCKED + "test_event_loop_answers_while_db_calls_wait_on_a_lock",),
+              append={"app/resilience.py": _BLOCKING_HELPER}),
+    Safeguard("hash-on-event-loop", "event loop", "password hashing runs off the event loop",
+              one("app/passwords.py", "return await anyio.to_thread.run_sync(self._argon2.hash"
+                  ", password, limiter=self._limiter)", "return self._argon2.hash(password)"),
+              (WIRING + "test_hashing_runs_off_the_event_loop",)),
+    Safeguard("checkpoint-on-writer-lane", "event loop", "checkpoints run on their own lane "
+              "and connection, never in front of writes",
+              one("app/db.py", '"checkpoint", self.maintenance, self.maintenance_engine,',
+                  '"checkpoint", self.writer, self.writer_engine,'),
+              (WIRING + "test_checkpoints_run_beside_writes_not_in_front_of_them",)),
+    # -- errors to HTTP --------------------------------------------------------------------
+    Safeguard("busy-not-transient", "error mapping", "SQLITE_BUSY (any extended code) is a "
+              "transient lock timeout",
+              one("app/sqlite_backend.py", "        if primary == SQLITE_BUSY:",
+                  "        if primary == -1:"),
+              (CLASSIFY + "test_result_code_selects_the_error_class",
+               CLASSIFY + "test_real_busy_from_a_second_writer")),
+    Safeguard("extended-codes-unmasked", "error mapping", "errors are classified by their "
+              "primary result code (extended codes masked)",
+              one("app/sqlite_backend.py", "primary = code & 0xFF", "primary = code"),
+              (CLASSIFY + "test_result_code_selects_the_error_class",)),
+    Safeguard("interrupt-always-deadline", "error mapping", "an interrupt is a 504 only when "
+              "the call was cancelled; otherwise it is a defect",
+              one("app/sqlite_backend.py", "        if primary == SQLITE_INTERRUPT:\n"
+                  "            if cancelled:", "        if primary == SQLITE_INTERRUPT:\n"
+                  "            if True:"),
+              (CLASSIFY + "test_interrupt_is_a_deadline_only_when_the_call_was_cancelled",)),
+    Safeguard("schema-change-not-transient", "error mapping", "SQLITE_SCHEMA and "
+              "SQLITE_LOCKED are retried",
+              one("app/sqlite_backend.py", "_TRANSIENT = {SQLITE_LOCKED, SQLITE_SCHEMA}",
+                  "_TRANSIENT = {SQLITE_LOCKED}"),
+              (CLASSIFY + "test_result_code_selects_the_error_class",)),
+    Safeguard("deadline-maps-to-503", "error mapping", "a missed deadline is 504 "
+              "deadline_exceeded",
+              one("app/http_errors.py", 'HttpError(504, "deadline_exceeded")',
+                  'HttpError(503, "deadline_exceeded")'),
+              (HTTP + "test_error_maps_to_its_status",)),
+    Safeguard("busy-without-retry-after", "error mapping", "every 503 carries Retry-After",
+              one("app/http_errors.py", 'HttpError(503, "storage_busy", retry_after=True)),\n'
+                  "    # A transient", 'HttpError(503, "storage_busy")),\n    # A transient'),
+              (HTTP + "test_every_503_tells_the_client_when_to_retry",)),
+    Safeguard("integrity-is-500", "error mapping", "a constraint violation is 409, not 500",
+              one("app/http_errors.py", 'HttpError(409, "conflict")',
+                  'HttpError(500, "conflict")'),
+              (HTTP + "test_error_maps_to_its_status",)),
+    Safeguard("pg-lost-connection-not-transient", "error mapping", "PostgreSQL: a lost "
+              "connection or a server shutting down is transient (retried, then 503)",
+              one("app/postgres_backend.py", "if exc.connection_invalidated or state."
+                  'startswith("08") or state in _SERVER_GONE:', "if False:"),
+              (CLASSIFY + "test_result_code_selects_the_error_class",
+               D + "test_postgres_restart.py::test_postgres_stopped_abruptly_under_load_then"
+               "_restarted"), backend="postgres"),
+    # -- log hygiene and secrets -------------------------------------------------------------
+    Safeguard("log-driver-text", "log hygiene", "a 5xx is logged by class and result code "
+              "only, never the driver's text (SQL)",
+              one("app/http_errors.py", 'detail = getattr(exc, "error_name", None) or '
+                  "type(exc.__cause__).__name__", "detail = str(exc.__cause__)"),
+              (LOGS + "test_a_real_schema_error_leaves_no_sql_or_parameters_in_logs_or_"
+               "response",)),
+    Safeguard("no-hide-parameters", "log hygiene", "SQLAlchemy hides bound parameters "
+              "(names, hashes) in every driver error it raises",
+              one("app/sqlite_backend.py", "hide_parameters=True,", "hide_parameters=False,"),
+              (LOGS + "test_the_driver_error_kept_for_logs_quotes_sql_but_never_its_"
+               "parameters",)),
+    Safeguard("pg-no-hide-parameters", "log hygiene", "PostgreSQL: the same, on its engines",
+              one("app/postgres_backend.py", "            pool_pre_ping=True,\n"
+                  "            hide_parameters=True,",
+                  "            pool_pre_ping=True,\n            hide_parameters=False,"),
+              (LOGS + "test_the_driver_error_kept_for_logs_quotes_sql_but_never_its_"
+               "parameters",), backend="postgres"),
+    Safeguard("internal-error-text-public", "log hygiene", "a 500 gets a fixed message, "
+              "never the error's own text",
+              one("app/http_errors.py", "message = _PUBLIC_MESSAGES.get(error.status, str(exc))",
+                  "message = str(exc.__cause__ or exc)"),
+              (ROUTES + "test_schema_error_is_500_without_sql_or_trace",)),
+    Safeguard("unexpected-error-text-public", "log hygiene", "an unexpected exception is a "
+              "bare 500",
+              one("app/http_errors.py", 'return error_response(500, "internal_error", '
+                  '"internal error")', 'return error_response(500, "internal_error", str(exc))'),
+              (ROUTES + "test_unexpected_exception_is_a_bare_500",)),
+    Safeguard("readyz-driver-text", "log hygiene", "/readyz names the error class only",
+              one("app/api.py", "{type(exc).__name__}", "{exc.__cause__}"),
+              (LOGS + "test_readiness_failure_names_the_error_class_only",)),
+    Safeguard("validation-echoes-input", "log hygiene", "a 422 never echoes what was sent "
+              "(a rejected password)",
+              one("app/http_errors.py", '"type": err.get("type")}',
+                  '"type": err.get("type"), "input": err.get("input")}'),
+              (HTTP + "test_validation_error_never_echoes_the_password",)),
+    Safeguard("password-in-repr", "secrets", "a request body's repr never shows the password",
+              one("app/schemas.py", "max_length=128, repr=False)", "max_length=128)"),
+              (SCHEMAS + "test_repr_and_str_never_show_the_password",)),
+    Safeguard("password-stored-plain", "secrets", "only an argon2id hash is stored",
+              one("app/users.py", "work = _insert_user(name, password_hash, key)",
+                  "work = _insert_user(name, password, key)"),
+              (ROUTES + "test_password_is_stored_only_as_a_salted_argon2_hash",)),
+    # -- idempotency and data --------------------------------------------------------------
+    Safeguard("replay-ignores-password", "idempotency", "a replay under a key must carry the "
+              "same password (checked against the hash)",
+              one("app/users.py", "same = outcome.user.name == name and await hasher.verify("
+                  "outcome.password_hash, password)", "same = outcome.user.name == name"),
+              (ROUTES + "test_same_idempotency_key_with_another_body_is_422",)),
+    Safeguard("key-not-stored", "idempotency", "the key is stored with the user, in the same "
+              "transaction",
+              one("app/users.py", "            session.add(IdempotencyKey(key=key, "
+                  "user_id=user.id, created_at=now))", "            pass"),
+              (ROUTES + "test_repeated_idempotency_key_returns_the_original_user",)),
+    Safeguard("pg-key-race-not-relooked", "idempotency", "PostgreSQL: a create that lost a "
+              "race for its key looks the key up again and replays the winner",
+              one("app/users.py", "if key is None or db.serialises_writes:", "if True:"),
+              (PG + "test_concurrent_creates_with_one_key_make_one_user",), backend="postgres"),
+    Safeguard("names-not-unique", "idempotency", "names are unique (409 name_taken)",
+              one("app/models.py", "String(64), unique=True)", "String(64))"),
+              (ROUTES + "test_duplicate_name_is_409_and_leaves_one_row",)),
+    Safeguard("ids-reused", "idempotency", "an id is never handed out twice "
+              "(AUTOINCREMENT)",
+              one("app/models.py", '{"sqlite_autoincrement": True}',
+                  '{"sqlite_autoincrement": False}'),
+              (DB + "test_an_id_is_never_handed_out_twice",)),
+    # -- input -----------------------------------------------------------------------------
+    Safeguard("control-characters-in-names", "input", "names with C0/C1 control characters "
+              "are refused (422)",
+              one("app/schemas.py", r'_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"',
+                  r'_NAME_PATTERN = r"^.+$"'),
+              (SCHEMAS + "test_c1_control_characters_in_names_are_rejected",)),
+    Safeguard("unknown-fields-accepted", "input", "unknown body fields are refused",
+              one("app/schemas.py", 'ConfigDict(extra="forbid")', 'ConfigDict(extra="ignore")'),
+              (SCHEMAS + "test_extra_fields_are_forbidden",)),
+    Safeguard("short-passwords", "input", "passwords have at least 8 characters",
+              one("app/schemas.py", "min_length=8, max_length=128", "min_length=1, "
+                  "max_length=128"),
+              (SCHEMAS + "test_invalid_passwords_are_rejected",)),
+    Safeguard("ids-past-int64", "input", "an id past 2^63-1 is a 422, not a 500",
+              one("app/api.py", "Path(gt=0, le=MAX_USER_ID,", "Path(gt=0,"),
+              (ROUTES + "test_read_with_a_bad_id_is_422",)),
+    Safeguard("idempotency-key-unchecked", "input", "an Idempotency-Key must be 1-255 "
+              "visible ASCII characters",
+              one("app/api.py", "        pattern=IDEMPOTENCY_KEY_PATTERN,\n", ""),
+              (ROUTES + "test_malformed_idempotency_key_is_422",)),
+    # -- SQLite set-up and start-up refusals ---------------------------------------------------
+    Safeguard("no-wal", "start-up", "every connection runs in WAL",
+              (Edit("app/sqlite_backend.py", '"PRAGMA journal_mode = WAL"',
+                    '"PRAGMA journal_mode = DELETE"'),
+               Edit("app/sqlite_backend.py", 'if str(mode).lower() != "wal":', "if False:")),
+              (DB + "test_every_connection_gets_the_pragmas",)),
+    Safeguard("synchronous-setting-ignored", "start-up", "SQLITE_SYNCHRONOUS reaches every "
+              "connection",
+              one("app/sqlite_backend.py", 'f"PRAGMA synchronous = {settings.sqlite_'
+                  'synchronous}"', '"PRAGMA synchronous = NORMAL"'),
+              (DB + "test_every_connection_gets_the_pragmas",)),
+    Safeguard("foreign-keys-off", "start-up", "foreign keys are enforced",
+              one("app/sqlite_backend.py", '"PRAGMA foreign_keys = ON"',
+                  '"PRAGMA foreign_keys = OFF"'),
+              (DB + "test_every_connection_gets_the_pragmas",)),
+    Safeguard("journal-size-limit-ignored", "start-up", "SQLITE_JOURNAL_SIZE_LIMIT_BYTES "
+              "reaches every connection",
+              one("app/sqlite_backend.py", 'f"PRAGMA journal_size_limit = {limit}"',
+                  '"PRAGMA journal_size_limit = -1"'),
+              (DB + "test_every_connection_gets_the_pragmas",)),
+    Safeguard("affected-sqlite-accepted", "start-up", "start-up refuses WAL with several "
+              "connections on an SQLite with the WAL-reset bug",
+              one("app/sqlite_backend.py", "if connections > 1 and has_wal_reset_bug("
+                  "self.version):", "if False:"),
+              (DB + "test_an_affected_sqlite_is_refused_at_start_up",)),
+    Safeguard("memory-database-accepted", "start-up", "a DATABASE_URL without a file "
+              "(:memory:, file: URIs) is refused",
+              one("app/sqlite_backend.py", 'if not database or database == ":memory:" or '
+                  'database.startswith("file:"):', "if not database:"),
+              (CLASSIFY + "test_database_url_without_a_file_is_refused",)),
+    Safeguard("infinite-durations-accepted", "start-up", "durations must be finite "
+              "(inf would break every deadline)",
+              one("app/settings.py", "Field(gt=0, allow_inf_nan=False)]", "Field(gt=0)]"),
+              (SETTINGS + "test_infinite_durations_are_rejected",)),
+    Safeguard("synchronous-off-accepted", "start-up", "SQLITE_SYNCHRONOUS=OFF is refused",
+              one("app/settings.py", 'Literal["NORMAL", "FULL", "EXTRA"]',
+                  'Literal["OFF", "NORMAL", "FULL", "EXTRA"]'),
+              (SETTINGS + "test_synchronous_rejects_off_and_unknown_modes",)),
+    # -- checkpoints -----------------------------------------------------------------------
+    Safeguard("checkpoint-loop-dies", "checkpoints", "a failed checkpoint (a storage "
+              "error) never ends the checkpoint loop",
+              one("app/main.py", "        except ServiceError as exc:\n            log.warning(",
+                  "        except ServiceError as exc:\n            raise\n"
+                  "            log.warning("),
+              (DB + "test_the_checkpoint_loop_outlives_a_failed_checkpoint",)),
+    Safeguard("checkpoint-loop-dies-on-a-defect", "checkpoints", "an unexpected exception "
+              "in a checkpoint is logged and the loop goes on",
+              one("app/main.py", "        except Exception:\n            log.exception(",
+                  "        except Exception:\n            raise\n            log.exception("),
+              (DB + "test_the_checkpoint_loop_outlives_a_failed_checkpoint",)),
+    Safeguard("autocheckpoint-left-on", "checkpoints", "with the service's own checkpoints, "
+              "SQLite's automatic checkpoint (inside some request's COMMIT) is off",
+              one("app/sqlite_backend.py", '"PRAGMA wal_autocheckpoint = 0"',
+                  '"PRAGMA wal_autocheckpoint = 1000"'),
+              (DB + "test_sqlite_s_own_checkpoint_is_off_only_while_the_service_checkpoints",)),
+    Safeguard("no-truncate-past-limit", "checkpoints", "a WAL past the journal size limit is "
+              "truncated",
+              one("app/sqlite_backend.py", 'mode = "TRUNCATE" if self.wal_bytes() > limit '
+                  'else "PASSIVE"', 'mode = "PASSIVE"'),
+              (DB + "test_checkpoint_truncates_a_wal_past_the_limit_and_reports_lag",)),
+    Safeguard("truncate-waits-for-readers", "checkpoints", "a TRUNCATE checkpoint never "
+              "waits for a pinned reader while holding the WAL write lock",
+              one("app/sqlite_backend.py", '            dbapi_conn.execute("PRAGMA '
+                  'busy_timeout = 0")', "            pass"),
+              (D + "test_checkpoint_starvation.py::test_writes_go_on_while_a_reader_pins_a_"
+               "snapshot",)),
+)
