@@ -145,14 +145,14 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "sent a cancel is discarded (a late cancel would hit its next query)",
               one("app/postgres_backend.py", "the next query.\"\"\"\n        conn.invalidate()",
                   "the next query.\"\"\"\n        pass"),
-              (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",),
+              (SLOW + "test_a_connection_that_was_sent_a_cancel_is_not_reused",),
               backend="postgres"),
-    Safeguard("pg-cancel-on-event-loop", "cancellation", "PostgreSQL: cancels are sent from "
-              "the interrupter thread, not the event loop (a cancel is a network round trip)",
+    Safeguard("cancel-on-event-loop", "cancellation", "interrupts are sent from the "
+              "interrupter thread, not the event loop (a PostgreSQL cancel is a network round "
+              "trip): a slow cancel delays neither the 504 nor other requests",
               one("app/db.py", "await await_until(future, handle, self.interrupter)",
                   "await await_until(future, handle)"),
-              (F + "test_locked_database.py::test_event_loop_answers_while_db_calls_wait_on_a"
-               "_lock",), backend="postgres"),
+              (SLOW + "test_a_slow_cancel_delays_neither_the_504_nor_the_event_loop",)),
     # -- lock waits ------------------------------------------------------------------------
     Safeguard("unbounded-lock-wait", "lock waits", "a lock wait is bounded by the call's "
               "remaining budget (busy_timeout set before BEGIN)",
@@ -322,9 +322,9 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "connection or a server shutting down is transient (retried, then 503)",
               one("app/postgres_backend.py", "if exc.connection_invalidated or state."
                   'startswith("08") or state in _SERVER_GONE:', "if False:"),
-              (CLASSIFY + "test_result_code_selects_the_error_class",
-               D + "test_postgres_restart.py::test_postgres_stopped_abruptly_under_load_then"
-               "_restarted"), backend="postgres"),
+              (U + "test_postgres_classification.py::test_sqlstate_selects_the_error_class",
+               U + "test_postgres_classification.py::test_a_connection_lost_mid_call_is_"
+               "transient_whatever_its_error")),
     # -- log hygiene and secrets -------------------------------------------------------------
     Safeguard("log-driver-text", "log hygiene", "a 5xx is logged by class and result code "
               "only, never the driver's text (SQL)",
@@ -383,6 +383,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "race for its key looks the key up again and replays the winner",
               one("app/users.py", "if key is None or db.serialises_writes:", "if True:"),
               (PG + "test_concurrent_creates_with_one_key_make_one_user",), backend="postgres"),
+    Safeguard("pg-serializable-writers", "idempotency", "PostgreSQL: writers run at READ "
+              "COMMITTED, so concurrent creates of different users never fail each other",
+              one("app/postgres_backend.py", 'isolation_level="READ COMMITTED"',
+                  'isolation_level="SERIALIZABLE"'),
+              (PG + "test_concurrent_keyed_creates_of_different_users_never_conflict",),
+              backend="postgres"),
     Safeguard("names-not-unique", "idempotency", "names are unique (409 name_taken)",
               one("app/models.py", "String(64), unique=True)", "String(64))"),
               (ROUTES + "test_duplicate_name_is_409_and_leaves_one_row",)),

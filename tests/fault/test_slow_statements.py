@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from faults.inspect_db import query_url
 from faults.observe import MetricsSnapshot
@@ -85,3 +88,51 @@ async def test_a_write_stalled_past_its_deadline_before_commit_is_not_committed(
         assert app.state.db.writer.wait_idle(timeout_s=2.0)
     assert stall.stalls == 1
     assert query_url(database_url, "SELECT count(*) FROM users") == [(0,)]
+
+
+async def test_a_slow_cancel_delays_neither_the_504_nor_the_event_loop(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PostgreSQL cancel is a network round trip; on a slow network it takes a while. It is
+    sent from the interrupter thread, so the 504 still comes at the deadline."""
+    deadline_s, cancel_s = 0.2, 1.0
+    app = make_app(db_deadline_s=deadline_s, db_read_workers=1)
+    client = client_for(app)
+    db = app.state.db
+    created = await client.post("/users/", json={"name": "slow", "password": "long enough"})
+    interrupt = db.backend.interrupt
+
+    def slow_interrupt(dbapi_conn: Any) -> None:
+        time.sleep(cancel_s)  # the fault: the cancel request crawls to the server
+        interrupt(dbapi_conn)
+
+    monkeypatch.setattr(db.backend, "interrupt", slow_interrupt)
+    with SlowStatements(db.reader_engine, seconds=5.0, match=r"^SELECT"):
+        started = time.monotonic()
+        response = await client.get(f"/users/{created.json()['id']}")
+        elapsed = time.monotonic() - started
+        assert response.status_code == 504, response.text
+        assert elapsed <= deadline_s + LATE_MARGIN_S
+        assert db.readers.wait_idle(timeout_s=5.0)
+
+
+@pytest.mark.postgres_only
+async def test_a_connection_that_was_sent_a_cancel_is_not_reused(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    """A cancel travels on its own connection and may reach the server after the attempt
+    ended, stopping whatever the connection runs next: that connection is discarded."""
+    app = make_app(db_deadline_s=0.2, db_read_workers=1)
+    client = client_for(app)
+    db = app.state.db
+    created = await client.post("/users/", json={"name": "slow", "password": "long enough"})
+    connects: list[int] = []
+    event.listen(db.reader_engine, "connect", lambda *_: connects.append(1))
+    with SlowStatements(db.reader_engine, seconds=5.0, match=r"^SELECT"):
+        response = await client.get(f"/users/{created.json()['id']}")
+        assert response.status_code == 504, response.text
+        assert db.readers.wait_idle(timeout_s=5.0)
+    assert connects == []
+    assert (await client.get(f"/users/{created.json()['id']}")).status_code == 200
+    assert connects == [1], "the cancelled connection was reused"
