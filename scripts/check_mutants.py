@@ -88,8 +88,12 @@ def run_mutant(row: Safeguard, full: bool) -> tuple[list[str], float]:
         except subprocess.TimeoutExpired:
             return ["(the whole run hung past its time limit)"], time.monotonic() - started
         red = sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", result.stdout, re.M)))
-        if not red and result.returncode not in (0, 1):
-            red = [f"(pytest exited {result.returncode}: {result.stdout[-300:]})"]
+        if result.returncode not in (0, 1):
+            # Interrupted, a usage error or nothing collected: the mutant broke the tree (a
+            # syntax error, say), which says nothing about the tests. Fix the row.
+            raise SystemExit(f"{row.name}: pytest exited {result.returncode}; the mutant "
+                             f"does not leave a runnable tree:\n{result.stdout[-2000:]}"
+                             f"{result.stderr[-2000:]}")
     return red, time.monotonic() - started
 
 

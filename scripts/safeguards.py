@@ -483,4 +483,93 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   'busy_timeout = 0")', "            pass"),
               (D + "test_checkpoint_starvation.py::test_writes_go_on_while_a_reader_pins_a_"
                "snapshot",)),
+    # -- resources, start-up and shutdown ----------------------------------------------------
+    Safeguard("failed-start-leaks-threads", "resources", "a start-up that fails after the "
+              "lanes exist (the schema cannot be made) stops their threads",
+              one("app/db.py", "        except BaseException:\n            db.close()\n",
+                  "        except BaseException:\n"),
+              (DB + "test_a_failed_start_up_leaves_no_thread_behind",)),
+    Safeguard("cold-pools", "resources", "every pooled connection is opened at start-up, so "
+              "no request pays for (or waits on a lock in) a connection's set-up",
+              one("app/db.py", "            db._warm_pools()\n", ""),
+              (DB + "test_no_request_opens_a_connection",)),
+    Safeguard("interrupter-started-late", "resources", "the interrupter thread starts with "
+              "the service, so a burst of timeouts adds no thread",
+              one("app/db.py", "        self.interrupter.submit(lambda: None).result()\n", ""),
+              (F + "test_backpressure_and_leaks.py::test_burst_of_timeouts_and_failures_leaves_"
+               "nothing_behind",)),
+    Safeguard("shutdown-keeps-database-open", "resources", "shutdown closes the database "
+              "(lanes and connections)",
+              one("app/main.py", "                    await checkpoints\n            db.close()",
+                  "                    await checkpoints\n            pass"),
+              (DB + "test_lifespan_runs_checkpoints_and_closes_the_database",)),
+    Safeguard("cross-thread-connections", "resources", "pooled connections may be used by "
+              "the worker threads (opened on the main thread at start-up)",
+              one("app/sqlite_backend.py", '{"check_same_thread": False}',
+                  '{"check_same_thread": True}'),
+              (ROUTES + "test_create_then_read_a_user",)),
+    Safeguard("no-data-folder", "start-up", "the database's folder is created on first run",
+              one("app/sqlite_backend.py", "        self.path.parent.mkdir(parents=True, "
+                  "exist_ok=True)\n", ""),
+              (DB + "test_the_database_folder_is_created_on_first_run",)),
+    Safeguard("pg-invalidated-connection-touched", "resources", "PostgreSQL: a connection "
+              "invalidated mid-call is not touched on the way out (that would reconnect, "
+              "and fail, inside the attempt)",
+              one("app/db.py", "if not conn.invalidated:  # touching", "if True:  # touching"),
+              (D + "test_postgres_restart.py::test_postgres_stopped_abruptly_under_load_then_"
+               "restarted",), backend="postgres"),
+    # -- metrics ---------------------------------------------------------------------------
+    Safeguard("timeouts-not-counted", "metrics", "every 504 is counted (db_timeouts_total)",
+              one("app/db.py", "                self.metrics.db_timeouts.labels(operation)"
+                  ".inc()\n", "                pass\n"),
+              (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",)),
+    Safeguard("lock-timeouts-not-counted", "metrics", "every busy wait that ended without "
+              "the lock is counted (db_lock_timeouts_total)",
+              one("app/db.py", "            self.metrics.db_lock_timeouts.labels(operation)"
+                  ".inc()\n", "            pass\n"),
+              (SQLERR + "test_transient_errors_below_the_budget_are_retried_exactly_that_often",)),
+    Safeguard("lane-gauges-frozen", "metrics", "db_queue_depth and db_inflight follow the "
+              "lanes",
+              one("app/db.py", "        self.metrics.db_queue_depth.labels(lane.name).set("
+                  "lane.queued)\n        self.metrics.db_inflight.labels(lane.name).set("
+                  "lane.running)", "        pass"),
+              (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
+    # -- answers ---------------------------------------------------------------------------
+    Safeguard("root-fails-with-the-database", "error mapping", "GET / answers 200 with "
+              "database \"unavailable\" when the database does not answer in time",
+              one("app/api.py", "    except ServiceError:\n        database", "    except "
+                  "QueueFull:\n        database"),
+              (ACCOUNT + "test_readyz_answers_within_its_own_deadline_not_the_db_deadline",),
+              append={"app/api.py": "\nfrom .errors import QueueFull  # noqa: E402\n"}),
+    Safeguard("readyz-without-retry-after", "error mapping", "/readyz's 503 carries "
+              "Retry-After",
+              one("app/api.py", '            headers={"Retry-After": str(settings.retry_after_s)'
+                  '},\n', ""),
+              (ACCOUNT + "test_readyz_answers_within_its_own_deadline_not_the_db_deadline",)),
+    Safeguard("disk-full-is-500", "error mapping", "disk full is 503 storage_unavailable "
+              "(not a defect)",
+              one("app/sqlite_backend.py", "SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN",
+                  "SQLITE_IOERR, SQLITE_CANTOPEN"),
+              (CLASSIFY + "test_result_code_selects_the_error_class",)),
+    Safeguard("routing-errors-not-json", "error mapping", "unknown routes and methods get "
+              "the JSON error shape (404 not_found, 405 method_not_allowed)",
+              one("app/http_errors.py", '{404: "not_found", 405: "method_not_allowed"}', "{}"),
+              (ROUTES + "test_unknown_route_and_method_are_json_errors",)),
+    Safeguard("name-taken-is-generic", "error mapping", "a duplicate name is 409 name_taken",
+              one("app/users.py", '            raise NameTaken(f"a user named {name!r} '
+                  'already exists") from exc', "            raise"),
+              (ROUTES + "test_duplicate_name_is_409_and_leaves_one_row",)),
+    Safeguard("wrong-password-replay-is-500", "error mapping", "a replay with a wrong "
+              "password is 422, not an argon2 exception (500)",
+              one("app/passwords.py", "        except (VerificationError, InvalidHashError):",
+                  "        except InvalidHashError:"),
+              (ROUTES + "test_same_idempotency_key_with_another_body_is_422",)),
+    Safeguard("long-names", "input", "names have at most 64 characters",
+              one("app/schemas.py", "min_length=1, max_length=64,", "min_length=1,"),
+              (SCHEMAS + "test_invalid_names_are_rejected",)),
+    Safeguard("backoff-order-unchecked", "start-up", "RETRY_BACKOFF_MAX_S below "
+              "RETRY_BACKOFF_INITIAL_S is refused",
+              one("app/settings.py", "if self.retry_backoff_max_s < self.retry_backoff_initial_s:",
+                  "if False:"),
+              (SETTINGS + "test_backoff_max_below_initial_is_rejected",)),
 )

@@ -79,8 +79,10 @@ async def test_burst_of_timeouts_and_failures_leaves_nothing_behind(
 
     assert (await client.post("/users/", json=new_user("first"))).status_code == 201
     # Steady state, measured after a fault-free burst of the same shape has started every
-    # thread the service keeps (lane workers, password-hashing threads).
-    assert set(await burst("warm")) <= {200, 201}
+    # thread the service keeps (lane workers, password-hashing threads). On a loaded machine
+    # some of it may miss the short deadline; the threads it started are what counts.
+    assert set(await burst("warm")) <= {200, 201, 504}
+    assert db.writer.wait_idle(timeout_s=5.0) and db.readers.wait_idle(timeout_s=5.0)
     threads_before, fds_before = resources()
 
     with LockHolder(database_url, "immediate"), SlowStatements(db.reader_engine, seconds=2.0):

@@ -96,7 +96,7 @@ async def test_a_slow_cancel_delays_neither_the_504_nor_the_event_loop(
 ) -> None:
     """A PostgreSQL cancel is a network round trip; on a slow network it takes a while. It is
     sent from the interrupter thread, so the 504 still comes at the deadline."""
-    deadline_s, cancel_s = 0.2, 1.0
+    deadline_s, cancel_s = 0.2, 2.0
     app = make_app(db_deadline_s=deadline_s, db_read_workers=1)
     client = client_for(app)
     db = app.state.db
@@ -113,8 +113,8 @@ async def test_a_slow_cancel_delays_neither_the_504_nor_the_event_loop(
         response = await client.get(f"/users/{created.json()['id']}")
         elapsed = time.monotonic() - started
         assert response.status_code == 504, response.text
-        assert elapsed <= deadline_s + LATE_MARGIN_S
-        assert db.readers.wait_idle(timeout_s=5.0)
+        assert elapsed < deadline_s + cancel_s / 2  # not deadline + cancel
+        assert db.readers.wait_idle(timeout_s=10.0)
 
 
 @pytest.mark.postgres_only

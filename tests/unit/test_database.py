@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import httpx
 import pysqlite3.dbapi2 as pysqlite
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.errors import IntegrityViolation
@@ -20,6 +22,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.sqlite_backend import UnsafeSqliteVersion
 from faults.inspect_db import query
+from faults.locks import LockHolder
 from faults.observe import MetricsSnapshot
 
 pytestmark = pytest.mark.sqlite_only("SQLite pragmas, checkpoints and version gate")
@@ -199,3 +202,41 @@ def test_sqlite_s_own_checkpoint_is_off_only_while_the_service_checkpoints(
         with engine.connect() as conn:
             dbapi = conn.connection.dbapi_connection
             assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == autocheckpoint
+
+
+def test_a_failed_start_up_leaves_no_thread_behind(
+    make_settings: Callable[..., Settings], db_path: Path,
+) -> None:
+    """The schema cannot be made (another process holds the write lock past the start-up's
+    busy timeout): the error reaches the caller, and the lanes' threads are gone."""
+    fresh = pysqlite.connect(db_path, isolation_level=None)
+    fresh.execute("PRAGMA journal_mode = WAL")
+    fresh.close()
+    before = {t.ident for t in threading.enumerate()}
+    with LockHolder(db_path, "immediate"), pytest.raises(OperationalError, match="locked"):
+        create_app(make_settings(sqlite_busy_timeout_ms=1))
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert left == []
+
+
+async def test_no_request_opens_a_connection(
+    app: FastAPI, client: httpx.AsyncClient,
+) -> None:
+    """Every pooled connection is opened at start-up: a request never pays for a
+    connection's set-up pragmas (nor waits on a lock in them)."""
+    opened: list[int] = []
+    for engine in app.state.db.engines:
+        event.listen(engine, "connect", lambda *_: opened.append(1))
+    created = await client.post("/users/", json={"name": "warm", "password": "long enough"})
+    assert (await client.get(f"/users/{created.json()['id']}")).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200
+    assert opened == []
+
+
+def test_the_database_folder_is_created_on_first_run(
+    make_settings: Callable[..., Settings], tmp_path: Path,
+) -> None:
+    path = tmp_path / "new" / "folder" / "users.db"
+    app = create_app(make_settings(database_url=f"sqlite:///{path}"))
+    app.state.db.close()
+    assert path.exists()
