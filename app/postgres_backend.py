@@ -70,7 +70,11 @@ class PostgresBackend:
         return self.settings.db_read_workers
 
     def check_version(self, connections: int) -> None:
-        engine = create_engine(self.url, poolclass=None, hide_parameters=True)
+        # A server that accepts and never answers must not hang the start-up: the same bound
+        # as the pools' own connections opened outside a call.
+        engine = create_engine(self.url, poolclass=None, hide_parameters=True,
+                               connect_args={"connect_timeout": _connect_timeout(
+                                   self.settings.db_deadline_s)})
         try:
             with engine.connect() as conn:
                 version = conn.execute(text("SHOW server_version")).scalar()
@@ -95,8 +99,7 @@ class PostgresBackend:
                                      cparams: dict[str, Any]) -> None:
             deadline = self._connecting.current
             budget = deadline.remaining() if deadline else self.settings.db_deadline_s
-            # libpq counts whole seconds, and takes anything below 2 as 2.
-            cparams["connect_timeout"] = max(2, math.ceil(budget))
+            cparams["connect_timeout"] = _connect_timeout(budget)
 
         return engine
 
@@ -153,3 +156,9 @@ class PostgresBackend:
 
     def checkpoint(self, dbapi_conn: Any) -> Any:
         raise NotImplementedError("PostgreSQL checkpoints by itself")
+
+
+def _connect_timeout(budget_s: float) -> int:
+    """libpq's connect_timeout for a budget: it counts whole seconds and takes anything below
+    2 as 2."""
+    return max(2, math.ceil(budget_s))

@@ -322,8 +322,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "connection or a server shutting down is transient (retried, then 503)",
               one("app/postgres_backend.py", "if exc.connection_invalidated or state."
                   'startswith("08") or state in _SERVER_GONE:', "if False:"),
-              (U + "test_postgres_classification.py::test_sqlstate_selects_the_error_class",
-               U + "test_postgres_classification.py::test_a_connection_lost_mid_call_is_"
+              (U + "test_postgres_backend.py::test_sqlstate_selects_the_error_class",
+               U + "test_postgres_backend.py::test_a_connection_lost_mid_call_is_"
                "transient_whatever_its_error")),
     # -- log hygiene and secrets -------------------------------------------------------------
     Safeguard("log-driver-text", "log hygiene", "a 5xx is logged by class and result code "
@@ -572,4 +572,27 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/settings.py", "if self.retry_backoff_max_s < self.retry_backoff_initial_s:",
                   "if False:"),
               (SETTINGS + "test_backoff_max_below_initial_is_rejected",)),
+    Safeguard("pg-start-up-hangs", "lock waits", "PostgreSQL: start-up against a server "
+              "that accepts and never answers fails in bounded time",
+              one("app/postgres_backend.py", 'connect_args={"connect_timeout": _connect_timeout('
+                  '\n                                   self.settings.db_deadline_s)}',
+                  "connect_args={}"),
+              (U + "test_postgres_backend.py::test_start_up_against_a_silent_server_fails_in_"
+               "bounded_time",)),
+    Safeguard("pg-connect-unbounded", "lock waits", "PostgreSQL: a connection opened for a "
+              "call waits no longer than the call's budget (connect_timeout)",
+              one("app/postgres_backend.py", '            cparams["connect_timeout"] = '
+                  "_connect_timeout(budget)", "            pass"),
+              (U + "test_postgres_backend.py::test_a_connection_opened_for_a_call_waits_no_"
+               "longer_than_its_budget",)),
+    Safeguard("affected-sqlite-refused-even-when-allowed", "start-up",
+              "SQLITE_ALLOW_AFFECTED_VERSION=true lets an affected SQLite run (with a warning)",
+              one("app/sqlite_backend.py", "            if not self.settings.sqlite_allow_"
+                  "affected_version:", "            if True:"),
+              (DB + "test_an_affected_sqlite_runs_when_explicitly_allowed",)),
+    Safeguard("driver-setting-ignored", "start-up", "SQLITE_DRIVER selects the driver "
+              "(and so the SQLite library the version gate judges)",
+              one("app/sqlite_backend.py", '"pysqlite3.dbapi2" if name == "pysqlite3" else '
+                  '"sqlite3"', '"pysqlite3.dbapi2"'),
+              (DB + "test_an_affected_sqlite_is_refused_at_start_up",)),
 )
