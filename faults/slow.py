@@ -94,16 +94,24 @@ class StallAfterStatement:
     transaction then.
     """
 
-    def __init__(self, engine: Engine, seconds: float, match: str | None = None) -> None:
+    def __init__(self, engine: Engine, seconds: float, match: str | None = None,
+                 until: threading.Event | None = None) -> None:
         self.engine = engine
-        self.seconds = seconds
+        self.seconds = seconds  # with `until`: the longest a stall may last
         self.pattern = re.compile(match, re.IGNORECASE) if match else None
+        # A stall that ends when the test says so (e.g. once the client has its 504),
+        # rather than after a duration that a loaded machine may not honour.
+        self.until = until
         self.stalls = 0
 
     def _after(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if self.pattern is None or self.pattern.search(statement):
             self.stalls += 1
-            time.sleep(self.seconds)  # the fault itself: a thread that is not making progress
+            # The fault itself: a thread that is not making progress.
+            if self.until is not None:
+                self.until.wait(self.seconds)
+            else:
+                time.sleep(self.seconds)
 
     def __enter__(self) -> StallAfterStatement:
         event.listen(self.engine, "after_cursor_execute", self._after)

@@ -65,14 +65,16 @@ async def test_no_statement_starts_after_the_deadline_between_statements(
 ) -> None:
     """A keyed create runs SELECT (the key), INSERT (user), INSERT (key). The worker stalls
     after the SELECT until past the deadline: no INSERT may start, not only no COMMIT."""
-    deadline_s = 0.2
+    deadline_s = 2.0  # the create reaches its SELECT well before it, even on a loaded machine
     app = make_app(db_deadline_s=deadline_s)
     client = client_for(app)
     engine = app.state.db.writer_engine
+    answered = threading.Event()
     with StatementLog(engine) as log, \
-            StallAfterStatement(engine, seconds=deadline_s + 0.2, match=r"^SELECT"):
+            StallAfterStatement(engine, seconds=30.0, match=r"^SELECT", until=answered):
         response = await client.post("/users/", json=new_user("stalled"),
                                      headers={"Idempotency-Key": "k-stalled"})
+        answered.set()  # the worker goes on only once the client has its answer
         assert response.status_code == 504, response.text
         assert app.state.db.writer.wait_idle(timeout_s=WAIT_S)
     assert log.started("SELECT") == 1
@@ -133,7 +135,7 @@ async def test_a_cancelled_checkpoint_leaves_nothing_behind_so_a_clean_close_rem
     must not stay on the maintenance connection: closed with the flag still up, that last
     connection's own checkpoint stops as interrupted and the -wal file survives a clean stop
     (the durability suite's "WAL outlived a clean stop" flake)."""
-    app = make_app(db_deadline_s=0.3)
+    app = make_app(db_deadline_s=1.0)
     client = client_for(app)
     db = app.state.db
     assert (await client.post("/users/", json=new_user("in-the-wal"))).status_code == 201

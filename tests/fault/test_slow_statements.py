@@ -3,6 +3,7 @@ connection goes back to the pool usable, the next request succeeds."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,21 +23,21 @@ LATE_MARGIN_S = 0.3
 async def test_slow_read_gets_504_at_the_deadline_and_is_interrupted(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
 ) -> None:
-    deadline_s = 0.2
+    deadline_s = 1.0  # room for the set-up requests on a loaded machine
     app = make_app(db_deadline_s=deadline_s, db_read_workers=1)
     client = client_for(app)
     created = await client.post("/users/", json={"name": "slow", "password": "long enough"})
     user_id = created.json()["id"]
     assert (await client.get(f"/users/{user_id}")).status_code == 200
 
-    with SlowStatements(app.state.db.reader_engine, seconds=2.0, match=r"^SELECT") as slow:
+    with SlowStatements(app.state.db.reader_engine, seconds=5.0, match=r"^SELECT") as slow:
         started = time.monotonic()
         response = await client.get(f"/users/{user_id}")
         elapsed = time.monotonic() - started
         assert response.status_code == 504, response.text
         assert response.json()["error"]["code"] == "deadline_exceeded"
         assert deadline_s * 0.9 <= elapsed <= deadline_s + LATE_MARGIN_S
-        # Interrupted: the worker is free at once, not after the statement's 2 s.
+        # Interrupted: the worker is free at once, not after the statement's 5 s.
         assert app.state.db.readers.wait_idle(timeout_s=0.3)
     assert (slow.started, slow.interrupted) == (1, 1)
 
@@ -51,14 +52,14 @@ async def test_slow_read_gets_504_at_the_deadline_and_is_interrupted(
 async def test_slow_write_is_interrupted_and_rolled_back(
     make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
 ) -> None:
-    deadline_s = 0.2
+    deadline_s = 1.0  # the create reaches its INSERT well before it, even on a loaded machine
     app = make_app(db_deadline_s=deadline_s)
     client = client_for(app)
 
-    with SlowStatements(app.state.db.writer_engine, seconds=2.0, match=r"^INSERT") as slow:
+    with SlowStatements(app.state.db.writer_engine, seconds=10.0, match=r"^INSERT") as slow:
         response = await client.post("/users/", json={"name": "late", "password": "long enough"})
         assert response.status_code == 504, response.text
-        assert app.state.db.writer.wait_idle(timeout_s=0.3)
+        assert app.state.db.writer.wait_idle(timeout_s=3.0)  # not the statement's 10 s
     assert slow.interrupted == 1
 
     # Nothing of the interrupted create survived; the writer connection works.
@@ -74,18 +75,20 @@ async def test_a_write_stalled_past_its_deadline_before_commit_is_not_committed(
     """The worker stalls (outside SQLite, where no interrupt reaches) after the create's last
     statement. The client gets its 504 at the deadline; the transaction must then roll back
     rather than commit behind the 504."""
-    deadline_s = 0.2
+    deadline_s = 1.0  # the create reaches its last statement well before it
     app = make_app(db_deadline_s=deadline_s)
     client = client_for(app)
+    answered = threading.Event()
 
-    with StallAfterStatement(app.state.db.writer_engine, 0.5,
-                             match=r"^INSERT INTO idempotency_keys") as stall:
+    with StallAfterStatement(app.state.db.writer_engine, 30.0,
+                             match=r"^INSERT INTO idempotency_keys", until=answered) as stall:
         response = await client.post(
             "/users/", json={"name": "stalled", "password": "long enough"},
             headers={"Idempotency-Key": "stall-1"},
         )
+        answered.set()  # the stall ends once the client has its answer
         assert response.status_code == 504, response.text
-        assert app.state.db.writer.wait_idle(timeout_s=2.0)
+        assert app.state.db.writer.wait_idle(timeout_s=5.0)
     assert stall.stalls == 1
     assert query_url(database_url, "SELECT count(*) FROM users") == [(0,)]
 
@@ -96,7 +99,7 @@ async def test_a_slow_cancel_delays_neither_the_504_nor_the_event_loop(
 ) -> None:
     """A PostgreSQL cancel is a network round trip; on a slow network it takes a while. It is
     sent from the interrupter thread, so the 504 still comes at the deadline."""
-    deadline_s, cancel_s = 0.2, 2.0
+    deadline_s, cancel_s = 1.0, 3.0
     app = make_app(db_deadline_s=deadline_s, db_read_workers=1)
     client = client_for(app)
     db = app.state.db
@@ -123,7 +126,7 @@ async def test_a_connection_that_was_sent_a_cancel_is_not_reused(
 ) -> None:
     """A cancel travels on its own connection and may reach the server after the attempt
     ended, stopping whatever the connection runs next: that connection is discarded."""
-    app = make_app(db_deadline_s=0.2, db_read_workers=1)
+    app = make_app(db_deadline_s=1.0, db_read_workers=1)
     client = client_for(app)
     db = app.state.db
     created = await client.post("/users/", json={"name": "slow", "password": "long enough"})
