@@ -37,6 +37,19 @@ def pragmas(engine: Any) -> dict[str, object]:
         }
 
 
+def checkpoint_recorded(app: FastAPI) -> asyncio.Event:
+    """An event set when the app records a completed checkpoint."""
+    recorded = asyncio.Event()
+    original = app.state.metrics.record_checkpoint
+
+    def record(lag_frames: int) -> None:
+        original(lag_frames)
+        recorded.set()
+
+    app.state.metrics.record_checkpoint = record
+    return recorded
+
+
 @pytest.mark.parametrize(("level", "number"), [("NORMAL", 1), ("FULL", 2), ("EXTRA", 3)])
 def test_every_connection_gets_the_pragmas(
     make_app: Callable[..., FastAPI], level: str, number: int
@@ -76,14 +89,7 @@ async def test_lifespan_runs_checkpoints_and_closes_the_database(
     make_settings: Callable[..., Settings],
 ) -> None:
     app = create_app(make_settings(sqlite_checkpoint_interval_s=0.01))
-    checkpointed = asyncio.Event()
-    original = app.state.metrics.record_checkpoint
-
-    def record(lag_frames: int) -> None:
-        original(lag_frames)
-        checkpointed.set()
-
-    app.state.metrics.record_checkpoint = record
+    checkpointed = checkpoint_recorded(app)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(checkpointed.wait(), timeout=5)
     # Closed: the lanes take no more work.
@@ -153,7 +159,6 @@ async def test_the_checkpoint_loop_outlives_a_failed_checkpoint(
     db = app.state.db
     real = db.backend.checkpoint
     calls: list[str] = []
-    done = asyncio.Event()
 
     def flaky(dbapi_conn: Any) -> Any:
         if not calls:
@@ -166,13 +171,7 @@ async def test_the_checkpoint_loop_outlives_a_failed_checkpoint(
         return real(dbapi_conn)
 
     monkeypatch.setattr(db.backend, "checkpoint", flaky)
-    original = app.state.metrics.record_checkpoint
-
-    def record(lag_frames: int) -> None:
-        original(lag_frames)
-        done.set()
-
-    app.state.metrics.record_checkpoint = record
+    done = checkpoint_recorded(app)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(done.wait(), timeout=5)
     assert calls[:3] == ["driver error", "unexpected", "ok"]
