@@ -7,6 +7,8 @@ test kills is a hole in the suite: the script then exits non-zero.
 
     .venv/bin/python scripts/check_mutants.py                 # quick: each row's own tests (CI)
     .venv/bin/python scripts/check_mutants.py --full          # unit + fault suites (nightly)
+    .venv/bin/python scripts/check_mutants.py --full -x       # the same, each run stopping at its
+                                                              # first red test
     .venv/bin/python scripts/check_mutants.py no-retry        # named mutants only
     .venv/bin/python scripts/check_mutants.py --backend sqlite  # skip the PostgreSQL rows
     .venv/bin/python scripts/check_mutants.py --write-inventory docs/safeguards.md
@@ -69,7 +71,7 @@ def tests_for(row: Safeguard, full: bool) -> list[str]:
     return [*FULL_SUITES, *outside]
 
 
-def run_mutant(row: Safeguard, full: bool) -> tuple[list[str], float]:
+def run_mutant(row: Safeguard, full: bool, exitfirst: bool = False) -> tuple[list[str], float]:
     """The red tests (FAILED or ERROR), and the run's duration."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"mutant-{row.name}-") as scratch:
@@ -80,7 +82,8 @@ def run_mutant(row: Safeguard, full: bool) -> tuple[list[str], float]:
         try:
             result = subprocess.run(
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
-                 "--timeout=60", *backend, *tests_for(row, full)],
+                 "--timeout=60", *(["-x"] if exitfirst else []), *backend,
+                 *tests_for(row, full)],
                 cwd=tree, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
                 # The scratch copy must shadow the editable install of the real app/.
                 env={**os.environ, "PYTHONPATH": str(tree)},
@@ -133,6 +136,8 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--full", action="store_true",
                         help="run the unit and fault suites for every mutant (nightly)")
+    parser.add_argument("-x", "--exitfirst", action="store_true",
+                        help="stop each mutant's run at its first red test (faster; lists one)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all",
                         help="which rows to run (default: all)")
     parser.add_argument("--write-inventory", type=Path, metavar="FILE",
@@ -153,7 +158,7 @@ def main() -> None:
     survivors: list[str] = []
     missing: list[str] = []  # killed, but not by a test the inventory names
     for row in chosen:
-        red, seconds = run_mutant(row, args.full)
+        red, seconds = run_mutant(row, args.full, args.exitfirst)
         named = [t for t in red if any(t.startswith(n) for n in row.tests)]
         print(f"\n## {row.name} [{row.backend}, {seconds:.0f} s]: {row.what}", flush=True)
         print(f"killed by {len(red)} test(s)" if red else "SURVIVED")
@@ -161,7 +166,7 @@ def main() -> None:
             print(f"  - {test}", flush=True)
         if not red:
             survivors.append(row.name)
-        elif not named:
+        elif not named and not args.exitfirst:
             missing.append(row.name)
     killed = len(chosen) - len(survivors)
     percent = 100.0 * killed / len(chosen) if chosen else 100.0
