@@ -213,6 +213,7 @@ class Database:
             dbapi_conn = conn.connection.dbapi_connection
             conn.info[_HANDLE_KEY] = handle
             handle.attach(lambda: self.backend.interrupt(dbapi_conn))
+            self.backend.watch(dbapi_conn, handle)
             try:
                 self.backend.bound_lock_wait(dbapi_conn, handle.deadline)
                 if not in_transaction:
@@ -238,6 +239,7 @@ class Database:
                 raise self.backend.classify(exc, cancelled=handle.cancelled) from exc
             finally:
                 handle.detach()  # from here on no interrupt of this attempt can arrive
+                self.backend.unwatch(dbapi_conn)
                 if not conn.invalidated:  # touching an invalidated one would reconnect
                     conn.info.pop(_HANDLE_KEY, None)
                     if handle.cancelled:

@@ -35,7 +35,7 @@ from .errors import (
     StorageUnavailable,
     TransientStorageError,
 )
-from .resilience import Deadline
+from .resilience import CallHandle, Deadline
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,13 @@ class PostgresBackend:
         with dbapi_conn.cursor() as cursor:
             cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms + 25}")
             cursor.execute(f"SET LOCAL lock_timeout = {remaining_ms + 25}")
+
+    def watch(self, dbapi_conn: Any, handle: CallHandle) -> None:
+        """Nothing to add: a query that starts after its cancel was sent still ends at the
+        attempt's statement_timeout, set from the same deadline."""
+
+    def unwatch(self, dbapi_conn: Any) -> None:
+        pass
 
     def interrupt(self, dbapi_conn: Any) -> None:
         """Cancel the query running on `dbapi_conn` on the server; safe from any thread."""

@@ -40,7 +40,7 @@ from .errors import (
     StorageUnavailable,
     TransientStorageError,
 )
-from .resilience import Deadline
+from .resilience import CallHandle, Deadline
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ _UNAVAILABLE = {
 
 # How long a busy wait may outlast its call's deadline (see bound_lock_wait).
 LOCK_WAIT_MARGIN_MS = 25
+# Virtual-machine steps between two looks at a call's cancel flag (see SqliteBackend.watch);
+# a primary-key read takes a few dozen.
+PROGRESS_OPCODES = 1000
 
 # The WAL-reset bug: two connections, a checkpoint racing a commit, can corrupt the database.
 # Present from 3.7.0 (WAL's introduction) and fixed in 3.51.3.
@@ -215,6 +218,24 @@ class SqliteBackend:
         if remaining_ms <= 0:
             raise DeadlineExceeded("the DB call outlived its deadline")
         dbapi_conn.execute(f"PRAGMA busy_timeout = {remaining_ms + LOCK_WAIT_MARGIN_MS}")
+
+    def watch(self, dbapi_conn: Any, handle: CallHandle) -> None:
+        """Stop this attempt's statements from inside SQLite once the call is cancelled.
+
+        An interrupt can be lost: SQLite clears the interrupt flag when a statement starts on
+        a connection running none (c3ref/interrupt.html: an interrupt while no statement
+        runs "is a no-op"). A cancel landing between the service's before-statement check
+        and the statement's start would let that statement run to its end, past the
+        deadline (seen as a lane held for a long statement's whole length). A progress
+        handler reads the sticky cancel flag every PROGRESS_OPCODES virtual-machine steps:
+        a long statement stops soon after the cancel, whenever it came; a short one never
+        reaches the handler and pays nothing.
+        """
+        dbapi_conn.set_progress_handler(lambda: handle.cancelled, PROGRESS_OPCODES)
+
+    def unwatch(self, dbapi_conn: Any) -> None:
+        with contextlib.suppress(self.driver.ProgrammingError):  # closed: nothing to undo
+            dbapi_conn.set_progress_handler(None, 0)
 
     def interrupt(self, dbapi_conn: Any) -> None:
         """Stop the statement running on `dbapi_conn`; safe from any thread."""

@@ -105,10 +105,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (CANCEL + "test_a_cancelled_checkpoint_leaves_nothing_behind_so_a_clean_close_"
                "removes_the_wal",)),
     # -- cancellation ----------------------------------------------------------------------
-    Safeguard("no-interrupt", "cancellation", "a running statement is interrupted at the "
-              "deadline",
-              one("app/sqlite_backend.py", "            dbapi_conn.interrupt()",
-                  "            pass"),
+    Safeguard("no-interrupt", "cancellation", "a running statement is stopped at the "
+              "deadline (interrupt(), and the progress handler reading the cancel flag)",
+              (Edit("app/sqlite_backend.py", "            dbapi_conn.interrupt()",
+                    "            pass"),
+               Edit("app/sqlite_backend.py", "dbapi_conn.set_progress_handler(lambda: "
+                    "handle.cancelled, PROGRESS_OPCODES)", "pass")),
               (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",
                SLOW + "test_slow_write_is_interrupted_and_rolled_back")),
     Safeguard("no-cancel-when-caller-leaves", "cancellation", "when the awaiting task is "
@@ -125,6 +127,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "no COMMIT after this\n", ""),
               (ACCOUNT + "test_a_cancelled_caller_s_work_stops_even_while_the_interrupter_is_"
                "busy",)),
+    Safeguard("lost-interrupt", "cancellation", "SQLite: a progress handler reads the "
+              "cancel flag inside long statements, so a cancel that lands just before a "
+              "statement starts (when an interrupt is a no-op) still stops it",
+              one("app/sqlite_backend.py", "dbapi_conn.set_progress_handler(lambda: "
+                  "handle.cancelled, PROGRESS_OPCODES)", "pass"),
+              (CANCEL + "test_a_cancel_that_lands_just_before_a_statement_starts_still_stops_"
+               "it",)),
     Safeguard("late-interrupt", "cancellation", "an interrupt is sent under the handle's "
               "lock, so none is in flight or can start once the attempt has detached (it "
               "would hit the connection's next call)",

@@ -22,7 +22,7 @@ from sqlalchemy import event
 from app.errors import DeadlineExceeded
 from faults.locks import LockHolder
 from faults.observe import wait_until
-from faults.slow import StallAfterStatement, spin
+from faults.slow import SlowStatements, StallAfterStatement, spin
 
 pytestmark = pytest.mark.sqlite_only("SQLite's interrupt flag and its close-time checkpoint")
 
@@ -160,3 +160,38 @@ async def test_a_cancelled_checkpoint_leaves_nothing_behind_so_a_clean_close_rem
     assert db.maintenance.wait_idle(timeout_s=5.0), "the checkpoint was not interrupted"
     db.close()
     assert not wal.exists(), "the WAL outlived a clean close after a cancelled checkpoint"
+
+
+async def test_a_cancel_that_lands_just_before_a_statement_starts_still_stops_it(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    """The caller goes away after the service's before-statement check let a statement
+    through, but before SQLite started it: the interrupt finds no statement running (a
+    no-op, c3ref/interrupt.html), and SQLite would clear its flag when the statement starts.
+    The long statement must stop anyway, not run its 20 s."""
+    app = make_app(db_deadline_s=30.0, db_read_workers=1)
+    client = client_for(app)
+    db = app.state.db
+    created = await client.post("/users/", json=new_user("reader"))
+    passed_the_check, go = threading.Event(), threading.Event()
+
+    def hold(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # Registered after the service's own check: the statement has been let through.
+        if statement.lstrip().upper().startswith("SELECT"):
+            passed_the_check.set()
+            go.wait(WAIT_S)
+
+    event.listen(db.reader_engine, "before_cursor_execute", hold)
+    try:
+        with SlowStatements(db.reader_engine, seconds=20.0, match=r"^SELECT") as slow:
+            read = asyncio.create_task(client.get(f"/users/{created.json()['id']}"))
+            await wait_until(passed_the_check.is_set, "the read passed the statement check")
+            read.cancel()
+            await asyncio.gather(read, return_exceptions=True)
+            db.interrupter.submit(lambda: None).result(WAIT_S)  # the interrupt has been sent
+            go.set()  # now the long statement starts
+            assert db.readers.wait_idle(timeout_s=5.0), "the statement ran on after its cancel"
+        assert slow.interrupted == 1
+    finally:
+        go.set()
+        event.remove(db.reader_engine, "before_cursor_execute", hold)

@@ -99,7 +99,9 @@ async def test_readers_keep_answering_while_a_writer_holds_the_lock(
         for _ in range(5):
             response, elapsed = await timed(client.get(f"/users/{user_id}"))
             assert response.status_code == 200, response.text
-            assert elapsed < 0.25  # no lock wait: WAL readers do not need the write lock
+            # No lock wait (WAL readers do not need the write lock): a reader that waited
+            # would wait out the 2 s deadline. The bound leaves room for a loaded machine.
+            assert elapsed < 1.0
 
 
 async def test_event_loop_answers_while_db_calls_wait_on_a_lock(
