@@ -177,6 +177,12 @@ class Database:
                             self._count_transient(operation, exc)
                             raise
             except TransientStorageError as exc:
+                if deadline.expired:
+                    # The last attempt's lock wait ran to its bound, just past the deadline,
+                    # before the loop's own timeout fired (a busy loop): the honest answer
+                    # is the deadline's, as if the loop had been on time.
+                    raise DeadlineExceeded("the DB call outlived its deadline",
+                                           error_name=exc.error_name) from exc
                 raise RetriesExhausted(
                     "transient database errors outlasted the retry budget",
                     error_name=exc.error_name,
@@ -208,7 +214,7 @@ class Database:
             with self.backend.connecting_within(handle.deadline):
                 conn = engine.connect()
         except DBAPIError as exc:  # a new connection's set-up failed (locked, cannot open)
-            raise self.backend.classify(exc, cancelled=handle.cancelled) from exc
+            raise self.backend.classify(exc, cancelled=handle.stopping) from exc
         with conn:
             dbapi_conn = conn.connection.dbapi_connection
             conn.info[_HANDLE_KEY] = handle
@@ -236,7 +242,7 @@ class Database:
                 # The Session's block has rolled back already: SQLAlchemy issues ROLLBACK
                 # after a failed statement or COMMIT, which also ends a transaction SQLite
                 # kept open (tests/unit/test_database.py pins this).
-                raise self.backend.classify(exc, cancelled=handle.cancelled) from exc
+                raise self.backend.classify(exc, cancelled=handle.stopping) from exc
             finally:
                 handle.detach()  # from here on no interrupt of this attempt can arrive
                 self.backend.unwatch(dbapi_conn)

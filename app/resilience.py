@@ -145,8 +145,14 @@ class CallHandle:
             if self._interrupt is not None:
                 self._interrupt()
 
+    @property
+    def stopping(self) -> bool:
+        """Cancelled, or past the deadline (whose cancel the event loop may not have sent
+        yet): an interrupt or a server-side timeout then means the deadline, not a defect."""
+        return self._cancelled or self.deadline.expired
+
     def raise_if_cancelled(self) -> None:
-        if self._cancelled or self.deadline.expired:
+        if self.stopping:
             raise DeadlineExceeded("the DB call outlived its deadline")
 
 

@@ -68,10 +68,12 @@ async def test_a_real_schema_error_leaves_no_sql_or_parameters_in_logs_or_respon
 
 
 async def test_the_driver_error_kept_for_logs_quotes_sql_but_never_its_parameters(
-    app: FastAPI, client: httpx.AsyncClient,
+    app: FastAPI, client: httpx.AsyncClient, database_url: str,
 ) -> None:
     """The driver's error stays attached (`__cause__`) for whoever logs it later: with
-    SQLAlchemy's hide_parameters it shows the statement, never the name or the hash."""
+    SQLAlchemy's hide_parameters it shows the statement, never the bound parameters (the
+    hash). PostgreSQL's own DETAIL quotes the conflicting key's value (the name) whatever
+    the client hides, which is one more reason no log line prints a driver's text."""
     assert (await client.post("/users/", json={"name": NAME, "password": PASSWORD})
             ).status_code == 201
     password_hash = "$argon2id$v=19$m=8,t=1,p=1$not-a-real-hash"
@@ -79,7 +81,9 @@ async def test_the_driver_error_kept_for_logs_quotes_sql_but_never_its_parameter
         await app.state.db.write("create_user", _insert_user(NAME, password_hash, None))
     cause = str(caught.value.__cause__)
     assert "INSERT INTO users" in cause  # the real driver error, with its statement
-    assert NAME not in cause and password_hash not in cause, cause
+    assert password_hash not in cause, cause
+    if database_url.startswith("sqlite"):
+        assert NAME not in cause, cause
 
 
 async def test_readiness_failure_names_the_error_class_only(
