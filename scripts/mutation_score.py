@@ -13,7 +13,7 @@ score = killed / (total - skipped - no tests - not checked), in percent: a mutan
 test executes (e.g. in app/postgres_backend.py, which only `--backend postgres` runs) is counted
 apart, not as a survivor, and so is one a partial run has not reached ("not checked"). Timeouts
 are shown apart too, and not counted as kills. Exits non-zero only when mutmut itself
-fails (or no results exist); survivors are reported, not enforced.
+fails or no mutant was checked; survivors are reported, not enforced.
 """
 
 from __future__ import annotations
@@ -156,8 +156,11 @@ def render(per_file: dict[str, Counter[str]], survivors: list[Survivor], version
         f"**Score: {shown}**" if markdown else f"score: {shown}",
         "(killed / (total - skipped - no tests - not checked))", "",
         *table(per_file, markdown), "",
-        f"{'### ' if markdown else ''}Survivors ({len(survivors)})", "",
     ]
+    if unchecked := per_file["total"]["not checked"]:
+        lines += [f"Partial run: {unchecked} mutants not checked (stopped before reaching them).",
+                  ""]
+    lines += [f"{'### ' if markdown else ''}Survivors ({len(survivors)})", ""]
     for s in survivors:
         if markdown:
             lines += [f"- `{s.name}` ({s.location})", "", "  ```diff",
@@ -185,8 +188,8 @@ def main() -> None:
         if done.returncode != 0:
             raise SystemExit(f"mutmut run failed ({done.returncode})")
     verdicts = read_results(root)
-    if not verdicts:
-        raise SystemExit("no mutmut results under mutants/: run `mutmut run` (or --run)")
+    if not any(status != "not checked" for status in verdicts.values()):
+        raise SystemExit("no mutant checked under mutants/: run `mutmut run` (or --run)")
     survivors = [survivor(root, name) for name, status in sorted(verdicts.items())
                  if status == "survived"]
     version = mutmut(root, "--version").strip().replace(", version ", " ")
