@@ -172,7 +172,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "deadline, so the answer is the 504, not a 503 from an exhausted retry",
               one("app/sqlite_backend.py", "{remaining_ms + LOCK_WAIT_MARGIN_MS}",
                   "{max(1, remaining_ms - 100)}"),
-              (LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline",)),
+              (LOCKED + "test_a_single_attempt_lock_wait_ends_after_the_deadline_not_before",)),
     Safeguard("unbounded-connect-wait", "lock waits", "a new connection's set-up pragmas "
               "wait no longer than the call's deadline",
               one("app/sqlite_backend.py", "deadline = self._connecting.current",

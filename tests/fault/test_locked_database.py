@@ -222,3 +222,17 @@ async def test_the_deadline_counts_from_the_request_s_arrival(
         response, elapsed = await timed(client.post("/users/", json=new_user("late")))
     assert response.status_code == 504, response.text
     assert elapsed < deadline_s + 0.2  # not deadline_s + hash_s
+
+
+async def test_a_single_attempt_lock_wait_ends_after_the_deadline_not_before(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    database_url: str,
+) -> None:
+    """The busy wait is bounded a little past the deadline: with no retry left, a wait that
+    gave up early would answer 503 storage_busy before the deadline instead of its 504."""
+    app = make_app(db_deadline_s=1.0, retry_max_attempts=1)
+    client = client_for(app)
+    with LockHolder(database_url, "immediate"):
+        response = await client.post("/users/", json=new_user("one-attempt"))
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "deadline_exceeded"
