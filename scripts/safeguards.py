@@ -521,12 +521,6 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/sqlite_backend.py", "        self.path.parent.mkdir(parents=True, "
                   "exist_ok=True)\n", ""),
               (DB + "test_the_database_folder_is_created_on_first_run",)),
-    Safeguard("pg-invalidated-connection-touched", "resources", "PostgreSQL: a connection "
-              "invalidated mid-call is not touched on the way out (that would reconnect, "
-              "and fail, inside the attempt)",
-              one("app/db.py", "if not conn.invalidated:  # touching", "if True:  # touching"),
-              (D + "test_postgres_restart.py::test_postgres_stopped_abruptly_under_load_then_"
-               "restarted",), backend="postgres"),
     # -- metrics ---------------------------------------------------------------------------
     Safeguard("timeouts-not-counted", "metrics", "every 504 is counted (db_timeouts_total)",
               one("app/db.py", "                self.metrics.db_timeouts.labels(operation)"
