@@ -12,17 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 from check_mutants import END, START, inventory_markdown  # noqa: E402
-from safeguards import SAFEGUARDS  # noqa: E402
+from safeguards import SAFEGUARDS, Safeguard  # noqa: E402
 
 
 @pytest.mark.parametrize("row", SAFEGUARDS, ids=lambda row: row.name)
-def test_each_mutant_applies_to_the_code_once(row) -> None:  # type: ignore[no-untyped-def]
+def test_each_mutant_applies_to_the_code_once(row: Safeguard) -> None:
     for edit in row.edits:
         assert (ROOT / edit.path).read_text().count(edit.old) == 1, (edit.path, edit.old)
 
 
 @pytest.mark.parametrize("row", SAFEGUARDS, ids=lambda row: row.name)
-def test_each_named_test_exists(row) -> None:  # type: ignore[no-untyped-def]
+def test_each_named_test_exists(row: Safeguard) -> None:
     assert row.tests, "a safeguard needs at least one test that goes red without it"
     for node in row.tests:
         path, _, name = node.partition("::")
