@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.wait import wait_base
@@ -265,7 +265,3 @@ def _cancel(handle: CallHandle, interrupter: Executor | None) -> None:
     handle.mark_cancelled()  # now: no statement and no COMMIT after this
     interrupter.submit(handle.cancel)
 
-
-def describe_exception(exc: BaseException) -> Any:
-    """The machine-readable name of a storage error, for metrics labels."""
-    return getattr(exc, "error_name", None) or type(exc).__name__

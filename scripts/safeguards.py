@@ -53,6 +53,8 @@ DB = U + "test_database.py::"
 SCHEMAS = U + "test_schemas.py::"
 SETTINGS = U + "test_settings.py::"
 PG = F + "test_postgres.py::"
+SERIES = F + "test_metric_series.py::"
+ANSWERS = F + "test_error_answers.py::"
 
 _BLOCKING_HELPER = '''
 
@@ -150,11 +152,28 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   'conn.connection.dbapi_connection.execute("SELECT 1").fetchall()', "pass"),
               (CANCEL + "test_a_cancelled_checkpoint_leaves_nothing_behind_so_a_clean_close_"
                "removes_the_wal",)),
+    Safeguard("cancelled-connection-discarded", "cancellation", "SQLite: a cancelled "
+              "attempt's connection is reset and kept, not thrown away (no reconnect storm "
+              "after a burst of timeouts)",
+              one("app/sqlite_backend.py", '            conn.connection.dbapi_connection.execute('
+                  '"SELECT 1").fetchall()\n        except self.driver_error:\n'
+                  '            conn.invalidate()',
+                  '            conn.invalidate()\n        except self.driver_error:\n'
+                  '            pass'),
+              (CANCEL + "test_a_cancelled_attempt_keeps_its_connection_and_the_next_call_runs_"
+               "on_it",)),
     Safeguard("pg-cancelled-connection-reused", "cancellation", "PostgreSQL: a connection "
               "sent a cancel is discarded (a late cancel would hit its next query)",
               one("app/postgres_backend.py", "the next query.\"\"\"\n        conn.invalidate()",
                   "the next query.\"\"\"\n        pass"),
               (SLOW + "test_a_connection_that_was_sent_a_cancel_is_not_reused",),
+              backend="postgres"),
+    Safeguard("pg-invalidated-connection-touched", "cancellation", "PostgreSQL: an "
+              "attempt whose connection was invalidated (lost mid-call) leaves it alone, so it "
+              "is not reconnected inside the failed attempt",
+              one("app/db.py", "                if not conn.invalidated:  # touching an "
+                  "invalidated one would reconnect", "                if True:"),
+              (PG + "test_a_connection_lost_mid_call_is_retried_on_a_new_one",),
               backend="postgres"),
     Safeguard("cancel-on-event-loop", "cancellation", "interrupts are sent from the "
               "interrupter thread, not the event loop (a PostgreSQL cancel is a network round "
@@ -217,6 +236,11 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/resilience.py", "                or deadline.remaining() <= "
                   "state.upcoming_sleep\n", ""),
               (RETRY + "test_deadline_stops_a_retry_whose_backoff_would_outlast_it",)),
+    Safeguard("retry-at-an-expired-deadline", "retries", "the deadline's boundary: with no "
+              "budget left, not even a retry without backoff starts",
+              one("app/resilience.py", "deadline.remaining() <= state.upcoming_sleep",
+                  "deadline.remaining() < state.upcoming_sleep"),
+              (RETRY + "test_expired_deadline_stops_even_a_retry_with_no_backoff",)),
     Safeguard("backoff-uncapped", "retries", "the backoff ceiling is capped at "
               "RETRY_BACKOFF_MAX_S",
               one("app/resilience.py", "min(self.maximum, self.initial * 2 ** "
@@ -486,12 +510,24 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/sqlite_backend.py", 'mode = "TRUNCATE" if self.wal_bytes() > limit '
                   'else "PASSIVE"', 'mode = "PASSIVE"'),
               (DB + "test_checkpoint_truncates_a_wal_past_the_limit_and_reports_lag",)),
+    Safeguard("truncate-below-limit", "checkpoints", "a WAL up to the journal size limit "
+              "gets a PASSIVE checkpoint (never waits for readers or writers); TRUNCATE only "
+              "past it",
+              one("app/sqlite_backend.py", 'mode = "TRUNCATE" if self.wal_bytes() > limit ',
+                  'mode = "TRUNCATE" if self.wal_bytes() >= limit '),
+              (DB + "test_checkpoint_is_passive_up_to_the_limit_and_truncates_only_past_it",)),
+    Safeguard("wal-size-of-missing-file", "metrics", "sqlite_wal_bytes reads 0 while there "
+              "is no -wal file (after a clean close), instead of failing /metrics",
+              one("app/sqlite_backend.py", "        except FileNotFoundError:\n            "
+                  "return 0", "        except ZeroDivisionError:\n            return 0"),
+              (DB + "test_wal_size_of_a_database_with_no_wal_file_is_zero",)),
     Safeguard("truncate-waits-for-readers", "checkpoints", "a TRUNCATE checkpoint never "
               "waits for a pinned reader while holding the WAL write lock",
               one("app/sqlite_backend.py", '            dbapi_conn.execute("PRAGMA '
                   'busy_timeout = 0")', "            pass"),
               (D + "test_checkpoint_starvation.py::test_writes_go_on_while_a_reader_pins_a_"
-               "snapshot",)),
+               "snapshot",
+               DB + "test_a_truncate_checkpoint_gives_up_at_once_on_a_pinned_reader")),
     # -- resources, start-up and shutdown ----------------------------------------------------
     Safeguard("failed-start-leaks-threads", "resources", "a start-up that fails after the "
               "lanes exist (the schema cannot be made) stops their threads",
@@ -512,6 +548,19 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/main.py", "                    await checkpoints\n            db.close()",
                   "                    await checkpoints\n            pass"),
               (DB + "test_lifespan_runs_checkpoints_and_closes_the_database",)),
+    Safeguard("shutdown-runs-queued-calls", "resources", "closing the service drops calls "
+              "still queued on a lane instead of starting them",
+              one("app/resilience.py", "shutdown(wait=wait, cancel_futures=True)",
+                  "shutdown(wait=wait, cancel_futures=False)"),
+              (LANE + "test_shutdown_drops_queued_calls_and_lets_the_running_one_finish",)),
+    Safeguard("connect-error-unclassified", "error mapping", "a driver error while the pool "
+              "opens a connection (before any statement) is classified like a statement's "
+              "(SQLITE_CANTOPEN: 503, not 500)",
+              one("app/db.py", "        except DBAPIError as exc:  # a new connection's set-up "
+                  "failed", "        except ZeroDivisionError as exc:  # a new connection's "
+                  "set-up failed"),
+              (ANSWERS + "test_a_new_connection_that_cannot_open_the_database_gets_503_not_"
+               "500",)),
     Safeguard("cross-thread-connections", "resources", "pooled connections may be used by "
               "the worker threads (opened on the main thread at start-up)",
               one("app/sqlite_backend.py", '{"check_same_thread": False}',
@@ -537,7 +586,54 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "lane.queued)\n        self.metrics.db_inflight.labels(lane.name).set("
                   "lane.running)", "        pass"),
               (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
+    Safeguard("transient-error-unlabelled", "metrics", "db_transient_errors_total names the "
+              "result code (error=SQLITE_BUSY, ...), not the exception class",
+              one("app/db.py", "labels(operation, _error_name(exc))",
+                  "labels(operation, type(exc).__name__)"),
+              (SERIES + "test_a_transient_error_is_counted_under_its_result_code",)),
+    Safeguard("failed-call-outcome-lost", "metrics", "a call that ends in a defect or is "
+              "cancelled is counted with outcome=error (not dropped, not ok)",
+              one("app/db.py", '        outcome = "error"\n        retries = 0',
+                  '        outcome = "ok"\n        retries = 0'),
+              (SERIES + "test_a_defect_and_a_cancelled_call_count_under_the_error_outcome",)),
+    Safeguard("call-duration-unobserved", "metrics", "db_call_duration_seconds observes "
+              "every call under its operation and outcome",
+              one("app/db.py", "self.metrics.db_call_seconds.labels(operation, outcome).observe("
+                  "\n                time.monotonic() - started\n            )",
+                  "self.metrics.db_call_seconds.labels(operation, \"ok\").observe(0.0)"),
+              (SERIES + "test_each_call_is_counted_once_under_its_operation_and_outcome",)),
+    Safeguard("lane-label-wrong", "metrics", "the lane gauges carry the lane's name "
+              "(writer, reader, maintenance)",
+              one("app/db.py", 'WorkerLane("maintenance", 1, 0, self._lane_changed)',
+                  'WorkerLane("checkpoint", 1, 0, self._lane_changed)'),
+              (SERIES + "test_lane_gauges_name_the_lane_that_is_busy",)),
+    Safeguard("checkpoint-error-unclassified", "metrics", "a driver error from a checkpoint "
+              "(raw driver connection, outside SQLAlchemy) is classified like any other "
+              "(503 unavailable for an I/O error, counted under its outcome)",
+              one("app/db.py", "                    except self.backend.driver_error as exc:",
+                  "                    except ZeroDivisionError as exc:"),
+              (SERIES + "test_a_driver_error_in_a_checkpoint_is_classified_and_counted",)),
     # -- answers ---------------------------------------------------------------------------
+    Safeguard("deadline-message-vague", "error mapping", "a 504 says the DB call outlived "
+              "its deadline (README's error table), with no Retry-After",
+              one("app/resilience.py", '        raise DeadlineExceeded("the DB call outlived its '
+                  'deadline") from None', '        raise DeadlineExceeded("timeout") from None'),
+              (ANSWERS + "test_a_deadline_answer_says_so_without_retry_after",)),
+    Safeguard("busy-message-vague", "error mapping", "a 503 storage_busy says the retry "
+              "budget ran out",
+              one("app/db.py", '"transient database errors outlasted the retry budget"',
+                  '"busy"'),
+              (ANSWERS + "test_a_driver_error_gets_its_code_message_and_one_log_line",)),
+    Safeguard("queue-full-message-vague", "error mapping", "a 503 overloaded names the lane "
+              "whose queue is full and its capacity",
+              one("app/resilience.py", 'f"the {self.name} queue is full ({self.capacity} calls '
+                  'pending)"', '"overloaded"'),
+              (ANSWERS + "test_a_full_queue_is_refused_at_once_naming_the_lane",)),
+    Safeguard("5xx-log-without-result-code", "log hygiene", "a 5xx's log line names the driver's "
+              "result code (SQLITE_BUSY, ...), so an operator sees which failure it was",
+              one("app/http_errors.py", 'detail = getattr(exc, "error_name", None) or '
+                  'type(exc.__cause__).__name__', 'detail = type(exc.__cause__).__name__'),
+              (ANSWERS + "test_a_driver_error_gets_its_code_message_and_one_log_line",)),
     Safeguard("root-fails-with-the-database", "error mapping", "GET / answers 200 with "
               "database \"unavailable\" when the database does not answer in time",
               one("app/api.py", "    except ServiceError:\n        database", "    except "

@@ -195,3 +195,23 @@ async def test_a_cancel_that_lands_just_before_a_statement_starts_still_stops_it
     finally:
         go.set()
         event.remove(db.reader_engine, "before_cursor_execute", hold)
+
+
+async def test_a_cancelled_attempt_keeps_its_connection_and_the_next_call_runs_on_it(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    """Clearing the interrupt (one trivial statement) keeps a healthy connection: a burst of
+    timeouts must not turn into a burst of reconnects (each one's set-up pragmas can wait on
+    a lock, and each costs an open() of the database and its -wal and -shm files)."""
+    app = make_app(db_deadline_s=0.5, db_read_workers=1)
+    client = client_for(app)
+    db = app.state.db
+    user_id = (await client.post("/users/", json=new_user("kept"))).json()["id"]
+    connects: list[object] = []
+    event.listen(db.reader_engine, "connect", lambda conn, _record: connects.append(conn))
+    with SlowStatements(db.reader_engine, seconds=20.0, match=r"^SELECT") as slow:
+        assert (await client.get(f"/users/{user_id}")).status_code == 504
+        assert db.readers.wait_idle(timeout_s=5.0)
+    assert slow.interrupted == 1
+    assert (await client.get(f"/users/{user_id}")).status_code == 200
+    assert connects == [], "the cancelled attempt's connection was thrown away"

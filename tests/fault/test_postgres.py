@@ -4,6 +4,7 @@ abandoned by the client; concurrent creates with one Idempotency-Key make one us
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 
-from faults.observe import MetricsSnapshot
+from faults.observe import MetricsSnapshot, wait_until
 from faults.slow import SlowStatements
 
 pytestmark = pytest.mark.postgres_only
@@ -76,3 +78,41 @@ async def test_concurrent_keyed_creates_of_different_users_never_conflict(
         assert [r.status_code for r in responses] == [201] * 16, [r.text for r in responses]
     metrics = MetricsSnapshot((await client.get("/metrics")).text)
     assert metrics.value("db_transient_errors_total") == 0
+
+
+async def test_a_connection_lost_mid_call_is_retried_on_a_new_one(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_rows: Callable[..., list[tuple[Any, ...]]],
+) -> None:
+    """The server ends the reader's session mid-statement (pg_terminate_backend: what a
+    failover or an operator does). SQLAlchemy invalidates the connection; the attempt must
+    leave it untouched (touching an invalidated Connection reconnects it on the spot, inside
+    the failed attempt) and the retry gets a fresh one: the client sees a 200."""
+    app = make_app(db_deadline_s=10.0, retry_backoff_initial_s=0.001, retry_backoff_max_s=0.002)
+    client = client_for(app)
+    user = (await client.post("/users/", json={"name": "pg", "password": "long enough"})).json()
+    engine = app.state.db.reader_engine
+    slept = threading.Event()
+    connects: list[object] = []
+
+    def sleep_once(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM users" in statement and not slept.is_set():
+            slept.set()
+            with conn.connection.dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(30)")
+
+    event.listen(engine, "before_cursor_execute", sleep_once)
+    try:
+        read = asyncio.create_task(client.get(f"/users/{user['id']}"))
+        await wait_until(lambda: slept.is_set() and db_rows(RUNNING_SLEEPS) == [(1,)],
+                         "the read is sleeping on the server")
+        event.listen(engine, "connect", lambda conn, _record: connects.append(conn))
+        assert db_rows("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                       "query LIKE 'SELECT pg_sleep%'") == [(1,)]
+        response = await read
+    finally:
+        event.remove(engine, "before_cursor_execute", sleep_once)
+    assert response.status_code == 200, response.text
+    assert len(connects) == 1, "the lost connection was reconnected inside the failed attempt"
+    metrics = MetricsSnapshot((await client.get("/metrics")).text)
+    assert metrics.value("db_retries_total", operation="get_user", outcome="ok") == 1

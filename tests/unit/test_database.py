@@ -85,6 +85,63 @@ async def test_checkpoint_truncates_a_wal_past_the_limit_and_reports_lag(
     assert (await client.get("/users/20")).status_code == 200
 
 
+@pytest.mark.parametrize(("over_limit_by", "truncated"), [(-1, False), (0, False), (1, True)])
+async def test_checkpoint_is_passive_up_to_the_limit_and_truncates_only_past_it(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, over_limit_by: int, truncated: bool,
+) -> None:
+    """PASSIVE never waits for anyone and leaves the file's size alone; TRUNCATE (which takes
+    the WAL's write lock) is kept for a WAL past journal_size_limit. The size the policy reads
+    is set to the boundary; the checkpoint itself is real."""
+    limit = 1 << 20
+    app = make_app(sqlite_journal_size_limit_bytes=limit)
+    client = client_for(app)
+    assert (await client.post("/users/", json={"name": "w", "password": "long enough"})
+            ).status_code == 201
+    wal = db_path.with_name(db_path.name + "-wal")
+    assert wal.stat().st_size > 0
+    monkeypatch.setattr(app.state.db.backend, "wal_bytes", lambda: limit + over_limit_by)
+    await app.state.db.checkpoint()
+    assert (wal.stat().st_size == 0) is truncated
+
+
+async def test_a_truncate_checkpoint_gives_up_at_once_on_a_pinned_reader(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_path: Path,
+) -> None:
+    """TRUNCATE waits in the busy handler for every reader to reach the newest snapshot,
+    holding the WAL's write lock (so every write waits too). With a reader pinning an old
+    snapshot it must try once and leave the WAL for the next tick, not wait out its whole
+    deadline (tests/durability/test_checkpoint_starvation.py shows the writes it would stall)."""
+    app = make_app(sqlite_journal_size_limit_bytes=4096, db_deadline_s=2.0)
+    client = client_for(app)
+    for i in range(10):
+        assert (await client.post("/users/", json={"name": f"u{i}",
+                                                    "password": "long enough"})).status_code == 201
+    reader = pysqlite.connect(db_path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM users").fetchall()  # pins this snapshot
+        assert (await client.post("/users/", json={"name": "newer",
+                                                    "password": "long enough"})).status_code == 201
+        await app.state.db.checkpoint()  # no DeadlineExceeded: it did not wait for the reader
+        assert app.state.db.backend.wal_bytes() > 0  # the reader still needs the WAL
+    finally:
+        reader.close()
+
+
+async def test_wal_size_of_a_database_with_no_wal_file_is_zero(
+    app: FastAPI, client: httpx.AsyncClient, db_path: Path,
+) -> None:
+    """Between a clean close and the next write there is no -wal file: /metrics reads 0."""
+    for engine in app.state.db.engines:
+        engine.dispose()
+    assert not db_path.with_name(db_path.name + "-wal").exists()
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert MetricsSnapshot(response.text).value("sqlite_wal_bytes") == 0
+
+
 async def test_lifespan_runs_checkpoints_and_closes_the_database(
     make_settings: Callable[..., Settings],
 ) -> None:

@@ -185,3 +185,15 @@ async def test_expired_deadline_allows_the_first_attempt_only() -> None:
         await call(make_policy(clock), 99, lambda: LockTimeout("busy"), outcome, Deadline(0.0))
     assert outcome.attempts == 1
     assert clock.delays == []
+
+
+@pytest.mark.anyio
+async def test_expired_deadline_stops_even_a_retry_with_no_backoff() -> None:
+    """The boundary: no budget left and a 0 s backoff still means no retry (a retry would
+    start past the deadline, for a client that already has its 504)."""
+    clock, outcome = Clock(), Outcome()
+    policy = make_policy(clock, attempts=5, initial=0.0, maximum=0.0)
+    with pytest.raises(LockTimeout):
+        await call(policy, 99, lambda: LockTimeout("busy"), outcome, Deadline(0.0))
+    assert outcome.attempts == 1
+    assert clock.delays == []

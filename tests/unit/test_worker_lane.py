@@ -111,6 +111,32 @@ def test_capacity_is_given_back_when_work_finishes(gate: Gate, lanes: list[Worke
     assert lane.submit(lambda: "again").result(timeout=WAIT_S) == "again"
 
 
+def test_shutdown_drops_queued_calls_and_lets_the_running_one_finish(
+    gate: Gate, lanes: list[WorkerLane]
+) -> None:
+    """A closing service must not start queued work: its callers are gone or being told the
+    service is stopping, and a write started now could commit after shutdown began."""
+    lane = WorkerLane("writer", 1, 1)
+    lanes.append(lane)
+    running = lane.submit(gate.work)
+    gate.wait_started(1)
+    queued = lane.submit(lambda: "ran after shutdown")
+    lane.shutdown(wait=False)
+    assert queued.cancelled()
+    gate.opened.set()
+    assert running.result(timeout=WAIT_S) == "released"
+    lane.shutdown(wait=True)
+    assert counters(lane) == (0, 0, 0)
+
+
+def test_lane_threads_are_named_after_their_lane(lanes: list[WorkerLane]) -> None:
+    """Thread dumps and profiles (py-spy) show which lane a stuck thread belongs to."""
+    lane = WorkerLane("reader", 1, 0)
+    lanes.append(lane)
+    name = lane.submit(lambda: threading.current_thread().name).result(timeout=WAIT_S)
+    assert name.startswith("db-reader")
+
+
 def test_on_change_sees_every_transition(lanes: list[WorkerLane]) -> None:
     seen: list[tuple[int, int, int]] = []
     lane = WorkerLane("writer", 1, 3, on_change=lambda ln: seen.append(counters(ln)))
