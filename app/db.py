@@ -78,7 +78,11 @@ class Database:
         # started now, so it is part of the steady state, not a thread that appears later.
         self.interrupter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-interrupt")
         self.interrupter.submit(lambda: None).result()
-        metrics.watch_wal(self.backend.wal_bytes)
+        for lane, _ in self._lanes:
+            metrics.describe_lane(lane.name, lane.workers, lane.capacity - lane.workers)
+        if self.backend.supports_checkpoints:
+            metrics.watch_wal(self.backend.wal_bytes, settings.sqlite_journal_size_limit_bytes,
+                              settings.sqlite_checkpoint_interval_s)
 
     @classmethod
     def open(cls, settings: Settings, metrics: Metrics, retry: RetryPolicy) -> Database:

@@ -105,7 +105,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
 
     async def http_exception(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+                413: "request_too_large"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

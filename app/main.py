@@ -22,6 +22,7 @@ from .errors import ServiceError
 from .http_errors import install_error_handlers
 from .metrics import Metrics
 from .passwords import PasswordHasher
+from .request_limits import LimitRequestBody
 from .resilience import RetryPolicy
 from .settings import Settings
 
@@ -70,10 +71,14 @@ def create_app(settings: Settings | None = None, *, retry: RetryPolicy | None = 
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.db = db
-    app.state.hasher = PasswordHasher(settings)
+    app.state.hasher = hasher = PasswordHasher(settings)
+    metrics.watch_password_hashing(lambda: hasher.running, lambda: hasher.waiting,
+                                   hasher.slots)
     install_error_handlers(app, settings.retry_after_s)
     app.include_router(router)
-    app.add_middleware(StampArrival)
+    app.add_middleware(LimitRequestBody, max_bytes=settings.http_max_body_bytes,
+                       timeout_s=settings.http_body_timeout_s)
+    app.add_middleware(StampArrival)  # outermost: the arrival is stamped first
     return app
 
 

@@ -52,7 +52,37 @@ class Metrics:
         self.db_inflight = Gauge(
             "db_inflight", "DB calls running on a worker", ["lane"], registry=r
         )
+        # What the gauges above are measured against, so an alert can say "the queue is 80 %
+        # full" without knowing this instance's settings.
+        self.db_lane_workers = Gauge(
+            "db_lane_workers", "Worker threads (and pooled connections) of a lane", ["lane"],
+            registry=r,
+        )
+        self.db_lane_queue_limit = Gauge(
+            "db_lane_queue_limit", "Calls a lane lets wait before refusing new ones (503)",
+            ["lane"], registry=r,
+        )
+        self.password_hash_running = Gauge(
+            "password_hash_running", "Password hashes being computed", registry=r
+        )
+        self.password_hash_waiting = Gauge(
+            "password_hash_waiting", "Requests waiting for a password-hashing slot", registry=r
+        )
+        self.password_hash_slots = Gauge(
+            "password_hash_slots", "Password hashes computed at once at most "
+            "(PASSWORD_HASH_CONCURRENCY)", registry=r,
+        )
         self.wal_bytes = Gauge("sqlite_wal_bytes", "Size of the -wal file", registry=r)
+        self.journal_size_limit_bytes = Gauge(
+            "sqlite_journal_size_limit_bytes",
+            "WAL size past which a checkpoint truncates it (SQLITE_JOURNAL_SIZE_LIMIT_BYTES)",
+            registry=r,
+        )
+        self.checkpoint_interval_seconds = Gauge(
+            "sqlite_checkpoint_interval_seconds",
+            "Seconds between the service's checkpoints (0: SQLite's own auto-checkpoint)",
+            registry=r,
+        )
         self.checkpoint_lag_frames = Gauge(
             "sqlite_checkpoint_lag_frames",
             "WAL frames not yet copied into the database at the last checkpoint", registry=r,
@@ -63,7 +93,23 @@ class Metrics:
         )
         self._last_checkpoint: float | None = None
 
-    def watch_wal(self, wal_bytes: Callable[[], int]) -> None:
+    def describe_lane(self, lane: str, workers: int, queue_limit: int) -> None:
+        self.db_lane_workers.labels(lane).set(workers)
+        self.db_lane_queue_limit.labels(lane).set(queue_limit)
+        self.db_queue_depth.labels(lane).set(0)
+        self.db_inflight.labels(lane).set(0)
+
+    def watch_password_hashing(self, running: Callable[[], float],
+                               waiting: Callable[[], float], slots: int) -> None:
+        """Read at scrape time (on the event loop, where the limiter lives): free per hash."""
+        self.password_hash_running.set_function(running)
+        self.password_hash_waiting.set_function(waiting)
+        self.password_hash_slots.set(slots)
+
+    def watch_wal(self, wal_bytes: Callable[[], int], journal_size_limit_bytes: int,
+                  checkpoint_interval_s: float) -> None:
+        self.journal_size_limit_bytes.set(journal_size_limit_bytes)
+        self.checkpoint_interval_seconds.set(checkpoint_interval_s)
         self.wal_bytes.set_function(wal_bytes)
         self.checkpoint_age_seconds.set_function(
             lambda: -1.0 if self._last_checkpoint is None

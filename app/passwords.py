@@ -22,6 +22,18 @@ class PasswordHasher:
         )
         self._limiter = anyio.CapacityLimiter(settings.password_hash_concurrency)
 
+    @property
+    def slots(self) -> int:
+        return int(self._limiter.total_tokens)
+
+    @property
+    def running(self) -> int:
+        return int(self._limiter.borrowed_tokens)
+
+    @property
+    def waiting(self) -> int:
+        return self._limiter.statistics().tasks_waiting
+
     async def hash(self, password: str) -> str:
         return await anyio.to_thread.run_sync(self._argon2.hash, password, limiter=self._limiter)
 

@@ -72,13 +72,38 @@ class Settings(BaseSettings):
     # Password hashes computed at once (each one holds a CPU and memory_kib of memory).
     password_hash_concurrency: PositiveInt = 4
 
+    # Limits at the door (app/request_limits.py, app/serve.py). This API's bodies are a few
+    # hundred bytes; its headers well under 1 KiB.
+    http_max_body_bytes: PositiveInt = 16 * 1024
+    http_body_timeout_s: Seconds = 10.0
+    http_max_header_bytes: PositiveInt = 16 * 1024
+    http_header_timeout_s: Seconds = 10.0
+    # uvicorn: idle keep-alive connections are closed after this; past `limit_concurrency`
+    # connections or requests at once, new requests get 503 at once.
+    http_keep_alive_s: Seconds = 5.0
+    http_limit_concurrency: PositiveInt = 1024
+    # On SIGTERM: requests in flight get this long to finish before their connections are
+    # cut. Each is bounded by its own deadline, so it must be longer than DB_DEADLINE_S;
+    # unset, it is DB_DEADLINE_S + 5 s.
+    http_graceful_shutdown_s: Seconds | None = None
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.retry_backoff_max_s < self.retry_backoff_initial_s:
             raise ValueError("retry_backoff_max_s must be >= retry_backoff_initial_s")
+        graceful = self.http_graceful_shutdown_s
+        if graceful is not None and graceful <= self.db_deadline_s:
+            raise ValueError("http_graceful_shutdown_s must be longer than db_deadline_s, so a "
+                             "request in flight at SIGTERM can reach its own deadline")
         if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
             raise ValueError("argon2 needs password_hash_memory_kib >= 8 * parallelism")
         return self
+
+    @property
+    def graceful_shutdown_s(self) -> float:
+        if self.http_graceful_shutdown_s is not None:
+            return self.http_graceful_shutdown_s
+        return self.db_deadline_s + 5.0
 
     @property
     def is_sqlite(self) -> bool:

@@ -51,6 +51,7 @@ class ServerProcess:
         app: str = "app.main:create_app",
         ready_path: str = "/readyz",
         wrapper: list[str] | None = None,
+        launcher: list[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,9 @@ class ServerProcess:
         self.app = app
         self.ready_path = ready_path
         self.wrapper = wrapper  # the default command prefix of every start
+        # A service's own entry point taking uvicorn's --host/--port/--log-level/
+        # --no-access-log (e.g. [python, -m, app.serve]); None runs `uvicorn APP --factory`.
+        self.launcher = launcher
         self.env = {
             "DATABASE_URL": f"sqlite:///{self.db_path}",
             "PASSWORD_HASH_TIME_COST": "1",
@@ -82,12 +86,12 @@ class ServerProcess:
         return self.proc.pid
 
     def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "uvicorn", self.app, "--factory",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
-            "--no-access-log",
-        ]
+        common = ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+                  "--no-access-log"]
+        if self.launcher is not None:
+            return [*self.launcher, *common]
+        return [sys.executable, "-m", "uvicorn", self.app, "--factory", "--loop", "uvloop",
+                "--http", "httptools", *common]
 
     def start(self, wrapper: list[str] | None = None, timeout_s: float = 30.0,
               same_port: bool = False) -> float:

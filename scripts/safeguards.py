@@ -55,6 +55,7 @@ SETTINGS = U + "test_settings.py::"
 PG = F + "test_postgres.py::"
 SERIES = F + "test_metric_series.py::"
 ANSWERS = F + "test_error_answers.py::"
+DOOR = F + "test_limits_at_the_door.py::"
 
 _BLOCKING_HELPER = '''
 
@@ -71,7 +72,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline")),
     Safeguard("deadline-from-handler", "deadlines", "the deadline counts from the request's "
               "arrival (StampArrival), not from when the handler starts",
-              one("app/main.py", "    app.add_middleware(StampArrival)\n", ""),
+              one("app/main.py", "    app.add_middleware(StampArrival)  # outermost: the "
+                  "arrival is stamped first\n", ""),
               (ACCOUNT + "test_time_before_the_handler_runs_is_inside_the_budget",)),
     Safeguard("db-deadline-setting-ignored", "deadlines", "DB_DEADLINE_S sets the deadline "
               "of user requests",
@@ -570,6 +572,49 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/sqlite_backend.py", "        self.path.parent.mkdir(parents=True, "
                   "exist_ok=True)\n", ""),
               (DB + "test_the_database_folder_is_created_on_first_run",)),
+    # -- limits at the door --------------------------------------------------------------
+    Safeguard("body-limit-not-installed", "limits", "request bodies are bounded "
+              "(LimitRequestBody in the app)",
+              one("app/main.py", "    app.add_middleware(LimitRequestBody, max_bytes=settings."
+                  "http_max_body_bytes,\n                       timeout_s=settings."
+                  "http_body_timeout_s)\n", ""),
+              (DOOR + "test_a_chunked_body_is_refused_once_it_passes_the_bound",)),
+    Safeguard("declared-body-read-anyway", "limits", "a declared Content-Length past the "
+              "bound is refused (413) before the body is read",
+              one("app/request_limits.py", "if value.isdigit() and int(value) > self.max_bytes:",
+                  "if False:"),
+              (DOOR + "test_a_declared_oversized_body_is_refused_before_it_is_sent",)),
+    Safeguard("chunked-body-uncounted", "limits", "a body without Content-Length is counted "
+              "as it arrives and refused past the bound",
+              one("app/request_limits.py", "                if received > self.max_bytes:",
+                  "                if False:"),
+              (DOOR + "test_a_chunked_body_is_refused_once_it_passes_the_bound",)),
+    Safeguard("slow-body-unbounded", "limits", "a body must arrive within "
+              "HTTP_BODY_TIMEOUT_S (408)",
+              one("app/request_limits.py", "async with asyncio.timeout_at(give_up_at):",
+                  "async with asyncio.timeout_at(None):"),
+              (DOOR + "test_a_body_that_trickles_in_is_answered_408",)),
+    Safeguard("head-size-unbounded", "limits", "a request head past HTTP_MAX_HEADER_BYTES "
+              "gets 431 (httptools alone reads any size)",
+              one("app/serve.py", "        if self._head_bytes > self.max_head_bytes:",
+                  "        if False:"),
+              (DOOR + "test_an_oversized_request_head_gets_431",)),
+    Safeguard("slow-head-unbounded", "limits", "a client that sends no head, or half of "
+              "one, is answered 408 and closed after HTTP_HEADER_TIMEOUT_S",
+              one("app/serve.py", "        self._head_timer = self.loop.call_later("
+                  "self.head_timeout_s, self._head_timed_out)",
+                  "        self._head_timer = None"),
+              (DOOR + "test_a_client_that_never_finishes_its_head_is_answered_408_and_closed",)),
+    Safeguard("keep-alive-setting-ignored", "limits", "HTTP_KEEP_ALIVE_S closes idle "
+              "keep-alive connections",
+              one("app/serve.py", '"timeout_keep_alive": settings.http_keep_alive_s,',
+                  '"timeout_keep_alive": 3600,'),
+              (DOOR + "test_an_idle_keep_alive_connection_is_closed",)),
+    Safeguard("concurrency-unlimited", "limits", "HTTP_LIMIT_CONCURRENCY caps connections "
+              "and requests at once (503 past it)",
+              one("app/serve.py", '"limit_concurrency": settings.http_limit_concurrency,',
+                  '"limit_concurrency": None,'),
+              (DOOR + "test_connections_past_the_concurrency_limit_get_503_at_once",)),
     # -- metrics ---------------------------------------------------------------------------
     Safeguard("timeouts-not-counted", "metrics", "every 504 is counted (db_timeouts_total)",
               one("app/db.py", "                self.metrics.db_timeouts.labels(operation)"
@@ -586,6 +631,11 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "lane.queued)\n        self.metrics.db_inflight.labels(lane.name).set("
                   "lane.running)", "        pass"),
               (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
+    Safeguard("alerted-metric-renamed", "metrics", "every metric ops/alerts.yml names is "
+              "exported (a renamed metric breaks a test, not an alert)",
+              one("app/metrics.py", '"db_lane_workers", "Worker threads',
+                  '"db_lane_threads", "Worker threads'),
+              (U + "test_alert_rules.py::test_every_metric_a_rule_names_is_exported",)),
     Safeguard("transient-error-unlabelled", "metrics", "db_transient_errors_total names the "
               "result code (error=SQLITE_BUSY, ...), not the exception class",
               one("app/db.py", "labels(operation, _error_name(exc))",
@@ -652,7 +702,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (CLASSIFY + "test_result_code_selects_the_error_class",)),
     Safeguard("routing-errors-not-json", "error mapping", "unknown routes and methods get "
               "the JSON error shape (404 not_found, 405 method_not_allowed)",
-              one("app/http_errors.py", '{404: "not_found", 405: "method_not_allowed"}', "{}"),
+              one("app/http_errors.py", '{404: "not_found", 405: "method_not_allowed", 408: '
+                  '"request_timeout",', '{408: "request_timeout",'),
               (ROUTES + "test_unknown_route_and_method_are_json_errors",)),
     Safeguard("name-taken-is-generic", "error mapping", "a duplicate name is 409 name_taken",
               one("app/users.py", '            raise NameTaken(f"a user named {name!r} '

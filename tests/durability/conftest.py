@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import pytest
 
 from faults.server import ServerProcess
 from faults.summary import Plan
+
+SERVE = [sys.executable, "-m", "app.serve"]
 
 
 @pytest.fixture
@@ -51,7 +54,8 @@ def servers(
         values = {k.upper(): str(v) for k, v in env.items()}
         if on_postgres:
             values.setdefault("DATABASE_URL", request.getfixturevalue("database_url"))
-        server = ServerProcess(tmp_path / name, env=values)
+        # As deployed: app.serve, with its limits and graceful shutdown.
+        server = ServerProcess(tmp_path / name, env=values, launcher=SERVE)
         made.append(server)
         return server
 

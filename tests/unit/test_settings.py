@@ -159,3 +159,16 @@ def test_unknown_driver_is_rejected() -> None:
 def test_infinite_durations_are_rejected(field: str) -> None:
     with pytest.raises(ValidationError):
         Settings(**{field: float("inf")})
+
+
+def test_the_readme_configuration_table_lists_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `")}
+    assert {name.upper() for name in Settings.model_fields} <= rows
+
+
+def test_graceful_shutdown_outlasts_the_db_deadline() -> None:
+    assert Settings(db_deadline_s=5.0).graceful_shutdown_s == 10.0
+    assert Settings(db_deadline_s=5.0, http_graceful_shutdown_s=6.0).graceful_shutdown_s == 6.0
+    with pytest.raises(ValueError, match="longer than db_deadline_s"):
+        Settings(db_deadline_s=5.0, http_graceful_shutdown_s=5.0)
