@@ -615,6 +615,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/serve.py", '"limit_concurrency": settings.http_limit_concurrency,',
                   '"limit_concurrency": None,'),
               (DOOR + "test_connections_past_the_concurrency_limit_get_503_at_once",)),
+    Safeguard("graceful-shutdown-cuts-in-flight", "limits", "on SIGTERM, requests in "
+              "flight finish (HTTP_GRACEFUL_SHUTDOWN_S) before the server exits",
+              one("app/serve.py", '"timeout_graceful_shutdown": settings.graceful_shutdown_s,',
+                  '"timeout_graceful_shutdown": 0.001,'),
+              (D + "test_graceful_restart.py::test_a_request_in_flight_at_sigterm_gets_its_"
+               "answer_and_its_commit",)),
     # -- metrics ---------------------------------------------------------------------------
     Safeguard("timeouts-not-counted", "metrics", "every 504 is counted (db_timeouts_total)",
               one("app/db.py", "                self.metrics.db_timeouts.labels(operation)"
