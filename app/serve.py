@@ -1,6 +1,8 @@
 """Serve the API as it is meant to run: uvicorn, with limits at the door.
 
     python -m app.serve [--host H] [--port P] [--log-level L] [--no-access-log]   (./run serve)
+                        [--app MODULE:FACTORY]   (a factory wrapping create_app, e.g. the
+                                                  report's, which adds its fault agent)
 
 uvicorn's httptools protocol reads request headers of any size for as long as the client
 takes (measured: a 1 MiB header line and 5,000 header lines are accepted, and a connection
@@ -151,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--app", default="app.main:create_app")
     args = parser.parse_args(argv)
     settings = Settings()
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
+    uvicorn.run(args.app, factory=True, host=args.host, port=args.port,
                 log_level=args.log_level, access_log=not args.no_access_log,
                 **uvicorn_options(settings))
 

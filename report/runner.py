@@ -106,7 +106,7 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
         slowsync = None
         env = {**target.env, "DATABASE_URL": database_url}
     server = ServerProcess(workdir / target.name, env=env, app=target.app,
-                           ready_path=target.ready_path)
+                           ready_path=target.ready_path, launcher=target.launcher)
     # What the lock holder and the ledger's check open: the SQLite file, or the URL.
     db = backend.ledger_db(database_url, server.db_path)
     ledger = WriteLedger(random.Random(rng.random()), prefix=target.name)

@@ -7,6 +7,7 @@ so SQL errors and slow statements can be armed inside the running process.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,14 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     deadline_s: float | None = None  # the service's own DB deadline, if it has one
     ready_path: str = "/readyz"
+    # Served as deployed (python -m app.serve: its limits at the door), or by bare uvicorn.
+    served_by_app_serve: bool = False
+
+    @property
+    def launcher(self) -> list[str] | None:
+        if not self.served_by_app_serve:
+            return None
+        return [sys.executable, "-m", "app.serve", "--app", self.app]
 
     def io_threads(self, pid: int) -> list[int]:
         """The threads that do the service's database I/O: the hardened service's worker
@@ -45,7 +54,8 @@ class Target:
 
 
 TARGETS = {
-    "hardened": Target("hardened", "report.targets:hardened", HARDENED_ENV, deadline_s=1.0),
+    "hardened": Target("hardened", "report.targets:hardened", HARDENED_ENV, deadline_s=1.0,
+                       served_by_app_serve=True),
     "naive": Target("naive", "report.targets:naive"),
 }
 
