@@ -30,7 +30,7 @@ from hypothesis import settings as hypothesis_settings
 from app.main import create_app
 from app.settings import Settings
 from faults.inspect_db import query_url
-from faults.postgres_server import PostgresServer
+from faults.postgres_server import PostgresServer, pg_bin_dir
 from faults.summary import DurabilitySummary
 
 ROOT = Path(__file__).resolve().parent
@@ -135,9 +135,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if backend == "postgres" and only is not None:
             item.add_marker(pytest.mark.skip(
                 reason=f"SQLite-only: {only.args[0] if only.args else 'an SQLite mechanism'}"))
-        if backend == "sqlite" and item.get_closest_marker("postgres_only") is not None:
-            item.add_marker(pytest.mark.skip(reason="PostgreSQL-only (run with --backend "
-                                                    "postgres)"))
+        if (backend == "sqlite" and item.get_closest_marker("postgres_only") is not None
+                and pg_bin_dir() is None):
+            # Otherwise PostgreSQL-only tests run in the SQLite run too, on the throwaway
+            # server (database_url below).
+            item.add_marker(pytest.mark.skip(reason="PostgreSQL-only, and PostgreSQL is not "
+                                                    "installed (apt-get install postgresql)"))
         parts = Path(str(item.fspath)).relative_to(ROOT).parts
         if len(parts) > 1 and parts[0] == "tests" and parts[1] in _FOLDER_MARKERS:
             item.add_marker(getattr(pytest.mark, _FOLDER_MARKERS[parts[1]]))
@@ -170,8 +173,9 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, db_path: Path) -> str:
-    """The test service's database: an SQLite file, or a fresh PostgreSQL database."""
-    if request.config.getoption("--backend") == "sqlite":
+    """The test service's database: an SQLite file, or a fresh PostgreSQL database (with
+    --backend postgres, and for PostgreSQL-only tests in any run)."""
+    if not uses_postgres(request):
         return f"sqlite:///{db_path}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     name = f"t{zlib.crc32(request.node.nodeid.encode()):x}_{next(_DATABASE_NUMBERS)}"
@@ -179,6 +183,19 @@ def database_url(request: pytest.FixtureRequest, db_path: Path) -> str:
 
 
 _DATABASE_NUMBERS = itertools.count()
+
+
+def uses_postgres(request: pytest.FixtureRequest) -> bool:
+    """Whether this test's service runs on PostgreSQL."""
+    return (request.config.getoption("--backend") == "postgres"
+            or request.node.get_closest_marker("postgres_only") is not None)
+
+
+@pytest.fixture
+def on_postgres(request: pytest.FixtureRequest) -> bool:
+    """True when this test's service runs on PostgreSQL (--backend postgres, or a
+    PostgreSQL-only test)."""
+    return uses_postgres(request)
 
 
 @pytest.fixture

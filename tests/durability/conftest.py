@@ -48,7 +48,7 @@ def servers(
     made: list[ServerProcess] = []
     request.node.durability_servers = made
 
-    on_postgres = request.config.getoption("--backend") == "postgres"
+    on_postgres = request.getfixturevalue("on_postgres")
 
     def make(name: str = "server", **env: Any) -> ServerProcess:
         values = {k.upper(): str(v) for k, v in env.items()}
