@@ -127,7 +127,7 @@ async def test_event_loop_answers_while_db_calls_wait_on_a_lock(
             await asyncio.sleep(0.01)
         response, elapsed = await timed(client.get("/healthz"))
         assert response.status_code == 200
-        assert elapsed < 0.2
+        assert elapsed < 1.0  # a handler blocking the loop would hold it for the 3 s deadline
     statuses = [r.status_code for r in await asyncio.gather(*writes)]
     assert statuses == [201] * stuck, statuses
 
@@ -206,8 +206,10 @@ async def test_the_deadline_counts_from_the_request_s_arrival(
     database_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Time spent before the DB call (here a slow password hash) is inside the budget: the
-    504 comes at arrival + deadline, not at the end of the hash + deadline."""
-    deadline_s, hash_s = 0.3, 0.25
+    504 comes at arrival + deadline, not at the end of the hash + deadline. The two differ by
+    a whole hash (1.5 s): the bound sits half-way, so a loaded machine is not mistaken for the
+    deadline counting from the handler."""
+    deadline_s, hash_s = 1.5, 1.5
     app = make_app(db_deadline_s=deadline_s)
     client = client_for(app)
     hasher = app.state.hasher
@@ -221,7 +223,7 @@ async def test_the_deadline_counts_from_the_request_s_arrival(
     with LockHolder(database_url, "immediate"):
         response, elapsed = await timed(client.post("/users/", json=new_user("late")))
     assert response.status_code == 504, response.text
-    assert elapsed < deadline_s + 0.2  # not deadline_s + hash_s
+    assert elapsed < deadline_s + hash_s / 2  # not deadline_s + hash_s
 
 
 async def test_a_single_attempt_lock_wait_ends_after_the_deadline_not_before(

@@ -38,7 +38,7 @@ async def test_a_query_past_its_deadline_is_cancelled_on_the_server(
         started = time.monotonic()
         response = await client.get(f"/users/{user['id']}")
         assert response.status_code == 504, response.text
-        assert time.monotonic() - started < deadline_s + 0.3
+        assert time.monotonic() - started < deadline_s + 0.5  # not the 5 s sleep
         # The server stops the query at once: the 5 s sleep does not run on.
         assert app.state.db.readers.wait_idle(timeout_s=0.5)
         assert db_rows(RUNNING_SLEEPS) == [(0,)]
