@@ -172,10 +172,10 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, db_path: Path, on_postgres: bool) -> str:
     """The test service's database: an SQLite file, or a fresh PostgreSQL database (with
     --backend postgres, and for PostgreSQL-only tests in any run)."""
-    if not uses_postgres(request):
+    if not on_postgres:
         return f"sqlite:///{db_path}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     name = f"t{zlib.crc32(request.node.nodeid.encode()):x}_{next(_DATABASE_NUMBERS)}"
@@ -185,17 +185,12 @@ def database_url(request: pytest.FixtureRequest, db_path: Path) -> str:
 _DATABASE_NUMBERS = itertools.count()
 
 
-def uses_postgres(request: pytest.FixtureRequest) -> bool:
-    """Whether this test's service runs on PostgreSQL."""
-    return (request.config.getoption("--backend") == "postgres"
-            or request.node.get_closest_marker("postgres_only") is not None)
-
-
 @pytest.fixture
 def on_postgres(request: pytest.FixtureRequest) -> bool:
     """True when this test's service runs on PostgreSQL (--backend postgres, or a
     PostgreSQL-only test)."""
-    return uses_postgres(request)
+    return (request.config.getoption("--backend") == "postgres"
+            or request.node.get_closest_marker("postgres_only") is not None)
 
 
 @pytest.fixture

@@ -18,12 +18,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .http_errors import error_response
 
 
+def _too_large(max_bytes: int) -> str:
+    return f"the request body is larger than {max_bytes} bytes"
+
+
 class RequestTooLarge(StarletteHTTPException):
     def __init__(self, max_bytes: int) -> None:
         # Connection: close, so the server does not read the rest of the body to reuse the
         # connection.
-        super().__init__(413, f"the request body is larger than {max_bytes} bytes",
-                         headers={"Connection": "close"})
+        super().__init__(413, _too_large(max_bytes), headers={"Connection": "close"})
 
 
 class RequestTooSlow(StarletteHTTPException):
@@ -49,18 +52,17 @@ class LimitRequestBody:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.max_bytes:
-                    # Refused before the body is read: nothing of it is buffered.
-                    exc = RequestTooLarge(self.max_bytes)
-                    response = error_response(413, "request_too_large", exc.detail,
-                                              headers=exc.headers)
+                    # Refused before the body is read: nothing of it is buffered. (Raising
+                    # here would pass the app's error handlers, which sit inside.)
+                    response = error_response(413, "request_too_large",
+                                              _too_large(self.max_bytes),
+                                              headers={"Connection": "close"})
                     await response(scope, receive, send)
                     return
                 break
         received = 0
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self.timeout_s
-
         body_done = False
+        give_up_at = asyncio.get_running_loop().time() + self.timeout_s
 
         async def limited_receive() -> Message:
             nonlocal received, body_done

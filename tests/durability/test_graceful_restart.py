@@ -34,8 +34,9 @@ from faults.summary import DurabilitySummary, Plan
 CLIENTS = 8
 DEADLINE_S = 2.0
 GRACEFUL_S = DEADLINE_S + 3.0
-EXIT_LATE_S = 10.0
-HOLD_AFTER_STOP_S = 1.0  # how much later than the graceful window a loaded machine may exit
+EXIT_LATE_S = 10.0  # how much later than the graceful window a loaded machine may exit
+HOLD_AFTER_STOP_S = 1.0  # the lock held on after the listener closed (fault schedule)
+WAIT_S = 20.0  # bound of each wait for a state of the server
 # Ways a request can end without an answer; each is then indeterminate in the ledger.
 NO_ANSWER = {"ConnectError", "ReadError", "RemoteProtocolError", "WriteError",
              "ReadTimeout", "PoolTimeout"}
@@ -44,9 +45,8 @@ NO_ANSWER = {"ConnectError", "ReadError", "RemoteProtocolError", "WriteError",
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
 async def test_sigterm_under_load_answers_in_flight_requests_and_loses_nothing(
     servers: Callable[..., ServerProcess], plan: Callable[[int], Plan], rng: random.Random,
-    durability_summary: DurabilitySummary, synchronous: str, request: pytest.FixtureRequest,
+    durability_summary: DurabilitySummary, synchronous: str, on_postgres: bool,
 ) -> None:
-    on_postgres = request.config.getoption("--backend") == "postgres"
     if on_postgres and synchronous != "NORMAL":
         pytest.skip("synchronous is an SQLite setting: the PostgreSQL leg runs once")
     name = "sigterm-restart/postgresql" if on_postgres else f"sigterm-restart/{synchronous}"
@@ -119,9 +119,11 @@ async def test_a_request_in_flight_at_sigterm_gets_its_answer_and_its_commit(
             create = asyncio.create_task(client.post(
                 "/users/", json={"name": "in-flight", "password": "long enough"},
                 headers={"Idempotency-Key": "in-flight"}))
-            await wait_until_sync(lambda: writer_busy(server), "the create waits for the lock")
+            await wait_until(lambda: writer_busy(server), "the create waits for the lock",
+                             timeout_s=WAIT_S)
             os.killpg(server.pid, signal.SIGTERM)
-            await wait_until_sync(lambda: refused(server), "the server stopped accepting")
+            await wait_until(lambda: refused(server), "the server stopped accepting",
+                             timeout_s=WAIT_S)
             # The fault schedule: the lock is held on well into the shutdown (uvicorn waits
             # 0.1 s after closing the listener before it starts counting the graceful
             # window), and released long before the create's deadline.
@@ -146,10 +148,6 @@ def refused(server: ServerProcess) -> bool:
     except OSError:
         return True
     return False
-
-
-async def wait_until_sync(condition: Callable[[], bool], what: str) -> None:
-    await wait_until(condition, what, timeout_s=20.0)
 
 
 def db_names(server: ServerProcess) -> list[str]:

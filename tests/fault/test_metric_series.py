@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,16 +51,6 @@ class Blocker:
 
     async def started(self) -> None:
         assert await asyncio.to_thread(self._started.acquire, True, WAIT_S), "work never started"
-
-
-@contextmanager
-def checkpoint_replaced(app: FastAPI, work: Callable[[Any], Any]) -> Iterator[None]:
-    backend = app.state.db.backend
-    backend.checkpoint = work  # an instance attribute shadows the method for this block
-    try:
-        yield
-    finally:
-        del backend.checkpoint
 
 
 async def test_each_call_is_counted_once_under_its_operation_and_outcome(
@@ -150,7 +139,9 @@ async def test_a_call_past_its_deadline_counts_as_a_timeout(
 
 
 @pytest.mark.sqlite_only("checkpoints are SQLite's")
-async def test_a_driver_error_in_a_checkpoint_is_classified_and_counted(app: FastAPI) -> None:
+async def test_a_driver_error_in_a_checkpoint_is_classified_and_counted(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The checkpoint's statements run on the raw driver connection, outside SQLAlchemy:
     their errors must still be classified (an I/O error: unavailable, not a defect)."""
     driver = app.state.db.backend.driver
@@ -158,14 +149,17 @@ async def test_a_driver_error_in_a_checkpoint_is_classified_and_counted(app: Fas
     def failing_checkpoint(_dbapi_conn: Any) -> Any:
         raise make_driver_error(driver, "io_error")
 
-    with checkpoint_replaced(app, failing_checkpoint), pytest.raises(StorageUnavailable):
+    monkeypatch.setattr(app.state.db.backend, "checkpoint", failing_checkpoint)
+    with pytest.raises(StorageUnavailable):
         await app.state.db.checkpoint()
     m = scrape(app)
     assert m.value("db_calls_total", operation="checkpoint", outcome="unavailable") == 1
     assert m.value("sqlite_checkpoint_age_seconds") == -1  # a failed one is not recorded
 
 
-async def test_lane_gauges_name_the_lane_that_is_busy(app: FastAPI) -> None:
+async def test_lane_gauges_name_the_lane_that_is_busy(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = app.state.db
     writes, reads, checkpoints = Blocker(), Blocker(), Blocker()
     writers = db.writer.workers  # 1 on SQLite
@@ -188,12 +182,12 @@ async def test_lane_gauges_name_the_lane_that_is_busy(app: FastAPI) -> None:
                 checkpoints.work(conn)
                 return SimpleNamespace(lag_frames=0)
 
-            with checkpoint_replaced(app, held_checkpoint):
-                checkpoint = asyncio.ensure_future(db.checkpoint())
-                await checkpoints.started()
-                assert scrape(app).value("db_inflight", lane="maintenance") == 1
-                checkpoints.release.set()
-                await checkpoint
+            monkeypatch.setattr(db.backend, "checkpoint", held_checkpoint)
+            checkpoint = asyncio.ensure_future(db.checkpoint())
+            await checkpoints.started()
+            assert scrape(app).value("db_inflight", lane="maintenance") == 1
+            checkpoints.release.set()
+            await checkpoint
     finally:
         for blocker in (writes, reads, checkpoints):
             blocker.release.set()
