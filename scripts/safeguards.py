@@ -417,7 +417,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("pg-key-race-not-relooked", "idempotency", "PostgreSQL: a create that lost a "
               "race for its key looks the key up again and replays the winner",
               one("app/users.py", "if key is None or db.serialises_writes:", "if True:"),
-              (PG + "test_concurrent_creates_with_one_key_make_one_user",), backend="postgres"),
+              (PG + "test_two_creates_that_both_miss_the_key_make_one_user",
+               PG + "test_concurrent_creates_with_one_key_make_one_user"), backend="postgres"),
     Safeguard("pg-serializable-writers", "idempotency", "PostgreSQL: writers run at READ "
               "COMMITTED, so concurrent creates of different users never fail each other",
               one("app/postgres_backend.py", 'isolation_level="READ COMMITTED"',

@@ -116,3 +116,42 @@ async def test_a_connection_lost_mid_call_is_retried_on_a_new_one(
     assert len(connects) == 1, "the lost connection was reconnected inside the failed attempt"
     metrics = MetricsSnapshot((await client.get("/metrics")).text)
     assert metrics.value("db_retries_total", operation="get_user", outcome="ok") == 1
+
+
+async def test_two_creates_that_both_miss_the_key_make_one_user(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_rows: Callable[..., list[tuple[Any, ...]]],
+) -> None:
+    """The race made certain: both creates' key lookups run (and find nothing) before either
+    inserts, held at a barrier. The one that loses at the unique index must look the key up
+    again and replay the winner (201, same user), not answer 409."""
+    app = make_app(db_read_workers=2)
+    client = client_for(app)
+    both_looked = threading.Barrier(2, timeout=10.0)
+    lookups = 0
+    lock = threading.Lock()
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        nonlocal lookups
+        if "JOIN idempotency_keys" not in statement:
+            return
+        with lock:
+            lookups += 1
+            first_two = lookups <= 2
+        if first_two:
+            both_looked.wait()
+
+    engine = app.state.db.writer_engine
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        responses = await asyncio.gather(*(
+            client.post("/users/", json={"name": "raced", "password": "long enough"},
+                        headers={"Idempotency-Key": "one-key"})
+            for _ in range(2)))
+    finally:
+        event.remove(engine, "after_cursor_execute", after)
+    assert [r.status_code for r in responses] == [201, 201], [r.text for r in responses]
+    assert responses[0].json() == responses[1].json()
+    assert sorted(r.headers.get("Idempotent-Replayed", "") for r in responses) == ["", "true"]
+    assert db_rows("SELECT count(*) FROM users WHERE name = 'raced'") == [(1,)]
+    assert lookups == 3  # two that missed, and the loser's second look
