@@ -26,20 +26,22 @@ from .schemas import (
 )
 from .settings import Settings
 
+# Every dependency is `async def`: FastAPI runs a plain `def` dependency in AnyIO's thread pool,
+# a thread hop per dependency per request (and up to 40 idle threads after a burst).
 
-def _db(request: Request) -> Database:
+async def _db(request: Request) -> Database:
     return request.app.state.db
 
 
-def _hasher(request: Request) -> PasswordHasher:
+async def _hasher(request: Request) -> PasswordHasher:
     return request.app.state.hasher
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -48,12 +50,12 @@ def _arrived(request: Request) -> float:
     return getattr(request.state, "arrived", None) or time.monotonic()
 
 
-def _deadline(request: Request) -> Deadline:
-    return Deadline(_arrived(request) + _settings(request).db_deadline_s)
+async def _deadline(request: Request) -> Deadline:
+    return Deadline(_arrived(request) + request.app.state.settings.db_deadline_s)
 
 
-def _ready_deadline(request: Request) -> Deadline:
-    return Deadline(_arrived(request) + _settings(request).readyz_deadline_s)
+async def _ready_deadline(request: Request) -> Deadline:
+    return Deadline(_arrived(request) + request.app.state.settings.readyz_deadline_s)
 
 
 DbDep = Annotated[Database, Depends(_db)]

@@ -1,28 +1,32 @@
 """The only path from a request to the database.
 
-A DB call is a sync unit of work (a function of a fresh Session) that runs on a worker lane:
-one writer thread with one connection, so this process's writers never fight each other in
-SQLite's busy handler, and a pool of reader threads with one connection each (WAL lets readers
-run beside the writer). The event loop only waits on the result, until the call's deadline:
+A DB call is a sync unit of work (a function of a SQLAlchemy Core `Connection`) that runs on
+a worker lane: one writer thread with one connection, so this process's writers never fight
+each other in SQLite's busy handler, and a few reader threads with one connection each (WAL
+lets readers run beside the writer). Each worker holds its connection for its life. The event
+loop only waits on the result, until the call's deadline:
 
-    handler -> Database.write/read -> RetryPolicy (whole transactions, transient errors only)
-            -> WorkerLane.submit (503 at once when full) -> await_until(deadline) -> 504
-               worker thread: bound lock wait, BEGIN [IMMEDIATE], work(session), COMMIT
+    handler -> Database.write/read -> WorkerLane.submit (503 at once when full)
+            -> await_until(deadline) -> 504 at the deadline
+               worker thread, per wake-up, every call waiting (up to a bound):
+                 reads:  bound the lock wait if it must change, work(conn)  (autocommit)
+                 writes: BEGIN IMMEDIATE, per call SAVEPOINT work(conn) RELEASE, one COMMIT
+            <- one callback into the event loop settles the batch's futures
+    a transient error -> RetryPolicy (tenacity; whole transactions, transient errors only)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from .errors import (
     DeadlineExceeded,
@@ -37,17 +41,50 @@ from .errors import (
 from .metrics import Metrics
 from .models import Base
 from .postgres_backend import PostgresBackend
-from .resilience import CallHandle, Deadline, RetryPolicy, WorkerLane, await_until
+from .resilience import (
+    CallHandle,
+    Deadline,
+    LaneCall,
+    RetryPolicy,
+    WorkerLane,
+    await_until,
+)
 from .settings import Settings
 from .sqlite_backend import SqliteBackend
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SessionWork = Callable[[Session], T]
-ConnectionWork = Callable[[Any], T]
+ConnectionWork = Callable[[Connection], T]
 
 _HANDLE_KEY = "call_handle"
+# Point reads handed to a reader thread per wake-up, at most.
+READ_BATCH_LIMIT = 32
+# One savepoint name serves every call of a group: each is released (or rolled back and
+# released) before the next call's begins.
+_SAVEPOINT = "SAVEPOINT group_call"
+_RELEASE = "RELEASE SAVEPOINT group_call"
+_ROLLBACK_TO = "ROLLBACK TO SAVEPOINT group_call"
+
+
+class Seat:
+    """One worker's connection, held for the worker's life (no checkout per call), and what
+    the worker knows about it: the call running on it now (read by the connection's progress
+    handler) and the busy timeout last set on it (so the PRAGMA runs only when the bound must
+    change)."""
+
+    __slots__ = ("busy_ms", "conn", "engine", "handle")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Connection | None = None
+        self.handle: CallHandle | None = None
+        self.busy_ms = -1
+
+    @property
+    def dbapi(self) -> Any:
+        assert self.conn is not None
+        return self.conn.connection.dbapi_connection
 
 
 class Database:
@@ -67,9 +104,18 @@ class Database:
         self.writer_engine = self.backend.make_engine(role="writer", pool_size=writers)
         self.reader_engine = self.backend.make_engine(role="reader", pool_size=readers)
         self.maintenance_engine = self.backend.make_engine(role="maintenance", pool_size=1)
-        self.writer = WorkerLane("writer", writers, queue, self._lane_changed)
-        self.readers = WorkerLane("reader", readers, queue, self._lane_changed)
-        self.maintenance = WorkerLane("maintenance", 1, 0, self._lane_changed)
+        self._seats: dict[str, list[Seat]] = {
+            "writer": [Seat(self.writer_engine) for _ in range(writers)],
+            "reader": [Seat(self.reader_engine) for _ in range(readers)],
+            "maintenance": [Seat(self.maintenance_engine)],
+        }
+        self.writer = WorkerLane("writer", writers, queue, self._lane_changed,
+                                 batch_limit=self.backend.write_group_limit(),
+                                 run_batch=self._run_writes)
+        self.readers = WorkerLane("reader", readers, queue, self._lane_changed,
+                                  batch_limit=READ_BATCH_LIMIT, run_batch=self._run_reads)
+        self.maintenance = WorkerLane("maintenance", 1, 0, self._lane_changed,
+                                      run_batch=self._run_maintenance)
         self._lanes = ((self.writer, self.writer_engine), (self.readers, self.reader_engine),
                        (self.maintenance, self.maintenance_engine))
         for _, engine in self._lanes:
@@ -83,13 +129,14 @@ class Database:
         if self.backend.supports_checkpoints:
             metrics.watch_wal(self.backend.wal_bytes, settings.sqlite_journal_size_limit_bytes,
                               settings.sqlite_checkpoint_interval_s)
+        self._call_series: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     @classmethod
     def open(cls, settings: Settings, metrics: Metrics, retry: RetryPolicy) -> Database:
         db = cls(settings, metrics, retry)
         try:
             Base.metadata.create_all(db.writer_engine)
-            db._warm_pools()
+            db._open_seats()
         except BaseException:
             db.close()
             raise
@@ -104,34 +151,51 @@ class Database:
     def engines(self) -> tuple[Engine, ...]:
         return tuple(engine for _, engine in self._lanes)
 
-    def _warm_pools(self) -> None:
-        """Open every pooled connection now, so no request pays for (or waits on a lock in)
+    def _open_seats(self) -> None:
+        """Open every worker's connection now, so no request pays for (or waits on a lock in)
         the connection's set-up pragmas."""
-        for lane, engine in self._lanes:
-            conns = [engine.connect() for _ in range(lane.workers)]
-            for conn in conns:
-                conn.close()
+        for seats in self._seats.values():
+            for seat in seats:
+                self._connect(seat, None)
 
     def close(self) -> None:
-        for lane, engine in getattr(self, "_lanes", ()):
+        for lane, _ in getattr(self, "_lanes", ()):
             lane.shutdown(wait=True)
-            engine.dispose()
+        self.close_connections()
         if hasattr(self, "interrupter"):
             self.interrupter.shutdown(wait=True)
 
-    # -- calls -----------------------------------------------------------------------
+    def close_connections(self) -> None:
+        """Close every worker's connection (and the pools' spares); each worker opens a new
+        one at its next call, within that call's deadline, as after a lost connection. Only
+        while the lanes are idle (shutdown, or a test emptying the pools)."""
+        for lane, _ in getattr(self, "_lanes", ()):
+            assert lane.running == 0, f"the {lane.name} lane is busy"
+        for seats in getattr(self, "_seats", {}).values():
+            for seat in seats:
+                if seat.conn is not None:
+                    with contextlib.suppress(Exception):  # closing: nothing left to save
+                        seat.conn.close()
+                    seat.conn = None
+        for _, engine in getattr(self, "_lanes", ()):
+            engine.dispose()
+
+    # -- calls (event loop) --------------------------------------------------------------
 
     async def write(
-        self, operation: str, work: SessionWork[T], deadline: Deadline | None = None
+        self, operation: str, work: ConnectionWork[T], deadline: Deadline | None = None
     ) -> T:
-        """Run `work` in a BEGIN IMMEDIATE transaction on the writer lane; commit if it returns."""
-        return await self._call(operation, self.writer, self.writer_engine, work, deadline)
+        """Run `work(connection)` in a write transaction on the writer lane; it is committed
+        (with whatever other writes waited beside it, each in its own savepoint) before this
+        returns."""
+        return await self._call(operation, self.writer, work, deadline)
 
     async def read(
-        self, operation: str, work: SessionWork[T], deadline: Deadline | None = None
+        self, operation: str, work: ConnectionWork[T], deadline: Deadline | None = None
     ) -> T:
-        """Run `work` in a read transaction (one snapshot) on a reader lane."""
-        return await self._call(operation, self.readers, self.reader_engine, work, deadline)
+        """Run `work(connection)` on a reader lane. On SQLite each statement is its own
+        snapshot (autocommit: a single-statement read needs no BEGIN/COMMIT in WAL)."""
+        return await self._call(operation, self.readers, work, deadline)
 
     async def ping(self, deadline: Deadline) -> None:
         await self.read("ping", _select_one, deadline)
@@ -141,22 +205,13 @@ class Database:
         if not self.backend.supports_checkpoints:
             return
         deadline = Deadline.after(self.settings.db_deadline_s)
-        result = await self._call(
-            "checkpoint", self.maintenance, self.maintenance_engine, self.backend.checkpoint,
-            deadline,
-            in_transaction=False,
-        )
+        result = await self._call("checkpoint", self.maintenance, self.backend.checkpoint,
+                                  deadline)
         self.metrics.record_checkpoint(result.lag_frames)
 
     async def _call(
-        self,
-        operation: str,
-        lane: WorkerLane,
-        engine: Engine,
-        work: Callable[[Any], T],
+        self, operation: str, lane: WorkerLane, work: Callable[[Any], T],
         deadline: Deadline | None,
-        *,
-        in_transaction: bool = True,
     ) -> T:
         deadline = deadline or Deadline.after(self.settings.db_deadline_s)
         started = time.monotonic()
@@ -169,17 +224,12 @@ class Database:
 
         try:
             try:
-                async for attempt in self.retry.retrying(deadline, count_retry):
-                    with attempt:
-                        handle = CallHandle(deadline)
-                        future = lane.submit(
-                            partial(self._attempt, engine, handle, work, in_transaction)
-                        )
-                        try:
-                            result = await await_until(future, handle, self.interrupter)
-                        except TransientStorageError as exc:
-                            self._count_transient(operation, exc)
-                            raise
+                try:
+                    result = await self._attempt(operation, lane, work, deadline)
+                except TransientStorageError as first:
+                    # Only now does the retry machinery start: the success path has none.
+                    result = await self._retry(operation, lane, work, deadline, first,
+                                               count_retry)
             except TransientStorageError as exc:
                 if deadline.expired:
                     # The last attempt's lock wait ran to its bound, just past the deadline,
@@ -201,63 +251,269 @@ class Database:
         finally:
             if retries:
                 self.metrics.db_retries.labels(operation, outcome).inc(retries)
-            self.metrics.db_calls.labels(operation, outcome).inc()
-            self.metrics.db_call_seconds.labels(operation, outcome).observe(
-                time.monotonic() - started
-            )
+            calls, seconds = self._series(operation, outcome)
+            calls.inc()
+            seconds.observe(time.monotonic() - started)
 
-    def _attempt(
-        self, engine: Engine, handle: CallHandle, work: Callable[[Any], T], in_transaction: bool
-    ) -> T:
-        """One attempt, on a worker thread: a fresh connection checkout and Session, never
-        shared with another thread, rolled back and discarded on any failure (a Session is
-        never reused after one: SQLAlchemy's idea of the transaction may no longer match
-        SQLite's, e.g. after an interrupted statement)."""
-        handle.raise_if_cancelled()  # dropped at its deadline while still queued
+    async def _attempt(self, operation: str, lane: WorkerLane, work: Callable[[Any], T],
+                       deadline: Deadline) -> T:
+        call = lane.submit(work, CallHandle(deadline))
         try:
-            with self.backend.connecting_within(handle.deadline):
-                conn = engine.connect()
-        except DBAPIError as exc:  # a new connection's set-up failed (locked, cannot open)
-            raise self.backend.classify(exc, cancelled=handle.stopping) from exc
-        with conn:
-            dbapi_conn = conn.connection.dbapi_connection
-            conn.info[_HANDLE_KEY] = handle
-            handle.attach(lambda: self.backend.interrupt(dbapi_conn))
-            self.backend.watch(dbapi_conn, handle)
+            return await await_until(call, lane, self.interrupter)
+        except TransientStorageError as exc:
+            self._count_transient(operation, exc)
+            raise
+
+    async def _retry(self, operation: str, lane: WorkerLane, work: Callable[[Any], T],
+                     deadline: Deadline, first: TransientStorageError,
+                     on_retry: Callable[[BaseException], None]) -> T:
+        """Attempts after a transient error, under the retry policy (tenacity). The policy's
+        first attempt is the one that already failed: it re-raises that error, so attempt
+        counts, backoff and the stop rule are exactly the policy's."""
+        failed: TransientStorageError | None = first
+        async for attempt in self.retry.retrying(deadline, on_retry):
+            with attempt:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
+                return await self._attempt(operation, lane, work, deadline)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    # -- attempts (worker threads) -------------------------------------------------------
+
+    def _run_reads(self, worker: int, calls: list[LaneCall]) -> None:
+        seat = self._seats["reader"][worker]
+        for call in calls:
+            if not call.start():
+                continue
             try:
-                self.backend.bound_lock_wait(dbapi_conn, handle.deadline)
-                if not in_transaction:
-                    try:
-                        return work(dbapi_conn)
-                    except self.backend.driver_error as exc:
-                        # Raised by the driver directly, outside SQLAlchemy: wrap it as
-                        # SQLAlchemy would, so it is classified like any other.
-                        raise DBAPIError.instance(None, None, exc,
-                                                  self.backend.driver_error) from exc
-                with Session(bind=conn, autoflush=False, expire_on_commit=False) as session:
-                    with session.begin():
-                        result = work(session)
-                        session.flush()
-                        # Last chance to give up before COMMIT: past the deadline the client
-                        # has its 504, and a commit now would turn it into a silent success.
-                        handle.raise_if_cancelled()
-                    return result
-            except DBAPIError as exc:
-                # The Session's block has rolled back already: SQLAlchemy issues ROLLBACK
-                # after a failed statement or COMMIT, which also ends a transaction SQLite
-                # kept open (tests/unit/test_database.py pins this).
-                raise self.backend.classify(exc, cancelled=handle.stopping) from exc
+                call.resolve(self._read_on(seat, call.handle, call.fn))
+            except BaseException as exc:
+                call.fail(exc)
+
+    def _run_maintenance(self, worker: int, calls: list[LaneCall]) -> None:
+        seat = self._seats["maintenance"][worker]
+        for call in calls:
+            if not call.start():
+                continue
+            try:
+                call.resolve(self._maintain_on(seat, call.handle, call.fn))
+            except BaseException as exc:
+                call.fail(exc)
+
+    def _read_on(self, seat: Seat, handle: CallHandle, work: Callable[[Any], T]) -> T:
+        handle.raise_if_cancelled()  # dropped at its deadline while still queued
+        conn = self._connection(seat, handle.deadline)
+        self._attach(seat, conn, handle)
+        try:
+            self.backend.bound_lock_wait(seat, handle.deadline)
+            result = work(conn)
+            self.backend.end_read(conn)
+            return result
+        except DBAPIError as exc:
+            self._rollback(seat)
+            raise self.backend.classify(exc, cancelled=handle.stopping) from exc
+        except BaseException:
+            self._rollback(seat)
+            raise
+        finally:
+            self._detach(seat, conn, handle)
+
+    def _maintain_on(self, seat: Seat, handle: CallHandle, work: Callable[[Any], T]) -> T:
+        """Work on the driver's connection itself, outside any transaction (a checkpoint)."""
+        handle.raise_if_cancelled()
+        conn = self._connection(seat, handle.deadline)
+        self._attach(seat, conn, handle)
+        try:
+            self.backend.bound_lock_wait(seat, handle.deadline)
+            try:
+                return work(seat.dbapi)
             finally:
-                handle.detach()  # from here on no interrupt of this attempt can arrive
-                self.backend.unwatch(dbapi_conn)
-                if not conn.invalidated:  # touching an invalidated one would reconnect
-                    conn.info.pop(_HANDLE_KEY, None)
-                    if handle.cancelled:
-                        # An interrupt may have reached the connection: the backend makes
-                        # sure it cannot act on the connection's next use.
-                        self.backend.reset_after_cancel(conn)
+                seat.busy_ms = -1  # the work may have set its own busy timeout
+        except self.backend.driver_error as exc:
+            # Raised by the driver directly, outside SQLAlchemy: wrapped as SQLAlchemy would,
+            # so it is classified like any other.
+            wrapped = DBAPIError.instance(None, None, exc, self.backend.driver_error)
+            raise self.backend.classify(wrapped, cancelled=handle.stopping) from exc
+        except DBAPIError as exc:
+            raise self.backend.classify(exc, cancelled=handle.stopping) from exc
+        finally:
+            self._detach(seat, conn, handle)
+
+    def _run_writes(self, worker: int, calls: list[LaneCall]) -> None:
+        """Group commit: the writes that waited together run in one transaction, each in its
+        own savepoint, and are acknowledged only after the COMMIT that holds them."""
+        seat = self._seats["writer"][worker]
+        while calls:
+            calls = self._commit_group(seat, calls)
+
+    def _commit_group(self, seat: Seat, calls: list[LaneCall]) -> list[LaneCall]:
+        """One transaction for `calls`; returns the calls to run again in a fresh one (their
+        work was lost with a transaction another call's failure ended)."""
+        live = []
+        for call in calls:
+            if call.start():  # not withdrawn meanwhile
+                if call.handle.stopping:  # its deadline passed while it waited
+                    call.fail(DeadlineExceeded("the DB call outlived its deadline"))
+                else:
+                    live.append(call)
+        if not live:
+            return []
+        # The lock wait is bounded by the latest deadline of the group: each earlier one gets
+        # its 504 from the event loop at its own deadline and is left out before COMMIT.
+        group = Deadline(max(call.handle.deadline.at for call in live))
+        try:
+            conn = self._connection(seat, group)
+            self.backend.bound_lock_wait(seat, group)
+            conn.begin()
+        except BaseException as exc:
+            self._fail_all(seat, live, exc)
+            return []
+        savepoints = len(live) > 1
+        done: list[tuple[LaneCall, Any]] = []
+        for index, call in enumerate(live):
+            handle = call.handle
+            if handle.stopping:
+                call.fail(DeadlineExceeded("the DB call outlived its deadline"))
+                continue
+            self._attach(seat, conn, handle)
+            error: BaseException | None = None
+            try:
+                if savepoints:
+                    conn.exec_driver_sql(_SAVEPOINT)
+                result = call.fn(conn)
+                if savepoints:
+                    conn.exec_driver_sql(_RELEASE)
+            except BaseException as exc:
+                error = exc
+            finally:
+                self._detach(seat, conn, handle)
+            if error is None:
+                done.append((call, result))
+                continue
+            call.fail(self._storage_error(error, handle))
+            if not (savepoints and self._undo_savepoint(seat)):
+                # The whole transaction is gone (an interrupted or failed DML statement ends
+                # it in SQLite, every savepoint included): the others run again.
+                self._rollback(seat)
+                return [c for c, _ in done] + live[index + 1:]
+        # Last chance to give up before COMMIT: past its deadline a client has its 504, and a
+        # commit now would turn it into a silent success.
+        late = [c for c, _ in done if c.handle.stopping]
+        if late:
+            for call in late:
+                call.fail(DeadlineExceeded("the DB call outlived its deadline"))
+            self._rollback(seat)
+            return [c for c, _ in done if c not in late]
+        if not done:
+            self._rollback(seat)
+            return []
+        try:
+            conn.commit()
+        except BaseException as exc:
+            self._fail_all(seat, [c for c, _ in done], exc)
+            return []
+        for call, result in done:
+            call.resolve(result)
+        return []
+
+    def _undo_savepoint(self, seat: Seat) -> bool:
+        """Roll one call's savepoint back, keeping the group's transaction; False when the
+        transaction itself is gone."""
+        assert seat.conn is not None
+        if seat.conn.invalidated or not self.backend.in_transaction(seat.dbapi):
+            return False
+        try:
+            seat.conn.exec_driver_sql(_ROLLBACK_TO)
+            seat.conn.exec_driver_sql(_RELEASE)
+        except DBAPIError:
+            return False
+        return True
+
+    def _fail_all(self, seat: Seat, calls: list[LaneCall], exc: BaseException) -> None:
+        for call in calls:
+            call.fail(self._storage_error(exc, call.handle))
+        self._rollback(seat)
+
+    def _storage_error(self, exc: BaseException, handle: CallHandle) -> BaseException:
+        if isinstance(exc, DBAPIError):
+            error = self.backend.classify(exc, cancelled=handle.stopping)
+            error.__cause__ = exc
+            return error
+        return exc
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _connection(self, seat: Seat, deadline: Deadline) -> Connection:
+        conn = seat.conn
+        if conn is None or conn.invalidated:
+            conn = self._connect(seat, deadline)
+        return conn
+
+    def _connect(self, seat: Seat, deadline: Deadline | None) -> Connection:
+        """(Re)open a seat's connection, its set-up bounded by the call's deadline."""
+        if seat.conn is not None:
+            with contextlib.suppress(Exception):  # an invalidated one: nothing to save
+                seat.conn.close()
+            seat.conn = None
+        try:
+            if deadline is None:
+                conn = seat.engine.connect()
+            else:
+                with self.backend.connecting_within(deadline):
+                    conn = seat.engine.connect()
+        except DBAPIError as exc:  # a new connection's set-up failed (locked, cannot open)
+            if deadline is None:
+                raise
+            raise self.backend.classify(exc, cancelled=deadline.expired) from exc
+        seat.conn = conn
+        seat.busy_ms = -1  # set by the connect hook; the next bound sets its own
+        self.backend.watch(seat.dbapi, seat)
+        return conn
+
+    def _attach(self, seat: Seat, conn: Connection, handle: CallHandle) -> None:
+        conn.info[_HANDLE_KEY] = handle
+        seat.handle = handle
+        dbapi_conn = seat.dbapi
+        handle.attach(lambda: self.backend.interrupt(dbapi_conn))
+
+    def _detach(self, seat: Seat, conn: Connection, handle: CallHandle) -> None:
+        handle.detach()  # from here on no interrupt of this attempt can arrive
+        seat.handle = None
+        if conn.invalidated:  # touching an invalidated one would reconnect
+            return
+        conn.info.pop(_HANDLE_KEY, None)
+        if handle.cancelled:
+            # An interrupt may have reached the connection: the backend makes sure it cannot
+            # act on the connection's next use.
+            self.backend.reset_after_cancel(conn)
+
+    def _rollback(self, seat: Seat) -> None:
+        """End whatever transaction a failed call left (SQLAlchemy's idea of it may no longer
+        match the database's, e.g. after an interrupted statement); a connection that cannot
+        roll back is discarded and reopened by its next call."""
+        conn = seat.conn
+        if conn is None or conn.invalidated:
+            return
+        try:
+            conn.rollback()
+            # And the driver's too: after a failed COMMIT (a deferred constraint) SQLAlchemy
+            # considers its transaction over while SQLite's is still open.
+            seat.dbapi.rollback()
+        except (DBAPIError, self.backend.driver_error):
+            conn.invalidate()
 
     # -- metrics -----------------------------------------------------------------------
+
+    def _series(self, operation: str, outcome: str) -> tuple[Any, Any]:
+        """The call counter and latency histogram of one (operation, outcome), looked up once."""
+        key = (operation, outcome)
+        series = self._call_series.get(key)
+        if series is None:
+            series = (self.metrics.db_calls.labels(operation, outcome),
+                      self.metrics.db_call_seconds.labels(operation, outcome))
+            self._call_series[key] = series
+        return series
 
     def _count_transient(self, operation: str, exc: TransientStorageError) -> None:
         self.metrics.db_transient_errors.labels(operation, _error_name(exc)).inc()
@@ -293,8 +549,11 @@ def _error_name(exc: BaseException) -> str:
     return getattr(exc, "error_name", None) or type(exc).__name__
 
 
-def _select_one(session: Session) -> object:
-    return session.execute(text("SELECT 1")).scalar()
+_SELECT_ONE = text("SELECT 1")
+
+
+def _select_one(conn: Connection) -> object:
+    return conn.execute(_SELECT_ONE).scalar()
 
 
 def _stop_if_cancelled(conn: Any, *_args: Any) -> None:

@@ -35,7 +35,7 @@ from .errors import (
     StorageUnavailable,
     TransientStorageError,
 )
-from .resilience import CallHandle, Deadline
+from .resilience import Deadline
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class PostgresBackend:
         engine = create_engine(
             self.url,
             pool_size=pool_size,
-            max_overflow=0,
+            max_overflow=2,  # as SQLite's SPARE_CONNECTIONS: for tools and tests, not requests
             pool_timeout=1.0,
             pool_pre_ping=True,
             hide_parameters=True,
@@ -107,22 +107,38 @@ class PostgresBackend:
         """Bound the set-up of a connection opened in this block by `deadline`."""
         return self._connecting.within(deadline)
 
-    def bound_lock_wait(self, dbapi_conn: Any, deadline: Deadline) -> None:
+    def bound_lock_wait(self, seat: Any, deadline: Deadline) -> None:
         """Server-side timeouts for this transaction from the remaining budget (plus a small
-        margin, so the client's own deadline answers first and cancels)."""
+        margin, so the client's own deadline answers first and cancels). SET LOCAL lasts one
+        transaction, so every attempt sets them (and so begins its transaction)."""
         remaining_ms = int(deadline.remaining() * 1000)
         if remaining_ms <= 0:
             raise DeadlineExceeded("the DB call outlived its deadline")
-        with dbapi_conn.cursor() as cursor:
+        with seat.dbapi.cursor() as cursor:
             cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms + 25}")
             cursor.execute(f"SET LOCAL lock_timeout = {remaining_ms + 25}")
 
-    def watch(self, dbapi_conn: Any, handle: CallHandle) -> None:
+    def watch(self, dbapi_conn: Any, seat: Any) -> None:
         """Nothing to add: a query that starts after its cancel was sent still ends at the
         attempt's statement_timeout, set from the same deadline."""
 
-    def unwatch(self, dbapi_conn: Any) -> None:
-        pass
+    def end_read(self, conn: Connection) -> None:
+        """End the read's transaction (psycopg began one at its first statement, the SET
+        LOCALs included), so no snapshot is held between calls."""
+        conn.commit()
+        conn.connection.dbapi_connection.commit()
+
+    def in_transaction(self, dbapi_conn: Any) -> bool:
+        import psycopg
+
+        return dbapi_conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def write_group_limit(self) -> int:
+        """One: the server runs this service's writers side by side on their own connections
+        (writer_workers), and groups their WAL flushes itself (commit_delay); a group on one
+        connection would serialise what the server runs in parallel, and a conflict
+        (40001) in one call's savepoint would hold back the others' commit."""
+        return 1
 
     def interrupt(self, dbapi_conn: Any) -> None:
         """Cancel the query running on `dbapi_conn` on the server; safe from any thread."""

@@ -7,11 +7,14 @@ lock wait and how to interrupt a statement; app/db.py puts the pieces together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -156,14 +159,69 @@ class CallHandle:
             raise DeadlineExceeded("the DB call outlived its deadline")
 
 
+class LaneCall:
+    """One call waiting on (or running on) a lane: the work, its handle, and the event-loop
+    future its caller awaits. The worker records the outcome; the loop settles the future."""
+
+    __slots__ = ("error", "fn", "future", "handle", "lane", "loop", "result", "state")
+
+    def __init__(self, lane: WorkerLane, fn: Callable[..., object], handle: CallHandle,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.lane = lane
+        self.fn = fn
+        self.handle = handle
+        self.loop = loop
+        self.future: asyncio.Future[object] = loop.create_future()
+        self.state = _QUEUED
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def start(self) -> bool:
+        """Called by the runner just before the call's work (again before a re-run); False
+        when the call was withdrawn meanwhile (its deadline passed while it waited in the
+        batch): skip it."""
+        return self.lane._start(self)
+
+    def resolve(self, result: object) -> None:
+        self.result, self.error = result, None
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+
+
+# A call's life: queued in the lane, taken into a worker's batch, running (its work started),
+# done; or withdrawn (at its deadline, or at shutdown) while queued or taken, never started.
+_QUEUED, _TAKEN, _RUNNING, _DONE, _WITHDRAWN = range(5)
+
+
+def run_each(_worker: int, calls: list[LaneCall]) -> None:
+    """The plain lane policy: each call's function on its own."""
+    for call in calls:
+        if not call.start():
+            continue
+        try:
+            call.resolve(call.fn())
+        except BaseException as exc:  # delivered to the caller, as a future would
+            call.fail(exc)
+
+
+BatchRunner = Callable[[int, list[LaneCall]], None]
+
+
 class WorkerLane:
     """A fixed set of worker threads with a bounded queue in front of them.
 
-    The thread count equals the lane's connection-pool size, so a worker never waits for a
+    The thread count equals the lane's connection count, so a worker never waits for a
     connection. When `workers + queue_limit` calls are already pending, `submit` raises
     `QueueFull` at once instead of letting the caller wait for a timeout. A call abandoned at
     its deadline still counts until its worker really finishes, so abandoned work cannot pile
-    up behind the limit.
+    up behind the limit; a queued one is withdrawn at once and never runs.
+
+    Batching across the thread boundary: a worker that wakes up takes every call waiting (up
+    to `batch_limit`) and hands them to `run_batch(worker_index, calls)` together (the writer
+    lane commits them in one transaction, app/db.py); their callers' futures are then settled
+    by one callback into the event loop, not one per call. `running` counts busy workers; the
+    calls of a batch that have not started yet count as queued, and can still be withdrawn.
     """
 
     def __init__(
@@ -172,16 +230,30 @@ class WorkerLane:
         workers: int,
         queue_limit: int,
         on_change: Callable[[WorkerLane], None] = lambda lane: None,
+        *,
+        batch_limit: int = 1,
+        run_batch: BatchRunner = run_each,
     ) -> None:
         self.name = name
         self.workers = workers
         self.capacity = workers + queue_limit
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"db-{name}")
+        self.batch_limit = batch_limit
+        self._run_batch = run_batch
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
+        self._queue: deque[LaneCall] = deque()
         self._pending = 0
         self._running = 0
+        self._stopping = False
         self._on_change = on_change
+        # Started now, so the threads are part of the steady state, not ones that appear later.
+        self._threads = [
+            threading.Thread(target=self._work, args=(i,), name=f"db-{name}_{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def pending(self) -> int:
@@ -196,36 +268,73 @@ class WorkerLane:
     def queued(self) -> int:
         return self._pending - self._running
 
-    def submit(self, fn: Callable[[], T]) -> Future[T]:
+    def submit(self, fn: Callable[..., T], handle: CallHandle | None = None) -> LaneCall:
+        """Queue `fn` (on the event loop's thread); await `await_until(call)` for its result."""
+        call = LaneCall(self, fn, handle or CallHandle(Deadline(math.inf)),
+                        asyncio.get_running_loop())
         with self._lock:
+            if self._stopping:
+                raise QueueFull(f"the {self.name} lane is shut down")
             if self._pending >= self.capacity:
                 raise QueueFull(f"the {self.name} queue is full ({self.capacity} calls pending)")
             self._pending += 1
+            self._queue.append(call)
+            self._wake.notify()
         self._on_change(self)
-        try:
-            future = self._executor.submit(self._run, fn)
-        except BaseException:
-            self._finished()
-            raise
-        future.add_done_callback(lambda _: self._finished())
-        return future
+        return call
 
-    def _run(self, fn: Callable[[], T]) -> T:
+    def withdraw(self, call: LaneCall) -> bool:
+        """Take a call out of the lane if its work has not started (it then never runs)."""
         with self._lock:
-            self._running += 1
+            if call.state == _QUEUED:
+                self._queue.remove(call)
+            elif call.state != _TAKEN:
+                return False
+            call.state = _WITHDRAWN
+            self._release(1)
         self._on_change(self)
-        try:
-            return fn()
-        finally:
+        return True
+
+    def _start(self, call: LaneCall) -> bool:
+        with self._lock:
+            if call.state == _TAKEN:
+                call.state = _RUNNING
+            return call.state == _RUNNING  # True again for a call its runner runs anew
+
+    def _work(self, worker: int) -> None:
+        while True:
             with self._lock:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if not self._queue:
+                    return
+                batch = []
+                while self._queue and len(batch) < self.batch_limit:
+                    call = self._queue.popleft()
+                    call.state = _TAKEN
+                    batch.append(call)
+                self._running += 1
+            self._on_change(self)
+            try:
+                self._run_batch(worker, batch)
+            except BaseException as exc:  # a runner's defect fails its calls, not the lane
+                for call in batch:
+                    if call.error is None and call.result is None:
+                        call.fail(exc)
+            with self._lock:
+                finished = [call for call in batch if call.state != _WITHDRAWN]
+                for call in finished:
+                    call.state = _DONE
                 self._running -= 1
+                self._release(len(finished))
+            self._on_change(self)
+            if finished:
+                _settle_soon(finished)
 
-    def _finished(self) -> None:
-        with self._lock:
-            self._pending -= 1
-            if self._pending == 0:
-                self._idle.notify_all()
-        self._on_change(self)
+    def _release(self, count: int) -> None:
+        self._pending -= count
+        if self._pending == 0:
+            self._idle.notify_all()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until no call is pending (abandoned ones included); False on timeout."""
@@ -233,29 +342,91 @@ class WorkerLane:
             return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout_s)
 
     def shutdown(self, wait: bool = True) -> None:
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+        """Take no more calls and drop the queued ones (cancelled: a write started now could
+        commit after shutdown began); running ones finish."""
+        with self._lock:
+            self._stopping = True
+            dropped = list(self._queue)
+            self._queue.clear()
+            for call in dropped:
+                call.state = _WITHDRAWN
+            self._release(len(dropped))
+            self._wake.notify_all()
+        if dropped:
+            self._on_change(self)
+        for call in dropped:
+            _cancel_future(call)
+        if wait:
+            for thread in self._threads:
+                if thread is not threading.current_thread():
+                    thread.join()
 
 
-async def await_until(future: Future[T], handle: CallHandle,
+def _settle_soon(batch: list[LaneCall]) -> None:
+    """One callback into the event loop for the whole batch."""
+    loop = batch[0].loop
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits these
+        loop.call_soon_threadsafe(_settle, batch)
+
+
+def _settle(batch: list[LaneCall]) -> None:
+    for call in batch:
+        if call.future.done():  # answered already (its deadline passed, or cancelled)
+            continue
+        if call.error is not None:
+            call.future.set_exception(call.error)
+        else:
+            call.future.set_result(call.result)
+
+
+def _cancel_future(call: LaneCall) -> None:
+    try:
+        on_loop = asyncio.get_running_loop() is call.loop
+    except RuntimeError:
+        on_loop = False
+    if on_loop:
+        call.future.cancel()
+    else:
+        with contextlib.suppress(RuntimeError):
+            call.loop.call_soon_threadsafe(call.future.cancel)
+
+
+async def await_until(call: LaneCall, lane: WorkerLane,
                       interrupter: Executor | None = None) -> T:
-    """Wait for a worker's result until the handle's deadline, never longer.
+    """Wait for a lane call's result until its handle's deadline, never longer.
 
     On expiry (or if the awaiting task is cancelled) the handle is cancelled: a queued call is
-    dropped before it starts, a running one is interrupted, from `interrupter`'s thread when
+    withdrawn before it starts, a running one is interrupted, from `interrupter`'s thread when
     one is given (a PostgreSQL cancel is a network round trip that would hold up the event
     loop, and with it every request whose deadline falls at the same moment). The caller
     gets `DeadlineExceeded` at the deadline, not when the worker gets round to stopping.
     """
+    remaining = call.handle.deadline.remaining()
+    timer = (None if math.isinf(remaining)
+             else call.loop.call_later(remaining, _expire, call, lane, interrupter))
     try:
-        return await asyncio.wait_for(
-            asyncio.wrap_future(future), timeout=handle.deadline.remaining()
-        )
-    except TimeoutError:
-        _cancel(handle, interrupter)
-        raise DeadlineExceeded("the DB call outlived its deadline") from None
+        return await call.future  # type: ignore[no-any-return]
     except asyncio.CancelledError:
-        _cancel(handle, interrupter)
+        _stop(call, lane, interrupter)
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _expire(call: LaneCall, lane: WorkerLane, interrupter: Executor | None) -> None:
+    if call.future.done():
+        return
+    call.future.set_exception(DeadlineExceeded("the DB call outlived its deadline"))
+    _stop(call, lane, interrupter)
+
+
+def _stop(call: LaneCall, lane: WorkerLane, interrupter: Executor | None) -> None:
+    if lane.withdraw(call):
+        call.handle.mark_cancelled()
+        call.future.cancel()
+        return
+    _cancel(call.handle, interrupter)
 
 
 def _cancel(handle: CallHandle, interrupter: Executor | None) -> None:
@@ -264,4 +435,3 @@ def _cancel(handle: CallHandle, interrupter: Executor | None) -> None:
         return
     handle.mark_cancelled()  # now: no statement and no COMMIT after this
     interrupter.submit(handle.cancel)
-

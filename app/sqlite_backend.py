@@ -40,7 +40,7 @@ from .errors import (
     StorageUnavailable,
     TransientStorageError,
 )
-from .resilience import CallHandle, Deadline
+from .resilience import Deadline
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,18 @@ _UNAVAILABLE = {
 
 # How long a busy wait may outlast its call's deadline (see bound_lock_wait).
 LOCK_WAIT_MARGIN_MS = 25
+# How far past that a busy timeout already set on a connection may end before it is set anew.
+LOCK_WAIT_SLACK_MS = 100
+# Connections an engine opens beyond its workers' (inspection by tools and tests).
+SPARE_CONNECTIONS = 2
+# Writes committed in one transaction at most (group commit).
+WRITE_GROUP_LIMIT = 64
+# What each role's transactions begin with. Writers: IMMEDIATE (see the module docstring).
+# Readers: nothing. In autocommit each SELECT is its own read transaction with its own WAL
+# snapshot, and the service's reads are single statements. Maintenance works outside any
+# transaction (checkpoints).
+BEGIN_SQL = {"writer": "BEGIN IMMEDIATE", "reader": None, "maintenance": None}
+_WAL = "PRAGMA journal_mode = WAL"
 # Virtual-machine steps between two looks at a call's cancel flag (see SqliteBackend.watch);
 # a primary-key read takes a few dozen.
 PROGRESS_OPCODES = 1000
@@ -162,44 +174,58 @@ class SqliteBackend:
             module=self.driver,
             poolclass=QueuePool,
             pool_size=pool_size,
-            max_overflow=0,
-            # Worker threads equal pooled connections, so a checkout never waits; a short
-            # timeout turns a bug in that accounting into an error instead of a hang.
+            # Each worker holds one pooled connection for its life; the overflow is for tools
+            # and tests that open one of their own beside them, never for a request.
+            max_overflow=SPARE_CONNECTIONS,
             pool_timeout=1.0,
             # Parameters (names, password hashes) never appear in error messages or logs.
             hide_parameters=True,
             connect_args={"check_same_thread": False},
         )
-        settings = self.settings
-        begin_sql = "BEGIN IMMEDIATE" if role == "writer" else "BEGIN"
+        begin_sql = BEGIN_SQL[role]
 
         @event.listens_for(engine, "connect")
         def _configure(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # the driver must not BEGIN on its own
             deadline = self._connecting.current
             if deadline is None:
-                busy_ms = settings.sqlite_busy_timeout_ms
+                busy_ms = self.settings.sqlite_busy_timeout_ms
             else:
                 busy_ms = int(deadline.remaining() * 1000) + LOCK_WAIT_MARGIN_MS
-            dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            mode = dbapi_conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StorageUnavailable(f"could not enable WAL (journal_mode is {mode!r})")
-            dbapi_conn.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
-            dbapi_conn.execute("PRAGMA foreign_keys = ON")
-            limit = settings.sqlite_journal_size_limit_bytes
-            dbapi_conn.execute(f"PRAGMA journal_size_limit = {limit}")
-            if settings.sqlite_checkpoint_interval_s > 0:
-                # The service checkpoints from its maintenance thread; an automatic
-                # checkpoint would run inside some request's COMMIT, fsyncs and all
-                # (sqlite.org/wal.html#application_initiated_checkpoints).
-                dbapi_conn.execute("PRAGMA wal_autocheckpoint = 0")
+            for statement in self.connection_setup(busy_ms):
+                row = dbapi_conn.execute(statement).fetchone()
+                if statement == _WAL and str(row[0]).lower() != "wal":
+                    raise StorageUnavailable(
+                        f"could not enable WAL (journal_mode is {row[0]!r})")
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql(begin_sql)
+            if begin_sql:
+                conn.exec_driver_sql(begin_sql)
 
         return engine
+
+    def connection_setup(self, busy_timeout_ms: int) -> list[str]:
+        """The statements every connection runs once, in order, when it is opened (the same
+        for every role; what differs per role is BEGIN_SQL)."""
+        settings = self.settings
+        statements = [
+            f"PRAGMA busy_timeout = {busy_timeout_ms}",
+            _WAL,
+            f"PRAGMA synchronous = {settings.sqlite_synchronous}",
+            "PRAGMA foreign_keys = ON",
+            f"PRAGMA journal_size_limit = {settings.sqlite_journal_size_limit_bytes}",
+        ]
+        if settings.sqlite_checkpoint_interval_s > 0:
+            # The service checkpoints from its maintenance thread; an automatic checkpoint
+            # would run inside some request's COMMIT, fsyncs and all
+            # (sqlite.org/wal.html#application_initiated_checkpoints).
+            statements.append("PRAGMA wal_autocheckpoint = 0")
+        return statements
+
+    def write_group_limit(self) -> int:
+        """Writes committed together at most (group commit on the one writer lane)."""
+        return WRITE_GROUP_LIMIT
 
     # -- per attempt ---------------------------------------------------------------------
 
@@ -207,35 +233,49 @@ class SqliteBackend:
         """Bound the set-up of a connection opened in this block by `deadline`."""
         return self._connecting.within(deadline)
 
-    def bound_lock_wait(self, dbapi_conn: Any, deadline: Deadline) -> None:
+    def bound_lock_wait(self, seat: Any, deadline: Deadline) -> None:
         """Let the busy handler wait for a lock no longer than the call's remaining budget.
 
         The wait ends a little after the deadline, not before it: the event loop answers 504
         at the deadline, and a busy wait that gave up a few ms early would turn that into a
-        503 for an exhausted retry budget instead.
+        503 for an exhausted retry budget instead. The PRAGMA runs only when the bound must
+        change: the timeout already set on the connection is kept while it ends the wait
+        between LOCK_WAIT_MARGIN_MS and LOCK_WAIT_MARGIN_MS + LOCK_WAIT_SLACK_MS past this
+        deadline (calls with the same budget queue for about the same time).
         """
         remaining_ms = int(deadline.remaining() * 1000)
         if remaining_ms <= 0:
             raise DeadlineExceeded("the DB call outlived its deadline")
-        dbapi_conn.execute(f"PRAGMA busy_timeout = {remaining_ms + LOCK_WAIT_MARGIN_MS}")
+        low = remaining_ms + LOCK_WAIT_MARGIN_MS
+        if low <= seat.busy_ms <= low + LOCK_WAIT_SLACK_MS:
+            return
+        seat.busy_ms = low + LOCK_WAIT_SLACK_MS // 2
+        seat.dbapi.execute(f"PRAGMA busy_timeout = {seat.busy_ms}")
 
-    def watch(self, dbapi_conn: Any, handle: CallHandle) -> None:
-        """Stop this attempt's statements from inside SQLite once the call is cancelled.
+    def watch(self, dbapi_conn: Any, seat: Any) -> None:
+        """Stop a call's statements from inside SQLite once the call is cancelled.
 
         An interrupt can be lost: SQLite clears the interrupt flag when a statement starts on
         a connection running none (c3ref/interrupt.html: an interrupt while no statement
         runs "is a no-op"). A cancel landing between the service's before-statement check
         and the statement's start would let that statement run to its end, past the
         deadline (seen as a lane held for a long statement's whole length). A progress
-        handler reads the sticky cancel flag every PROGRESS_OPCODES virtual-machine steps:
-        a long statement stops soon after the cancel, whenever it came; a short one never
-        reaches the handler and pays nothing.
+        handler, installed once per connection, reads the sticky cancel flag of the call on
+        the seat every PROGRESS_OPCODES virtual-machine steps: a long statement stops soon
+        after the cancel, whenever it came; a short one never reaches the handler and pays
+        nothing.
         """
-        dbapi_conn.set_progress_handler(lambda: handle.cancelled, PROGRESS_OPCODES)
+        def cancelled() -> bool:
+            handle = seat.handle
+            return handle is not None and handle.cancelled
 
-    def unwatch(self, dbapi_conn: Any) -> None:
-        with contextlib.suppress(self.driver.ProgrammingError):  # closed: nothing to undo
-            dbapi_conn.set_progress_handler(None, 0)
+        dbapi_conn.set_progress_handler(cancelled, PROGRESS_OPCODES)
+
+    def end_read(self, conn: Connection) -> None:
+        """Nothing: a reader runs in autocommit, so each statement was its own snapshot."""
+
+    def in_transaction(self, dbapi_conn: Any) -> bool:
+        return bool(dbapi_conn.in_transaction)
 
     def interrupt(self, dbapi_conn: Any) -> None:
         """Stop the statement running on `dbapi_conn`; safe from any thread."""

@@ -1,8 +1,8 @@
 """The users operations: create (idempotent under a key) and read.
 
-Each DB step is a sync unit of work handed to `Database`; it returns plain records, never ORM
-objects, because it runs on a worker thread and its Session is closed before the result
-reaches the event loop.
+Each DB step is a sync unit of work handed to `Database`: SQLAlchemy Core statements, built
+once at import (their compiled form is cached by the engine), run on the worker's connection.
+It returns plain records, because it runs on a worker thread.
 """
 
 from __future__ import annotations
@@ -10,15 +10,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, insert, select
 
 from .db import Database
 from .errors import IdempotencyKeyReused, IntegrityViolation, NameTaken, UserNotFound
 from .models import IdempotencyKey, User
 from .passwords import PasswordHasher
 from .resilience import Deadline
+
+_users = User.__table__
+_keys = IdempotencyKey.__table__
+
+_SELECT_USER = select(_users.c.id, _users.c.name, _users.c.created_at).where(
+    _users.c.id == bindparam("user_id"))
+_SELECT_BY_KEY = (
+    select(_users.c.id, _users.c.name, _users.c.created_at, _users.c.password_hash)
+    .join(_keys, _keys.c.user_id == _users.c.id)
+    .where(_keys.c.key == bindparam("key"))
+)
+_INSERT_USER = insert(_users).values(
+    name=bindparam("name"), password_hash=bindparam("password_hash"),
+    created_at=bindparam("created_at"),
+).returning(_users.c.id)
+_INSERT_KEY = insert(_keys).values(
+    key=bindparam("key"), user_id=bindparam("user_id"), created_at=bindparam("created_at"))
 
 
 @dataclass(frozen=True)
@@ -28,8 +45,8 @@ class UserRecord:
     created_at: datetime  # aware, UTC
 
     @classmethod
-    def of(cls, user: User) -> UserRecord:
-        return cls(user.id, user.name, user.created_at.replace(tzinfo=UTC))
+    def of(cls, row: Any) -> UserRecord:
+        return cls(row.id, row.name, row.created_at.replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -46,30 +63,27 @@ class _Replay:
 
 def _insert_user(
     name: str, password_hash: str, key: str | None
-) -> Callable[[Session], UserRecord | _Replay]:
-    def work(session: Session) -> UserRecord | _Replay:
+) -> Callable[[Connection], UserRecord | _Replay]:
+    def work(conn: Connection) -> UserRecord | _Replay:
         if key is not None:
-            earlier = session.execute(
-                select(User).join(IdempotencyKey, IdempotencyKey.user_id == User.id)
-                .where(IdempotencyKey.key == key)
-            ).scalar_one_or_none()
+            earlier = conn.execute(_SELECT_BY_KEY, {"key": key}).first()
             if earlier is not None:
                 return _Replay(UserRecord.of(earlier), earlier.password_hash)
         now = datetime.now(UTC).replace(tzinfo=None)
-        user = User(name=name, password_hash=password_hash, created_at=now)
-        session.add(user)
-        session.flush()  # the UNIQUE check on name happens here, inside the transaction
+        # The UNIQUE check on name happens here, inside the transaction.
+        user_id = conn.execute(_INSERT_USER, {"name": name, "password_hash": password_hash,
+                                              "created_at": now}).scalar_one()
         if key is not None:
-            session.add(IdempotencyKey(key=key, user_id=user.id, created_at=now))
-        return UserRecord.of(user)
+            conn.execute(_INSERT_KEY, {"key": key, "user_id": user_id, "created_at": now})
+        return UserRecord(user_id, name, now.replace(tzinfo=UTC))
 
     return work
 
 
-def _select_user(user_id: int) -> Callable[[Session], UserRecord | None]:
-    def work(session: Session) -> UserRecord | None:
-        user = session.get(User, user_id)
-        return None if user is None else UserRecord.of(user)
+def _select_user(user_id: int) -> Callable[[Connection], UserRecord | None]:
+    def work(conn: Connection) -> UserRecord | None:
+        row = conn.execute(_SELECT_USER, {"user_id": user_id}).first()
+        return None if row is None else UserRecord.of(row)
 
     return work
 

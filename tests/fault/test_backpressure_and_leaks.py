@@ -103,8 +103,7 @@ async def test_burst_of_timeouts_and_failures_leaves_nothing_behind(
     assert fds_after <= fds_before
     for engine, size in ((db.writer_engine, db.writer.workers),
                          (db.reader_engine, db.readers.workers)):
-        assert engine.pool.checkedout() == 0
-        assert engine.pool.checkedin() == size
+        assert engine.pool.checkedout() == size  # each worker's own, none leaked
     metrics = MetricsSnapshot((await client.get("/metrics")).text)
     assert metrics.value("db_inflight") == 0
     assert metrics.value("db_queue_depth") == 0

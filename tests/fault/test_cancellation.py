@@ -114,9 +114,9 @@ async def test_a_cancelled_caller_s_running_statement_is_interrupted(
     db = app.state.db
     started = threading.Event()
 
-    def long_read(session: Any) -> None:
+    def long_read(conn: Any) -> None:
         started.set()
-        spin(session.connection().connection.dbapi_connection, 20.0)
+        spin(conn.connection.dbapi_connection, 20.0)
 
     call = asyncio.create_task(db.read("long_read", long_read))
     await wait_until(started.is_set, "the long read started")

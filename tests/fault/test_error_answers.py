@@ -116,8 +116,7 @@ async def test_a_new_connection_that_cannot_open_the_database_gets_503_not_500(
     (as after a botched restore). The error comes from the pool opening a connection, before
     any statement of the call: it must be classified like a statement's, not escape as a 500."""
     user_id = (await client.post("/users/", json=USER)).json()["id"]
-    for engine in app.state.db.engines:
-        engine.dispose()  # the last connection to close removes the -wal file
+    app.state.db.close_connections()  # the last connection to close removes the -wal file
     wal = db_path.with_name(db_path.name + "-wal")
     assert not wal.exists()
     wal.mkdir()

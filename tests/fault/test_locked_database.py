@@ -178,8 +178,7 @@ async def test_exclusive_locking_mode_makes_reads_time_out_cleanly(
     client = client_for(app)
     db = app.state.db
     user_id = (await client.post("/users/", json=new_user("shut-out"))).json()["id"]
-    for engine in db.engines:
-        engine.dispose()
+    db.close_connections()
 
     with LockHolder(database_url, "locking-mode-exclusive"):
         response, elapsed = await timed(client.get(f"/users/{user_id}"))

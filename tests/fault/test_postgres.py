@@ -88,7 +88,9 @@ async def test_a_connection_lost_mid_call_is_retried_on_a_new_one(
     failover or an operator does). SQLAlchemy invalidates the connection; the attempt must
     leave it untouched (touching an invalidated Connection reconnects it on the spot, inside
     the failed attempt) and the retry gets a fresh one: the client sees a 200."""
-    app = make_app(db_deadline_s=10.0, retry_backoff_initial_s=0.001, retry_backoff_max_s=0.002)
+    # One reader: its retry must run on the same worker, whose connection is the lost one.
+    app = make_app(db_deadline_s=10.0, retry_backoff_initial_s=0.001, retry_backoff_max_s=0.002,
+                   db_read_workers=1)
     client = client_for(app)
     user = (await client.post("/users/", json={"name": "pg", "password": "long enough"})).json()
     engine = app.state.db.reader_engine

@@ -13,11 +13,10 @@ import httpx
 import pysqlite3.dbapi2 as pysqlite
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from app.errors import IntegrityViolation
+from app.errors import IntegrityViolation, QueueFull
 from app.main import create_app
 from app.settings import Settings
 from app.sqlite_backend import UnsafeSqliteVersion
@@ -134,8 +133,7 @@ async def test_wal_size_of_a_database_with_no_wal_file_is_zero(
     app: FastAPI, client: httpx.AsyncClient, db_path: Path,
 ) -> None:
     """Between a clean close and the next write there is no -wal file: /metrics reads 0."""
-    for engine in app.state.db.engines:
-        engine.dispose()
+    app.state.db.close()
     assert not db_path.with_name(db_path.name + "-wal").exists()
     response = await client.get("/metrics")
     assert response.status_code == 200
@@ -150,7 +148,7 @@ async def test_lifespan_runs_checkpoints_and_closes_the_database(
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(checkpointed.wait(), timeout=5)
     # Closed: the lanes take no more work.
-    with pytest.raises(RuntimeError):
+    with pytest.raises(QueueFull, match="shut down"):
         app.state.db.writer.submit(lambda: None)
 
 
@@ -193,14 +191,14 @@ async def test_a_failed_commit_leaves_no_transaction_open(
             "CREATE TABLE child (parent_id INTEGER REFERENCES parent(id) "
             "DEFERRABLE INITIALLY DEFERRED)")
 
-    def orphan(session: Session) -> None:
-        session.execute(text("INSERT INTO child (parent_id) VALUES (999)"))
+    def orphan(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO child (parent_id) VALUES (999)"))
 
     with pytest.raises(IntegrityViolation):
         await db.write("orphan", orphan)
 
-    def parent(session: Session) -> None:
-        session.execute(text("INSERT INTO parent (id) VALUES (1)"))
+    def parent(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO parent (id) VALUES (1)"))
 
     await db.write("parent", parent)
     assert query(db_path, "SELECT count(*) FROM parent") == [(1,)]

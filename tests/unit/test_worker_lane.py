@@ -1,15 +1,18 @@
-"""WorkerLane, CallHandle and await_until. Workers are held on threading.Events, never sleeps."""
+"""WorkerLane (batches included), CallHandle and await_until. Workers are held on
+threading.Events, never sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from app.errors import DeadlineExceeded, LockTimeout, QueueFull
-from app.resilience import CallHandle, Deadline, WorkerLane, await_until
+from app.resilience import CallHandle, Deadline, LaneCall, WorkerLane, await_until
 
 pytestmark = pytest.mark.unit
 
@@ -61,14 +64,20 @@ def counters(lane: WorkerLane) -> tuple[int, int, int]:
     return lane.pending, lane.running, lane.queued
 
 
-def test_results_are_returned(lanes: list[WorkerLane]) -> None:
+async def result_of(lane: WorkerLane, call: LaneCall) -> object:
+    return await await_until(call, lane)
+
+
+@pytest.mark.anyio
+async def test_results_are_returned(lanes: list[WorkerLane]) -> None:
     lane = WorkerLane("reader", 2, 4)
     lanes.append(lane)
-    futures = [lane.submit(lambda n=n: n * n) for n in range(5)]
-    assert [f.result(timeout=WAIT_S) for f in futures] == [0, 1, 4, 9, 16]
+    calls = [lane.submit(lambda n=n: n * n) for n in range(5)]
+    assert [await result_of(lane, c) for c in calls] == [0, 1, 4, 9, 16]
 
 
-def test_worker_exception_reaches_the_caller(lanes: list[WorkerLane]) -> None:
+@pytest.mark.anyio
+async def test_worker_exception_reaches_the_caller(lanes: list[WorkerLane]) -> None:
     lane = WorkerLane("writer", 1, 0)
     lanes.append(lane)
     error = LockTimeout("busy")
@@ -76,29 +85,35 @@ def test_worker_exception_reaches_the_caller(lanes: list[WorkerLane]) -> None:
     def fail() -> None:
         raise error
 
-    assert lane.submit(fail).exception(timeout=WAIT_S) is error
+    with pytest.raises(LockTimeout) as raised:
+        await result_of(lane, lane.submit(fail))
+    assert raised.value is error
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(("workers", "queue_limit"), [(1, 0), (1, 2), (2, 1), (3, 3)])
-def test_queue_full_once_workers_plus_queue_limit_are_pending(
+async def test_queue_full_once_workers_plus_queue_limit_are_pending(
     gate: Gate, lanes: list[WorkerLane], workers: int, queue_limit: int
 ) -> None:
     lane = WorkerLane("reader", workers, queue_limit)
     lanes.append(lane)
-    futures = [lane.submit(gate.work) for _ in range(workers + queue_limit)]
+    calls = [lane.submit(gate.work) for _ in range(workers + queue_limit)]
     gate.wait_started(workers)
     assert counters(lane) == (workers + queue_limit, workers, queue_limit)
     with pytest.raises(QueueFull, match=f"{workers + queue_limit} calls pending"):
         lane.submit(gate.work)
     assert lane.pending == workers + queue_limit  # the refused call is not counted
     gate.opened.set()
-    assert [f.result(timeout=WAIT_S) for f in futures] == ["released"] * len(futures)
-    lane.shutdown(wait=True)  # done-callbacks have run once the workers are joined
+    assert [await result_of(lane, c) for c in calls] == ["released"] * len(calls)
+    lane.shutdown(wait=True)
     assert counters(lane) == (0, 0, 0)
     assert gate.calls == workers + queue_limit
 
 
-def test_capacity_is_given_back_when_work_finishes(gate: Gate, lanes: list[WorkerLane]) -> None:
+@pytest.mark.anyio
+async def test_capacity_is_given_back_when_work_finishes(
+    gate: Gate, lanes: list[WorkerLane]
+) -> None:
     idle = threading.Event()
     lane = WorkerLane("writer", 1, 0, on_change=lambda ln: idle.set() if ln.pending == 0 else None)
     lanes.append(lane)
@@ -106,12 +121,13 @@ def test_capacity_is_given_back_when_work_finishes(gate: Gate, lanes: list[Worke
     with pytest.raises(QueueFull):
         lane.submit(gate.work)
     gate.opened.set()
-    assert first.result(timeout=WAIT_S) == "released"
+    assert await result_of(lane, first) == "released"
     assert idle.wait(WAIT_S)
-    assert lane.submit(lambda: "again").result(timeout=WAIT_S) == "again"
+    assert await result_of(lane, lane.submit(lambda: "again")) == "again"
 
 
-def test_shutdown_drops_queued_calls_and_lets_the_running_one_finish(
+@pytest.mark.anyio
+async def test_shutdown_drops_queued_calls_and_lets_the_running_one_finish(
     gate: Gate, lanes: list[WorkerLane]
 ) -> None:
     """A closing service must not start queued work: its callers are gone or being told the
@@ -122,29 +138,122 @@ def test_shutdown_drops_queued_calls_and_lets_the_running_one_finish(
     gate.wait_started(1)
     queued = lane.submit(lambda: "ran after shutdown")
     lane.shutdown(wait=False)
-    assert queued.cancelled()
+    assert queued.future.cancelled()
+    with pytest.raises(QueueFull, match="shut down"):
+        lane.submit(gate.work)
     gate.opened.set()
-    assert running.result(timeout=WAIT_S) == "released"
+    assert await result_of(lane, running) == "released"
     lane.shutdown(wait=True)
     assert counters(lane) == (0, 0, 0)
 
 
-def test_lane_threads_are_named_after_their_lane(lanes: list[WorkerLane]) -> None:
+@pytest.mark.anyio
+async def test_lane_threads_are_named_after_their_lane(lanes: list[WorkerLane]) -> None:
     """Thread dumps and profiles (py-spy) show which lane a stuck thread belongs to."""
     lane = WorkerLane("reader", 1, 0)
     lanes.append(lane)
-    name = lane.submit(lambda: threading.current_thread().name).result(timeout=WAIT_S)
-    assert name.startswith("db-reader")
+    name = await result_of(lane, lane.submit(lambda: threading.current_thread().name))
+    assert str(name).startswith("db-reader")
 
 
-def test_on_change_sees_every_transition(lanes: list[WorkerLane]) -> None:
+@pytest.mark.anyio
+async def test_on_change_sees_every_transition(lanes: list[WorkerLane]) -> None:
     seen: list[tuple[int, int, int]] = []
     lane = WorkerLane("writer", 1, 3, on_change=lambda ln: seen.append(counters(ln)))
     lanes.append(lane)
-    assert lane.submit(lambda: 1).result(timeout=WAIT_S) == 1
+    assert await result_of(lane, lane.submit(lambda: 1)) == 1
     lane.shutdown(wait=True)
     # submitted (queued), started (running), finished.
     assert seen == [(1, 0, 1), (1, 1, 0), (0, 0, 0)]
+
+
+class Batches:
+    """A batch runner that records each batch's size and can hold the first call of a batch."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.sizes: list[int] = []
+        self.settled_by: list[int] = []
+
+    def run(self, _worker: int, calls: list[LaneCall]) -> None:
+        self.sizes.append(len(calls))
+        for call in calls:
+            if call.start():
+                call.resolve(call.fn())
+
+
+@pytest.mark.anyio
+async def test_a_worker_takes_every_waiting_call_in_one_batch(
+    gate: Gate, lanes: list[WorkerLane]
+) -> None:
+    """Three calls queued behind a busy worker reach the runner together, and their callers'
+    futures are settled by one callback into the event loop."""
+    batches = Batches(gate)
+    lane = WorkerLane("writer", 1, 8, batch_limit=8, run_batch=batches.run)
+    lanes.append(lane)
+    first = lane.submit(gate.work)
+    gate.wait_started(1)
+    queued = [lane.submit(lambda n=n: n) for n in range(3)]
+    loop = asyncio.get_running_loop()
+    callbacks: list[object] = []
+    original = loop.call_soon_threadsafe
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        callbacks.append(callback)
+        return original(callback, *args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        gate.opened.set()
+        assert await result_of(lane, first) == "released"
+        assert [await result_of(lane, c) for c in queued] == [0, 1, 2]
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+    assert batches.sizes == [1, 3]
+    assert len(callbacks) == 2  # one per batch, not one per call
+
+
+@pytest.mark.anyio
+async def test_batch_limit_bounds_a_batch(gate: Gate, lanes: list[WorkerLane]) -> None:
+    batches = Batches(gate)
+    lane = WorkerLane("reader", 1, 8, batch_limit=2, run_batch=batches.run)
+    lanes.append(lane)
+    first = lane.submit(gate.work)
+    gate.wait_started(1)
+    queued = [lane.submit(lambda n=n: n) for n in range(5)]
+    gate.opened.set()
+    await result_of(lane, first)
+    assert [await result_of(lane, c) for c in queued] == list(range(5))
+    assert batches.sizes == [1, 2, 2, 1]
+
+
+@pytest.mark.anyio
+async def test_a_call_withdrawn_from_a_taken_batch_never_runs_and_frees_its_capacity(
+    gate: Gate, lanes: list[WorkerLane]
+) -> None:
+    """A call already taken into a worker's batch, behind a slow one, reaches its deadline:
+    it is answered then, counts no more, and its work is skipped when the batch gets to it."""
+    batches = Batches(gate)
+    lane = WorkerLane("writer", 1, 2, batch_limit=8, run_batch=batches.run)
+    lanes.append(lane)
+    second = Gate()
+    blocker = lane.submit(gate.work)
+    gate.wait_started(1)
+    slow = lane.submit(second.work)
+    late = lane.submit(gate.work, CallHandle(Deadline.after(0.1)))
+    try:
+        gate.opened.set()  # the blocker ends; the next batch holds `slow` and `late`
+        await result_of(lane, blocker)
+        second.wait_started(1)  # `slow` runs, `late` waits behind it in the same batch
+        assert batches.sizes == [1, 2]
+        with pytest.raises(DeadlineExceeded):
+            await result_of(lane, late)
+        assert lane.pending == 1  # only `slow` counts now
+    finally:
+        second.opened.set()
+    assert await result_of(lane, slow) == "released"
+    lane.shutdown(wait=True)
+    assert (gate.calls, second.calls) == (1, 1)  # `late` never ran
 
 
 def test_cancel_calls_the_attached_interrupt() -> None:
@@ -223,7 +332,7 @@ async def test_await_until_returns_the_result_before_the_deadline(
     lane = WorkerLane("reader", 1, 0)
     lanes.append(lane)
     handle = CallHandle(Deadline.after(WAIT_S))
-    assert await await_until(lane.submit(lambda: 42), handle) == 42
+    assert await await_until(lane.submit(lambda: 42, handle), lane) == 42
     assert handle.cancelled is False
 
 
@@ -236,7 +345,7 @@ async def test_await_until_raises_the_workers_error(lanes: list[WorkerLane]) -> 
         raise LockTimeout("busy")
 
     with pytest.raises(LockTimeout, match="busy"):
-        await await_until(lane.submit(fail), CallHandle(Deadline.after(WAIT_S)))
+        await await_until(lane.submit(fail, CallHandle(Deadline.after(WAIT_S))), lane)
 
 
 @pytest.mark.anyio
@@ -245,14 +354,14 @@ async def test_await_until_gives_up_at_the_deadline_and_interrupts(
 ) -> None:
     lane = WorkerLane("writer", 1, 0)
     lanes.append(lane)
-    future = lane.submit(gate.work)
-    gate.wait_started(1)
     handle = CallHandle(Deadline.after(0.1))
+    call = lane.submit(gate.work, handle)
+    gate.wait_started(1)
     interrupts: list[str] = []
     handle.attach(lambda: interrupts.append("interrupt"))
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        await await_until(future, handle)
+        await await_until(call, lane)
     assert time.monotonic() - started < WAIT_S / 2  # at the deadline, not when the worker ends
     assert handle.cancelled is True
     assert interrupts == ["interrupt"]
@@ -268,11 +377,11 @@ async def test_queued_call_is_dropped_at_its_deadline(gate: Gate, lanes: list[Wo
     lanes.append(lane)
     lane.submit(gate.work)
     gate.wait_started(1)
-    queued = lane.submit(gate.work)
     handle = CallHandle(Deadline.after(0.1))
+    queued = lane.submit(gate.work, handle)
     with pytest.raises(DeadlineExceeded):
-        await await_until(queued, handle)
-    assert queued.cancelled() is True
+        await await_until(queued, lane)
+    assert handle.cancelled is True
     assert lane.pending == 1  # the dropped call no longer counts
     gate.opened.set()
     lane.shutdown(wait=True)
