@@ -1,0 +1,1 @@
+"""A peer: the users service on SQLAlchemy's asyncio engine over aiosqlite (see app.py)."""

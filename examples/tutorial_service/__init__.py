@@ -1,0 +1,1 @@
+"""A peer: the users service in the FastAPI SQL tutorial's pattern (see app.py)."""
