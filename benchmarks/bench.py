@@ -1,32 +1,51 @@
-"""Throughput and latency of the hardened service and the naive baseline, side by side.
+"""Throughput and latency of the hardened service beside its peers and the naive baseline.
 
-    .venv/bin/python benchmarks/bench.py                      # the table in docs/performance.md
+    .venv/bin/python benchmarks/bench.py                      # the table: hardened and peers
     .venv/bin/python benchmarks/bench.py --stall-probe        # the naive pool-exhaustion stall
     .venv/bin/python benchmarks/bench.py --services naive --concurrency 1,16 --duration 3
     .venv/bin/python benchmarks/bench.py --services hardened --backend sqlite,postgres
+    .venv/bin/python benchmarks/bench.py --services hardened --synchronous NORMAL,FULL
 
-Benchmark mode: each service (`--services`) runs in a real uvicorn process
-(`faults.server.ServerProcess`, a temporary data folder, argon2 at its cheapest cost). 200 users
-are created first; then `wrk` drives, at each concurrency (`--concurrency`, default 1, 16,
-64): `GET /healthz` (no database: the ceiling of the HTTP stack on this machine), then
-`GET /users/{id}` over the existing ids, then `POST /users/` with unique names. Every figure
-is also given as a ratio to `/healthz` of the same server at the same concurrency, because
-this machine is shared and its absolute numbers drift from run to run. Services take turns
-at each concurrency. Each wrk run stops at `--duration` whether or not its requests were
-answered, so a stalled server shows as a collapse in answered requests and as a server that
-does not answer `GET /readyz` within 2 s afterwards (`answered after: no`), not as a hung
-script; a stalled server is then restarted on the same data folder for the next run.
+Services (`--services`): `hardened` (this repository's service, served through
+benchmarks/bench_app.py, which adds the hash-only reference route), two peers written the way
+a user would otherwise write the same API, `tutorial` (FastAPI's SQL tutorial pattern) and
+`async` (SQLAlchemy's asyncio engine over aiosqlite), both in examples/, and `naive` (the seed
+report's baseline, which stalls at 16 clients; not run unless named).
+
+Benchmark mode: each service runs in a real uvicorn process (`faults.server.ServerProcess`, a
+temporary data folder, argon2 at its cheapest cost). 200 users are created first; then `wrk`
+drives, at each concurrency (`--concurrency`, default 1, 16, 64): `GET /healthz` (no
+database: the ceiling of the HTTP stack on this machine), then `GET /users/{id}` over the
+existing ids, then `POST /users/` with unique names, and for the hardened service
+`POST /_bench/hash-only` (the same body and hash as a create, no database). Every figure is
+also given as a ratio to `/healthz` of the same server at the same concurrency, because this
+machine is shared and its absolute numbers drift from run to run. Services take turns at each
+concurrency. Each wrk run stops at `--duration` whether or not its requests were answered, so
+a stalled server shows as a collapse in answered requests and as a server that does not
+answer `GET /readyz` within 2 s afterwards (`answered after: no`), not as a hung script; a
+stalled server is then restarted on the same data folder for the next run.
+
+`--synchronous NORMAL,FULL` adds the hardened service under `SQLITE_SYNCHRONOUS=FULL` as a
+variant of its own (`hardened-full`, `/healthz` and `POST /users/`).
+
+Pinning (`--server-cpus`, default `auto`): servers run under `taskset -c` on their CPUs, and
+wrk (with the benchmark itself) on the others, so the load generator and
+the server do not take each other's CPU time. `auto` gives wrk the last usable CPU and the
+servers the rest: on a 2-CPU machine, the server on CPU 0 alone and wrk on CPU 1. `off` shares
+every CPU (how the figures before issue 11 were taken). `--pinned-one-core` runs everything
+again with the server on a single core, unless the split already gives it one.
 
 `--backend` picks the hardened service's database: `sqlite` (default), `postgres` (a
 throwaway PostgreSQL server started for the run, `faults.postgres_server.PostgresServer`, a
-fresh database per service), or both, `sqlite,postgres`, which take turns like services do, so
-the two backends are compared within one run. The naive baseline is SQLite-only (it is the
-service on SQLite's defaults): it runs on the sqlite backend and is left out of the others.
+fresh database per service, on the servers' CPUs), or both, `sqlite,postgres`, which take
+turns like services do. The peers and the naive baseline are SQLite-only: they run on the
+sqlite backend and are left out of the others.
 
 Stall-probe mode: asyncio + httpx clients (each its own connection, every request under a
 client timeout) read users for `--duration` seconds while a monitor asks `GET /healthz`
 every 0.1 s; a fresh server per concurrency level. It reports the longest stretch in which
 the server answered nothing at all, /healthz included: the event loop itself was blocked.
+It runs unpinned: its clients are this process.
 
 Output: a Markdown table on stdout, JSON and Markdown in build/bench/.
 wrk comes from Debian's packages: installed with apt-get when missing and running as root.
@@ -41,13 +60,10 @@ import itertools
 import json
 import os
 import platform
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,307 +71,74 @@ from typing import Any
 
 import httpx
 
+# Run as a script, this file's folder is on sys.path and the repository root is not.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.load import Cell, LoadConfig, add_ratios, ensure_wrk, measure, write_scripts
+from benchmarks.servers import (
+    SERVICES,
+    SQLITE_ONLY,
+    CpuSplit,
+    Variant,
+    affinity,
+    cpu_sets,
+    plan_cpus,
+    seed_users,
+    serve_all,
+    serving,
+)
+from benchmarks.tables import cells_markdown, progress_line
 from faults.postgres_server import PostgresServer, pg_bin_dir
-from faults.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "build" / "bench"
-SERVICES = {
-    "hardened": "app.main:create_app",
-    "naive": "examples.naive_service.app:create_app",
-}
 BACKENDS = ("sqlite", "postgres")
+DEFAULT_SERVICES = ["hardened", "tutorial", "async"]
 ENDPOINTS = ("healthz", "get_user", "create_user")
-SEED_USERS = 200
-PASSWORD = "benchmark password"
-
-# What Debian's wrk (4.1.0) reports, and what it does not: its text output has no p95
-# (`--latency` prints 50/75/90/99), and it counts a "timeout" only for a response that
-# arrives later than --timeout (leaving it out of the latency figures); a request still
-# unanswered when the run stops is counted nowhere (and a healthy server has one in flight per
-# connection at that moment too, so counting them would not tell a stall apart). So every
-# script ends with a `done` hook printing the run's figures on one marked line, and the stall
-# is judged by asking the server right after the run (`answered_after`). Percentiles are in
-# µs, after wrk's own correction for coordinated omission.
-_DONE = r"""
-function done(summary, latency, requests)
-  io.write(string.format(
-    "BENCH_JSON {\"requests\":%d,\"duration_us\":%d,\"p50_us\":%.0f,\"p95_us\":%.0f," ..
-    "\"p99_us\":%.0f,\"max_us\":%.0f,\"connect\":%d,\"read\":%d,\"write\":%d," ..
-    "\"status\":%d,\"timeout\":%d}\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
-    latency:percentile(99), latency.max, summary.errors.connect, summary.errors.read,
-    summary.errors.write, summary.errors.status, summary.errors.timeout))
-end
-"""
-
-SCRIPTS = {
-    # Built per request in Lua like the other two (wrk's static path would be cheaper on the
-    # client), so all three endpoints pay the same client cost and their ratios compare like
-    # with like.
-    "healthz": _DONE + r"""
-local req
-function init(args)
-  req = wrk.format("GET", "/healthz")
-end
-function request()
-  return req
-end
-""",
-    # Round-robin over ids known to exist, so every answer is a 200 that read a row.
-    "get_user": _DONE + r"""
-local first, count, n
-function init(args)
-  first = tonumber(args[1])
-  count = tonumber(args[2]) - first + 1
-  n = math.random(count)
-end
-function request()
-  n = n + 1
-  return wrk.format("GET", "/users/" .. (first + n % count))
-end
-""",
-    # Unique names without coordination: a prefix per run (script argument), a number per wrk
-    # thread (handed out by `setup`, which runs in the main Lua state) and a counter per thread.
-    "create_user": _DONE + r"""
-local next_thread = 0
-function setup(thread)
-  next_thread = next_thread + 1
-  thread:set("thread_no", next_thread)
-end
-local prefix
-local counter = 0
-function init(args)
-  prefix = args[1] .. "-" .. thread_no
-  wrk.headers["Content-Type"] = "application/json"
-end
-function request()
-  counter = counter + 1
-  local body = string.format('{"name":"%s-%d","password":"benchmark password"}',
-                             prefix, counter)
-  return wrk.format("POST", "/users/", nil, body)
-end
-""",
-}
 
 
-@dataclass
-class Cell:
-    service: str
-    endpoint: str
-    concurrency: int
-    backend: str = "sqlite"
-    requests: int = 0
-    rps: float = 0.0
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-    max_ms: float | None = None
-    non_2xx: int = 0
-    socket_errors: int = 0  # connect + read + write
-    late: int = 0  # answered after more than --timeout (wrk's "timeout"): not in percentiles
-    # Did the server answer GET /readyz within 2 s right after the run? A stalled one does not
-    # (and is restarted on the same data folder before the next run).
-    answered_after: bool = True
-    ratios: dict[str, float | None] = field(default_factory=dict)
-    wrk_output: str = ""
-
-
-# ---------------------------------------------------------------------------- wrk
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk is missing: installing it from Debian's packages (apt-get install wrk)",
-              file=sys.stderr)
-        # Install first; only a stale package list needs an update, and it costs a download.
-        if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"],
-                          stdout=subprocess.DEVNULL).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], check=True)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
-                           stdout=subprocess.DEVNULL)
-        found = shutil.which("wrk")
-        if found:
-            return found
-    sys.exit("wrk is needed: install it with `sudo apt-get install wrk` (Debian/Ubuntu), "
-             "then run this script again.")
-
-
-def run_wrk(wrk: str, url: str, concurrency: int, duration_s: int, timeout_s: int,
-            script: Path, script_args: list[str]) -> tuple[dict[str, Any], float, str]:
-    """One bounded wrk run: (figures from the done hook, wrk's Requests/sec, raw output)."""
-    command = [
-        wrk, "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{duration_s}s",
-        "--timeout", f"{timeout_s}s", "--latency", "-s", str(script), url, "--", *script_args,
-    ]
-    # wrk stops within 0.1 s of -d (its rate timer checks the stop flag), answered or not;
-    # the margin here only guards against wrk itself hanging.
-    done = subprocess.run(command, capture_output=True, text=True,
-                          timeout=duration_s + timeout_s + 30, check=True)
-    output = done.stdout
-    marked = re.search(r"^BENCH_JSON (\{.*\})$", output, re.MULTILINE)
-    per_sec = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    if marked is None or per_sec is None:
-        raise RuntimeError(f"unexpected wrk output:\n{output}\n{done.stderr}")
-    return json.loads(marked.group(1)), float(per_sec.group(1)), output
-
-
-def _ms(us: float, requests: int) -> float | None:
-    return round(us / 1000, 3) if requests else None
-
-
-# ---------------------------------------------------------------------------- servers
-
-
-def seed_users(base_url: str, count: int, prefix: str) -> tuple[int, int]:
-    """Create `count` users; returns the (first, last) id, which must be contiguous."""
-    ids = []
-    with httpx.Client(base_url=base_url, timeout=10.0) as client:
-        for i in range(count):
-            response = client.post("/users/", json={"name": f"{prefix}-{i}",
-                                                     "password": PASSWORD})
-            response.raise_for_status()
-            ids.append(response.json()["id"])
-    if ids != list(range(ids[0], ids[0] + count)):
-        raise RuntimeError("seeded ids are not contiguous; the GET script assumes they are")
-    return ids[0], ids[-1]
-
-
-def answers(server: ServerProcess, timeout_s: float = 2.0) -> bool:
-    try:
-        return httpx.get(server.base_url + "/readyz", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@contextlib.contextmanager
-def serving(app: str, database_url: str | None = None) -> Iterator[ServerProcess]:
-    """A server on an SQLite file in a temporary folder, or on `database_url`."""
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        env = {"DATABASE_URL": database_url} if database_url else None
-        server = ServerProcess(Path(tmp), app=app, env=env)
-        server.start()
-        try:
-            yield server
-        except BaseException:
-            print(f"server log tail:\n{server.log_tail(20)}", file=sys.stderr)
-            raise
-        finally:
-            server.kill()
+def endpoints_of(variant: Variant) -> tuple[str, ...]:
+    if variant.service != "hardened":
+        return ENDPOINTS
+    if variant.synchronous != "NORMAL":
+        return ("healthz", "create_user")  # what FULL changes is the commit
+    return (*ENDPOINTS, "hash_only")
 
 
 # ---------------------------------------------------------------------------- benchmark
 
 
-def run_benchmark(runs: list[tuple[str, str]], wrk: str, concurrencies: list[int],
-                  duration_s: int, timeout_s: int, scripts: dict[str, Path],
-                  postgres: PostgresServer | None = None) -> list[Cell]:
-    """`runs`: (service, backend) pairs; `postgres` serves every pair on the postgres backend,
-    each with a database of its own."""
+def run_benchmark(variants: list[Variant], load: LoadConfig, concurrencies: list[int],
+                  splits: list[CpuSplit], postgres: PostgresServer | None = None
+                  ) -> list[Cell]:
+    """Each CPU split in turn: every variant's server, then the runs. `postgres` serves every
+    variant on the postgres backend, each with a database of its own."""
     cells: list[Cell] = []
-    with contextlib.ExitStack() as stack:
-        servers: dict[tuple[str, str], ServerProcess] = {}
-        for service, backend in runs:
-            url = None
-            if backend == "postgres":
-                assert postgres is not None
-                url = postgres.url(postgres.create_database(f"bench_{service}"))
-            servers[(service, backend)] = stack.enter_context(serving(SERVICES[service], url))
-        ids = {run: seed_users(server.base_url, SEED_USERS, "seed")
-               for run, server in servers.items()}
-        # Services (and backends) take turns at each concurrency (the idle one waits,
-        # unloaded), so a change in the machine's background load mid-run does not favour one
-        # of them.
-        for concurrency in concurrencies:
-            for (name, backend), server in servers.items():
-                for endpoint in ENDPOINTS:
-                    cell = measure(wrk, server, name, endpoint, concurrency, duration_s,
-                                   timeout_s, scripts[endpoint], ids[(name, backend)], backend)
-                    cells.append(cell)
-                    print(f"  {name:8} {backend:8} {endpoint:11} c={concurrency:<3} "
-                          f"{cell.rps:9.1f} req/s  p99 {cell.p99_ms} ms  non-2xx {cell.non_2xx}"
-                          f"  late {cell.late}"
-                          + ("" if cell.answered_after else "  STALLED: restarting"),
-                          file=sys.stderr)
-                    if not cell.answered_after:
-                        # The next run gets a fresh process on the same data folder.
-                        server.kill()
-                        server.start()
+    for number, split in enumerate(splits):
+        print(f"CPU set {number + 1}: {split.describe()}", file=sys.stderr)
+        cells += run_split(variants, load, concurrencies, split, number, postgres)
     add_ratios(cells)
     return cells
 
 
-def measure(wrk: str, server: ServerProcess, service: str, endpoint: str, concurrency: int,
-            duration_s: int, timeout_s: int, script: Path, ids: tuple[int, int],
-            backend: str = "sqlite") -> Cell:
-    # The GET and POST scripts build each request's path themselves.
-    path, script_args = {
-        "healthz": ("/healthz", []),
-        "get_user": ("/users/", [str(ids[0]), str(ids[1])]),
-        "create_user": ("/users/", [f"c{concurrency}-{time.monotonic_ns()}"]),
-    }[endpoint]
-    figures, per_sec, output = run_wrk(wrk, server.base_url + path, concurrency, duration_s,
-                                       timeout_s, script, script_args)
-    requests = figures["requests"]
-    return Cell(
-        service, endpoint, concurrency, backend,
-        requests=requests,
-        rps=per_sec,
-        p50_ms=_ms(figures["p50_us"], requests),
-        p95_ms=_ms(figures["p95_us"], requests),
-        p99_ms=_ms(figures["p99_us"], requests),
-        max_ms=_ms(figures["max_us"], requests),
-        non_2xx=figures["status"],
-        socket_errors=figures["connect"] + figures["read"] + figures["write"],
-        late=figures["timeout"],
-        answered_after=answers(server),
-        wrk_output=output,
-    )
-
-
-def add_ratios(cells: list[Cell]) -> None:
-    """Each cell against /healthz of the same server at the same concurrency."""
-    base = {(c.service, c.backend, c.concurrency): c for c in cells if c.endpoint == "healthz"}
-
-    def ratio(value: float | None, reference: float | None) -> float | None:
-        if value is None or not reference:
-            return None
-        return round(value / reference, 3)
-
-    for cell in cells:
-        ref = base[(cell.service, cell.backend, cell.concurrency)]
-        cell.ratios = {
-            "rps": ratio(cell.rps, ref.rps),
-            "p50": ratio(cell.p50_ms, ref.p50_ms),
-            "p95": ratio(cell.p95_ms, ref.p95_ms),
-            "p99": ratio(cell.p99_ms, ref.p99_ms),
-        }
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def bench_markdown(cells: list[Cell]) -> str:
-    lines = [
-        "| service | backend | endpoint | c | req/s | p50 ms | p95 ms | p99 ms | non-2xx "
-        "| sock err | late | answered after | req/s / healthz | p50 / healthz | p95 / healthz "
-        "| p99 / healthz |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
-    ]
-    for c in cells:
-        lines.append(
-            f"| {c.service} | {c.backend} | {c.endpoint} "
-            f"| {c.concurrency} | {c.rps:.0f} | {_fmt(c.p50_ms)} | {_fmt(c.p95_ms)} "
-            f"| {_fmt(c.p99_ms)} | {c.non_2xx} | {c.socket_errors} | {c.late} "
-            f"| {'yes' if c.answered_after else '**no**'} "
-            f"| {_fmt(c.ratios['rps'], 2)} | {_fmt(c.ratios['p50'], 1)} "
-            f"| {_fmt(c.ratios['p95'], 1)} | {_fmt(c.ratios['p99'], 1)} |"
-        )
-    return "\n".join(lines)
+def run_split(variants: list[Variant], load: LoadConfig, concurrencies: list[int],
+              split: CpuSplit, number: int, postgres: PostgresServer | None) -> list[Cell]:
+    cells: list[Cell] = []
+    with serve_all(variants, split, postgres, tag=f"_{number}") as served:
+        # Services (and backends) take turns at each concurrency (the idle one waits,
+        # unloaded), so a change in the machine's background load mid-run does not favour one
+        # of them.
+        for concurrency in concurrencies:
+            for variant, entry in served.items():
+                for endpoint in endpoints_of(variant):
+                    cell = measure(load, entry.server, variant.label, endpoint, concurrency,
+                                   entry.ids, variant.backend, split.client_cpus,
+                                   split.server_cpus)
+                    cells.append(cell)
+                    print(progress_line(cell), file=sys.stderr)
+                    if not cell.answered_after:
+                        entry.restart()
+    return cells
 
 
 # ---------------------------------------------------------------------------- stall probe
@@ -383,7 +166,7 @@ async def probe_level(service: str, concurrency: int, duration_s: float,
                       request_timeout_s: float) -> ProbeLevel:
     level = ProbeLevel(service, concurrency, duration_s, request_timeout_s)
     # Blocking start and seeding, before any client starts: nothing else runs on this loop.
-    with serving(SERVICES[service]) as server:
+    with serving(Variant(service)) as server:
         first, last = seed_users(server.base_url, 20, "probe")
         count = last - first + 1
         answered_at: list[float] = []  # completion times of every answer, any status
@@ -472,47 +255,63 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _services(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = set(names) - set(SERVICES)
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(SERVICES)}")
-    return names
+def _choices(allowed: tuple[str, ...] | list[str], upper: bool = False) -> Any:
+    def parse(text: str) -> list[str]:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        if upper:
+            names = [name.upper() for name in names]
+        if not names or set(names) - set(allowed):
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}")
+        return list(dict.fromkeys(names))
+
+    return parse
 
 
-def _backends(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names or set(names) - set(BACKENDS):
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(BACKENDS)}")
-    return list(dict.fromkeys(names))
-
-
-def plan_runs(services: list[str] | None, backends: list[str]) -> list[tuple[str, str]]:
-    """(service, backend) pairs to measure. The naive baseline runs on SQLite only: by default
-    it is left out of other backends; asked for by name with no sqlite backend, it is refused."""
-    if services is not None and "naive" in services and "sqlite" not in backends:
-        raise SystemExit("the naive baseline is SQLite-only (the service on SQLite's "
-                         "defaults): add sqlite to --backend, or leave naive out of --services")
-    return [(service, backend) for backend in backends for service in services or SERVICES
-            if service != "naive" or backend == "sqlite"]
+def plan_variants(services: list[str] | None, backends: list[str],
+                  synchronous: list[str]) -> list[Variant]:
+    """The server processes to measure. The peers and the naive baseline run on SQLite only:
+    by default they are left out of other backends; asked for by name with no sqlite backend,
+    they are refused. `FULL` adds the hardened service under synchronous=FULL on SQLite."""
+    named_sqlite_only = set(services or []) & SQLITE_ONLY
+    if named_sqlite_only and "sqlite" not in backends:
+        raise SystemExit(f"{', '.join(sorted(named_sqlite_only))}: SQLite-only services: add "
+                         "sqlite to --backend, or leave them out of --services")
+    variants = []
+    for backend in backends:
+        for service in services or DEFAULT_SERVICES:
+            if service in SQLITE_ONLY and backend != "sqlite":
+                continue
+            levels = synchronous if service == "hardened" and backend == "sqlite" else ["NORMAL"]
+            variants += [Variant(service, backend, level) for level in levels]
+    return variants
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=None,
                         help="seconds per run (default 5; stall probe: 8)")
-    parser.add_argument("--services", type=_services, default=None,
-                        help="comma-separated: hardened,naive (default both; naive runs on "
-                             "the sqlite backend only)")
-    parser.add_argument("--backend", type=_backends, default=["sqlite"],
+    parser.add_argument("--services", type=_choices(list(SERVICES)), default=None,
+                        help="comma-separated: hardened,tutorial,async,naive (default "
+                             "hardened,tutorial,async; stall probe: hardened,naive; all but "
+                             "hardened run on the sqlite backend only)")
+    parser.add_argument("--backend", type=_choices(BACKENDS), default=["sqlite"],
                         help="comma-separated: sqlite,postgres (default sqlite); postgres "
                              "starts a throwaway PostgreSQL server for the run")
+    parser.add_argument("--synchronous", type=_choices(("NORMAL", "FULL"), upper=True),
+                        default=["NORMAL"],
+                        help="comma-separated SQLITE_SYNCHRONOUS levels of the hardened "
+                             "service: NORMAL,FULL (default NORMAL); FULL runs as hardened-full")
     parser.add_argument("--concurrency", type=_ints, default=None,
                         help="comma-separated client counts (default 1,16,64; "
                              "stall probe: 4,15,16,64)")
     parser.add_argument("--timeout", type=int, default=None,
                         help="client timeout in seconds (default: the duration; "
                              "stall probe: 2)")
+    parser.add_argument("--server-cpus", default="auto",
+                        help="CPUs for the servers (taskset -c), wrk on the others: auto "
+                             "(default: all but the last usable CPU), off, or e.g. 0 or 0-2")
+    parser.add_argument("--pinned-one-core", action="store_true",
+                        help="also run with the server on one core (if it has more)")
     parser.add_argument("--stall-probe", action="store_true",
                         help="measure the naive pool-exhaustion stall instead")
     args = parser.parse_args(argv)
@@ -521,21 +320,23 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["benchmarks/bench.py", *(argv or sys.argv[1:])]),
         "cpus": os.cpu_count(),
+        "usable_cpus": sorted(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average": os.getloadavg(),
     }
 
     if args.stall_probe:
         if args.backend != ["sqlite"]:
             # The probe is about the naive baseline's pool stall, which is SQLite-only.
             parser.error("--stall-probe runs on the sqlite backend only")
-        args.services = args.services or list(SERVICES)
+        services = args.services or ["hardened", "naive"]
         concurrencies = args.concurrency or [4, 15, 16, 64]
         duration = args.duration or 8
         timeout = args.timeout or 2
         levels = [
             asyncio.run(probe_level(service, c, duration, timeout))
-            for service in args.services for c in concurrencies
+            for service in services for c in concurrencies
         ]
         table = probe_markdown(levels)
         (OUT_DIR / "stall.json").write_text(json.dumps(
@@ -544,34 +345,39 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         return 0
 
-    runs = plan_runs(args.services, args.backend)
+    variants = plan_variants(args.services, args.backend, args.synchronous)
     if "postgres" in args.backend and pg_bin_dir() is None:
         sys.exit("--backend postgres starts its own throwaway PostgreSQL server and needs "
                  "initdb and pg_ctl: apt-get install postgresql")
     wrk = ensure_wrk()
     meta["wrk"] = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split(
         "\n")[0].strip()
-    concurrencies = args.concurrency or [1, 16, 64]
+    split = plan_cpus(args.server_cpus)
     duration = args.duration or 5
     # A response slower than --timeout is left out of wrk's percentiles: by default none is,
     # since no response can take longer than the run.
     timeout = args.timeout or duration
+    meta.update(duration_s=duration, timeout_s=timeout)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-lua-"))
-        scripts: dict[str, Path] = {}
-        for name, text in SCRIPTS.items():
-            scripts[name] = Path(tmp) / f"{name}.lua"
-            scripts[name].write_text(text)
+        load = LoadConfig(wrk, duration, timeout, write_scripts(Path(tmp)))
         postgres = None
         if "postgres" in args.backend:
-            postgres = stack.enter_context(PostgresServer())
+            with affinity(split.server):  # its processes inherit the servers' CPUs
+                postgres = stack.enter_context(PostgresServer())
             meta["postgres"] = postgres.psql("SHOW server_version").strip()
-        cells = run_benchmark(runs, wrk, concurrencies, duration, timeout, scripts, postgres)
-    table = bench_markdown(cells)
+        # This process, and what it starts besides the servers (wrk), stays
+        # off the servers' CPUs.
+        stack.enter_context(affinity(split.client))
+        splits = cpu_sets(split) if args.pinned_one_core else [split]
+        meta["cpu_sets"] = [s.describe() for s in splits]
+        cells = run_benchmark(variants, load, args.concurrency or [1, 16, 64], splits,
+                              postgres)
+    table = cells_markdown(cells)
     (OUT_DIR / "bench.json").write_text(json.dumps(
-        {**meta, "duration_s": duration, "timeout_s": timeout,
-         "cells": [asdict(c) for c in cells]}, indent=2))
-    (OUT_DIR / "bench.md").write_text(table + "\n")
+        {**meta, "cells": [asdict(c) for c in cells]}, indent=2))
+    (OUT_DIR / "bench.md").write_text(
+        f"CPU sets: {'; '.join(meta['cpu_sets'])}.\n\n{table}\n")
     print(table)
     return 0
 

@@ -1,0 +1,295 @@
+"""The benchmark's one load driver: wrk, a Lua script per endpoint, one figures line per run.
+
+    scripts = write_scripts(folder)
+    run = WrkRun.start(wrk, base_url, "get_user", concurrency=16, duration_s=5, timeout_s=5,
+                       scripts=scripts, script_args=["1", "200"], cpus="1")
+    figures = run.result()          # wait for it; several runs may overlap
+
+`cpus` runs wrk under `taskset -c CPUS`, so the load generator and a pinned server do not
+take each other's CPU time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.bench_app import HASH_ONLY_PATH
+from faults.server import ServerProcess
+
+# What Debian's wrk (4.1.0) reports, and what it does not: its text output has no p95
+# (`--latency` prints 50/75/90/99), and it counts a "timeout" only for a response that
+# arrives later than --timeout (leaving it out of the latency figures); a request still
+# unanswered when the run stops is counted nowhere (and a healthy server has one in flight per
+# connection at that moment too, so counting them would not tell a stall apart). So every
+# script ends with a `done` hook printing the run's figures on one marked line, and the stall
+# is judged by asking the server right after the run (`answered_after`). Percentiles are in
+# µs, after wrk's own correction for coordinated omission.
+_DONE = r"""
+function done(summary, latency, requests)
+  io.write(string.format(
+    "BENCH_JSON {\"requests\":%d,\"duration_us\":%d,\"p50_us\":%.0f,\"p95_us\":%.0f," ..
+    "\"p99_us\":%.0f,\"max_us\":%.0f,\"connect\":%d,\"read\":%d,\"write\":%d," ..
+    "\"status\":%d,\"timeout\":%d}\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), latency.max, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.status, summary.errors.timeout))
+end
+"""
+
+# Unique names without coordination: a prefix per run (script argument), a number per wrk
+# thread (handed out by `setup`, which runs in the main Lua state) and a counter per thread.
+# POST_PATH is replaced per endpoint: a create and the hash-only reference send the same body.
+_POST_UNIQUE_NAMES = _DONE + r"""
+local next_thread = 0
+function setup(thread)
+  next_thread = next_thread + 1
+  thread:set("thread_no", next_thread)
+end
+local prefix
+local counter = 0
+function init(args)
+  prefix = args[1] .. "-" .. thread_no
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  counter = counter + 1
+  local body = string.format('{"name":"%s-%d","password":"benchmark password"}',
+                             prefix, counter)
+  return wrk.format("POST", "POST_PATH", nil, body)
+end
+"""
+
+SCRIPTS = {
+    # Built per request in Lua like the others (wrk's static path would be cheaper on the
+    # client), so every endpoint pays the same client cost and their ratios compare like
+    # with like.
+    "healthz": _DONE + r"""
+local req
+function init(args)
+  req = wrk.format("GET", "/healthz")
+end
+function request()
+  return req
+end
+""",
+    # Round-robin over ids known to exist, so every answer is a 200 that read a row.
+    "get_user": _DONE + r"""
+local first, count, n
+function init(args)
+  first = tonumber(args[1])
+  count = tonumber(args[2]) - first + 1
+  n = math.random(count)
+end
+function request()
+  n = n + 1
+  return wrk.format("GET", "/users/" .. (first + n % count))
+end
+""",
+    "create_user": _POST_UNIQUE_NAMES.replace("POST_PATH", "/users/"),
+    # The hash-only reference (hardened service only): a create's body and hash, no database.
+    "hash_only": _POST_UNIQUE_NAMES.replace("POST_PATH", HASH_ONLY_PATH),
+}
+ENDPOINT_PATHS = {"healthz": "/healthz", "get_user": "/users/", "create_user": "/users/",
+                  "hash_only": HASH_ONLY_PATH}
+
+
+def write_scripts(folder: Path) -> dict[str, Path]:
+    paths = {}
+    for name, text in SCRIPTS.items():
+        paths[name] = folder / f"{name}.lua"
+        paths[name].write_text(text)
+    return paths
+
+
+def script_args(endpoint: str, ids: tuple[int, int], tag: str) -> list[str]:
+    """The GET script reads the id range; the POST scripts a name prefix unique to the run."""
+    if endpoint == "get_user":
+        return [str(ids[0]), str(ids[1])]
+    if endpoint in ("create_user", "hash_only"):
+        return [f"{tag}-{time.monotonic_ns()}"]
+    return []
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is missing: installing it from Debian's packages (apt-get install wrk)",
+              file=sys.stderr)
+        # Install first; only a stale package list needs an update, and it costs a download.
+        if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"],
+                          stdout=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                           stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    sys.exit("wrk is needed: install it with `sudo apt-get install wrk` (Debian/Ubuntu), "
+             "then run this script again.")
+
+
+@dataclass
+class WrkFigures:
+    figures: dict[str, Any]  # from the script's done hook
+    per_sec: float  # wrk's own Requests/sec
+    output: str
+
+
+def _seconds(value: float) -> str:
+    """wrk's time arguments take whole numbers only ("9.0s" is a usage error)."""
+    if value != int(value) or value < 1:
+        raise ValueError(f"wrk needs whole seconds, got {value}")
+    return f"{int(value)}s"
+
+
+class WrkRun:
+    """One bounded wrk run in the background; `result()` waits for it and parses it."""
+
+    def __init__(self, proc: subprocess.Popen[str], limit_s: float) -> None:
+        self._proc = proc
+        self._limit_s = limit_s
+
+    @classmethod
+    def start(cls, wrk: str, base_url: str, endpoint: str, *, concurrency: int,
+              duration_s: float, timeout_s: float, scripts: dict[str, Path],
+              script_args: list[str], cpus: str | None = None) -> WrkRun:
+        command = [
+            wrk, "-t", str(min(2, concurrency)), "-c", str(concurrency),
+            "-d", _seconds(duration_s), "--timeout", _seconds(timeout_s), "--latency",
+            "-s", str(scripts[endpoint]), base_url + ENDPOINT_PATHS[endpoint],
+            "--", *script_args,
+        ]
+        if cpus is not None:
+            command = ["taskset", "-c", cpus, *command]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        # wrk stops within 0.1 s of -d (its rate timer checks the stop flag), answered or
+        # not; the margin only guards against wrk itself hanging.
+        return cls(proc, duration_s + timeout_s + 30)
+
+    def result(self) -> WrkFigures:
+        try:
+            stdout, stderr = self._proc.communicate(timeout=self._limit_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.communicate()
+            raise
+        marked = re.search(r"^BENCH_JSON (\{.*\})$", stdout, re.MULTILINE)
+        per_sec = re.search(r"^Requests/sec:\s+([\d.]+)", stdout, re.MULTILINE)
+        if self._proc.returncode != 0 or marked is None or per_sec is None:
+            raise RuntimeError(f"wrk failed ({self._proc.returncode}):\n{stdout}\n{stderr}")
+        return WrkFigures(json.loads(marked.group(1)), float(per_sec.group(1)), stdout)
+
+
+@dataclass
+class Cell:
+    service: str  # a service variant's label: hardened, hardened-full, tutorial, ...
+    endpoint: str
+    concurrency: int
+    backend: str = "sqlite"
+    server_cpus: str = "unpinned"  # the CPUs the server was pinned to (taskset -c)
+    requests: int = 0
+    rps: float = 0.0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    non_2xx: int = 0
+    socket_errors: int = 0  # connect + read + write
+    late: int = 0  # answered after more than --timeout (wrk's "timeout"): not in percentiles
+    # Did the server answer GET /readyz within 2 s right after the run? A stalled one does not
+    # (and is restarted on the same data folder before the next run).
+    answered_after: bool = True
+    ratios: dict[str, float | None] = field(default_factory=dict)
+    wrk_output: str = ""
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + self.socket_errors + self.late
+
+
+def _ms(us: float, requests: int) -> float | None:
+    return round(us / 1000, 3) if requests else None
+
+
+def to_cell(run: WrkFigures, service: str, endpoint: str, concurrency: int,
+            backend: str = "sqlite", server_cpus: str = "unpinned") -> Cell:
+    figures = run.figures
+    requests = figures["requests"]
+    return Cell(
+        service, endpoint, concurrency, backend, server_cpus,
+        requests=requests,
+        rps=run.per_sec,
+        p50_ms=_ms(figures["p50_us"], requests),
+        p95_ms=_ms(figures["p95_us"], requests),
+        p99_ms=_ms(figures["p99_us"], requests),
+        max_ms=_ms(figures["max_us"], requests),
+        non_2xx=figures["status"],
+        socket_errors=figures["connect"] + figures["read"] + figures["write"],
+        late=figures["timeout"],
+        wrk_output=run.output,
+    )
+
+
+def answers(server: ServerProcess, timeout_s: float = 2.0) -> bool:
+    try:
+        return httpx.get(server.base_url + "/readyz", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """What every wrk run of one benchmark shares."""
+
+    wrk: str
+    duration_s: float
+    timeout_s: float  # a response slower than this is left out of the percentiles ("late")
+    scripts: dict[str, Path]
+
+
+def measure(load: LoadConfig, server: ServerProcess, service: str, endpoint: str,
+            concurrency: int, ids: tuple[int, int], backend: str = "sqlite",
+            client_cpus: str | None = None, server_cpus: str = "unpinned") -> Cell:
+    """One wrk run against `server`, then whether it still answers."""
+    run = WrkRun.start(load.wrk, server.base_url, endpoint, concurrency=concurrency,
+                       duration_s=load.duration_s, timeout_s=load.timeout_s,
+                       scripts=load.scripts,
+                       script_args=script_args(endpoint, ids, f"c{concurrency}"),
+                       cpus=client_cpus)
+    cell = to_cell(run.result(), service, endpoint, concurrency, backend, server_cpus)
+    cell.answered_after = answers(server)
+    return cell
+
+
+def add_ratios(cells: list[Cell]) -> None:
+    """Each cell against /healthz of the same server at the same concurrency (None where
+    that server's /healthz was not measured)."""
+    base = {(c.service, c.backend, c.server_cpus, c.concurrency): c
+            for c in cells if c.endpoint == "healthz"}
+
+    def ratio(value: float | None, reference: float | None) -> float | None:
+        if value is None or not reference:
+            return None
+        return round(value / reference, 3)
+
+    for cell in cells:
+        ref = base.get((cell.service, cell.backend, cell.server_cpus, cell.concurrency))
+        cell.ratios = {
+            key: ratio(getattr(cell, attr), getattr(ref, attr) if ref else None)
+            for key, attr in (("rps", "rps"), ("p50", "p50_ms"), ("p95", "p95_ms"),
+                              ("p99", "p99_ms"))
+        }
