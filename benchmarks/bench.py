@@ -1,5 +1,6 @@
 """Throughput and latency of the hardened service beside its peers and the naive baseline.
 
+    .venv/bin/python benchmarks/bench.py --targets            # issue 11's targets, MET/MISSED
     .venv/bin/python benchmarks/bench.py                      # the table: hardened and peers
     .venv/bin/python benchmarks/bench.py --stall-probe        # the naive pool-exhaustion stall
     .venv/bin/python benchmarks/bench.py --services naive --concurrency 1,16 --duration 3
@@ -29,7 +30,7 @@ stalled server is then restarted on the same data folder for the next run.
 variant of its own (`hardened-full`, `/healthz` and `POST /users/`).
 
 Pinning (`--server-cpus`, default `auto`): servers run under `taskset -c` on their CPUs, and
-wrk (with the benchmark itself) on the others, so the load generator and
+wrk (with the benchmark itself and any lock holder) on the others, so the load generator and
 the server do not take each other's CPU time. `auto` gives wrk the last usable CPU and the
 servers the rest: on a 2-CPU machine, the server on CPU 0 alone and wrk on CPU 1. `off` shares
 every CPU (how the figures before issue 11 were taken). `--pinned-one-core` runs everything
@@ -40,6 +41,10 @@ throwaway PostgreSQL server started for the run, `faults.postgres_server.Postgre
 fresh database per service, on the servers' CPUs), or both, `sqlite,postgres`, which take
 turns like services do. The peers and the naive baseline are SQLite-only: they run on the
 sqlite backend and are left out of the others.
+
+Targets mode (`--targets`, benchmarks/targets.py): exactly the runs issue 11's targets need,
+one line per target with its ratio, threshold and MET/MISSED; exit status 0 only if all are
+met.
 
 Stall-probe mode: asyncio + httpx clients (each its own connection, every request under a
 client timeout) read users for `--duration` seconds while a monitor asks `GET /healthz`
@@ -88,6 +93,7 @@ from benchmarks.servers import (
     serving,
 )
 from benchmarks.tables import cells_markdown, progress_line
+from benchmarks.targets import run_targets
 from faults.postgres_server import PostgresServer, pg_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run with the server on one core (if it has more)")
     parser.add_argument("--stall-probe", action="store_true",
                         help="measure the naive pool-exhaustion stall instead")
+    parser.add_argument("--targets", action="store_true",
+                        help="run what issue 11's targets need and judge them "
+                             "(build/bench/targets.json, targets.md)")
+    parser.add_argument("--lock-duration", type=int, default=None,
+                        help="--targets: seconds of each lock-pulse phase (default 3x "
+                             "--duration, at least 5: a 2 s pulse every 5 s)")
     args = parser.parse_args(argv)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
@@ -345,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         return 0
 
+    if args.targets and (args.services or args.concurrency or args.backend != ["sqlite"]
+                         or args.synchronous != ["NORMAL"]):
+        parser.error("--targets runs a fixed plan: only --duration, --timeout, "
+                     "--lock-duration and --server-cpus apply")
     variants = plan_variants(args.services, args.backend, args.synchronous)
     if "postgres" in args.backend and pg_bin_dir() is None:
         sys.exit("--backend postgres starts its own throwaway PostgreSQL server and needs "
@@ -366,9 +382,13 @@ def main(argv: list[str] | None = None) -> int:
             with affinity(split.server):  # its processes inherit the servers' CPUs
                 postgres = stack.enter_context(PostgresServer())
             meta["postgres"] = postgres.psql("SHOW server_version").strip()
-        # This process, and what it starts besides the servers (wrk), stays
+        # This process, and what it starts besides the servers (wrk, lock holders), stays
         # off the servers' CPUs.
         stack.enter_context(affinity(split.client))
+        if args.targets:
+            lock_duration = args.lock_duration or max(5, 3 * duration)
+            meta["lock_duration_s"] = lock_duration
+            return run_targets(split, load, lock_duration, meta, OUT_DIR)
         splits = cpu_sets(split) if args.pinned_one_core else [split]
         meta["cpu_sets"] = [s.describe() for s in splits]
         cells = run_benchmark(variants, load, args.concurrency or [1, 16, 64], splits,
