@@ -232,6 +232,7 @@ def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., F
     yield make
     for app in apps:
         app.state.db.close()
+        app.state.hasher.close()
 
 
 @pytest.fixture

@@ -109,13 +109,12 @@ class Database:
             "reader": [Seat(self.reader_engine) for _ in range(readers)],
             "maintenance": [Seat(self.maintenance_engine)],
         }
-        self.writer = WorkerLane("writer", writers, queue, self._lane_changed,
+        self.writer = WorkerLane("writer", writers, queue,
                                  batch_limit=self.backend.write_group_limit(),
                                  run_batch=self._run_writes)
-        self.readers = WorkerLane("reader", readers, queue, self._lane_changed,
+        self.readers = WorkerLane("reader", readers, queue,
                                   batch_limit=READ_BATCH_LIMIT, run_batch=self._run_reads)
-        self.maintenance = WorkerLane("maintenance", 1, 0, self._lane_changed,
-                                      run_batch=self._run_maintenance)
+        self.maintenance = WorkerLane("maintenance", 1, 0, run_batch=self._run_maintenance)
         self._lanes = ((self.writer, self.writer_engine), (self.readers, self.reader_engine),
                        (self.maintenance, self.maintenance_engine))
         for _, engine in self._lanes:
@@ -125,7 +124,8 @@ class Database:
         self.interrupter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-interrupt")
         self.interrupter.submit(lambda: None).result()
         for lane, _ in self._lanes:
-            metrics.describe_lane(lane.name, lane.workers, lane.capacity - lane.workers)
+            metrics.watch_lane(lane.name, lane.workers, lane.capacity - lane.workers,
+                               _reading(lane, "queued"), _reading(lane, "running"))
         if self.backend.supports_checkpoints:
             metrics.watch_wal(self.backend.wal_bytes, settings.sqlite_journal_size_limit_bytes,
                               settings.sqlite_checkpoint_interval_s)
@@ -520,10 +520,6 @@ class Database:
         if isinstance(exc, LockTimeout):
             self.metrics.db_lock_timeouts.labels(operation).inc()
 
-    def _lane_changed(self, lane: WorkerLane) -> None:
-        self.metrics.db_queue_depth.labels(lane.name).set(lane.queued)
-        self.metrics.db_inflight.labels(lane.name).set(lane.running)
-
 
 def make_backend(settings: Settings) -> SqliteBackend | PostgresBackend:
     """The backend DATABASE_URL names: embedded SQLite (the default) or PostgreSQL."""
@@ -543,6 +539,10 @@ _OUTCOMES: dict[type[StorageError], str] = {
     StorageUnavailable: "unavailable",
     IntegrityViolation: "conflict",
 }
+
+
+def _reading(lane: WorkerLane, counter: str) -> Callable[[], float]:
+    return lambda: getattr(lane, counter)
 
 
 def _error_name(exc: BaseException) -> str:

@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, retry: RetryPolicy | None = 
                 with contextlib.suppress(asyncio.CancelledError):
                     await checkpoints
             db.close()
+            hasher.close()
 
     app = FastAPI(
         title="Hardened users service",

@@ -93,11 +93,13 @@ class Metrics:
         )
         self._last_checkpoint: float | None = None
 
-    def describe_lane(self, lane: str, workers: int, queue_limit: int) -> None:
+    def watch_lane(self, lane: str, workers: int, queue_limit: int,
+                   queued: Callable[[], float], running: Callable[[], float]) -> None:
+        """The lane's depth and in-flight gauges are read at scrape time: free per call."""
         self.db_lane_workers.labels(lane).set(workers)
         self.db_lane_queue_limit.labels(lane).set(queue_limit)
-        self.db_queue_depth.labels(lane).set(0)
-        self.db_inflight.labels(lane).set(0)
+        self.db_queue_depth.labels(lane).set_function(queued)
+        self.db_inflight.labels(lane).set_function(running)
 
     def watch_password_hashing(self, running: Callable[[], float],
                                waiting: Callable[[], float], slots: int) -> None:

@@ -233,6 +233,7 @@ class WorkerLane:
         *,
         batch_limit: int = 1,
         run_batch: BatchRunner = run_each,
+        thread_prefix: str | None = None,
     ) -> None:
         self.name = name
         self.workers = workers
@@ -245,11 +246,18 @@ class WorkerLane:
         self._queue: deque[LaneCall] = deque()
         self._pending = 0
         self._running = 0
+        # Batches taken and the calls in them (their ratio is the mean batch size).
+        self.batches = 0
+        self.batched_calls = 0
         self._stopping = False
+        # Read and written on the event loop's thread only.
+        self._wake_scheduled = False
+        self._wake_loop: asyncio.AbstractEventLoop | None = None
         self._on_change = on_change
         # Started now, so the threads are part of the steady state, not ones that appear later.
         self._threads = [
-            threading.Thread(target=self._work, args=(i,), name=f"db-{name}_{i}", daemon=True)
+            threading.Thread(target=self._work, args=(i,), daemon=True,
+                             name=f"{thread_prefix or 'db-' + name}_{i}")
             for i in range(workers)
         ]
         for thread in self._threads:
@@ -279,9 +287,22 @@ class WorkerLane:
                 raise QueueFull(f"the {self.name} queue is full ({self.capacity} calls pending)")
             self._pending += 1
             self._queue.append(call)
-            self._wake.notify()
+        if self._wake_loop is not call.loop:  # a lane used from another event loop
+            self._wake_loop, self._wake_scheduled = call.loop, False
+        if not self._wake_scheduled:
+            # One wake-up per event-loop iteration, not one per call: every call submitted
+            # in this iteration (a burst of requests parsed together) is in the queue by the
+            # time a worker looks, and the worker wakes as the loop is about to wait for I/O
+            # (and so to let go of the GIL), not in the middle of its work.
+            self._wake_scheduled = True
+            call.loop.call_soon(self._wake_workers)
         self._on_change(self)
         return call
+
+    def _wake_workers(self) -> None:
+        self._wake_scheduled = False
+        with self._lock:
+            self._wake.notify(len(self._queue))
 
     def withdraw(self, call: LaneCall) -> bool:
         """Take a call out of the lane if its work has not started (it then never runs)."""
@@ -314,6 +335,8 @@ class WorkerLane:
                     call.state = _TAKEN
                     batch.append(call)
                 self._running += 1
+                self.batches += 1
+                self.batched_calls += len(batch)
             self._on_change(self)
             try:
                 self._run_batch(worker, batch)

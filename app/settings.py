@@ -48,8 +48,11 @@ class Settings(BaseSettings):
     # Deadline of a request's DB work, counted from the request's arrival: queueing, password
     # hashing, lock waits and retries all fall inside it.
     db_deadline_s: Seconds = 5.0
-    # Worker threads (and pooled connections) for reads; writes have one of each.
-    db_read_workers: PositiveInt = 4
+    # Worker threads (and connections) for reads; SQLite writes have one of each. Few: the
+    # process shares one GIL, and each reader takes a whole batch of queued reads per wake-up
+    # (measured on 2 cores: 1, 2 and 4 readers within noise of each other; 2 keeps reads
+    # going beside one long one).
+    db_read_workers: PositiveInt = 2
     # Calls allowed to wait for a worker, per lane, before new ones get 503 at once.
     db_queue_limit: int = Field(default=64, ge=0)
 

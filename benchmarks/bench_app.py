@@ -1,9 +1,10 @@
 """The hardened service as the benchmark serves it: `app.main`'s app plus one route that
 exists only here, `POST /_bench/hash-only`, the hash-only reference.
 
-The reference takes the body of `POST /users/` and answers `201` after hashing the password
-with the app's own `PasswordHasher` (the same argon2 cost, the same bound on hashes at once,
-the same worker threads), touching no database. Served by the same process as the real
+The reference is the create's handler without its database call: the same body and
+Idempotency-Key parameters, the same response building, and a `201` after hashing the
+password with the app's own `PasswordHasher` (the same argon2 cost, the same bound on hashes
+at once, the same worker threads), touching no database. Served by the same process as the real
 routes, it tells how much of a create's cost is the hash and how much the database path: a
 create at 0.85 of the reference spends at most 15 % of its time beyond hashing.
 
@@ -15,20 +16,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
 
+from app.api import IdempotencyKeyHeader, user_response
 from app.main import create_app as create_service
 from app.schemas import UserCreate, UserOut
 from app.settings import Settings
+from app.users import UserRecord
 
 HASH_ONLY_PATH = "/_bench/hash-only"
 
 
-async def hash_only(body: UserCreate, request: Request) -> UserOut:
+async def hash_only(body: UserCreate, request: Request,
+                    idempotency_key: IdempotencyKeyHeader = None) -> Response:
+    """The create's handler with the database call taken out: the same parameters (body, the
+    Idempotency-Key header), the same hash, the same response building."""
+    created_at = datetime.now(UTC)
     await request.app.state.hasher.hash(body.password)
-    # A body of the create's shape, so the reference also pays its serialisation: the
-    # difference to a real create is then the database path alone.
-    return UserOut(id=0, name=body.name, created_at=datetime.now(UTC))
+    return user_response(UserRecord(0, body.name, created_at), status.HTTP_201_CREATED)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -74,6 +74,7 @@ class FaultSchedules(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.loop.run_until_complete(self.client.aclose())
         self.app.state.db.close()
+        self.app.state.hasher.close()
         self.loop.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -207,4 +207,5 @@ def test_start_up_waits_out_a_lock_shorter_than_the_busy_timeout(
     with LockHolder(db_path, "immediate", hold_s=0.5) as holder:
         app = create_app(settings)  # create_all needs the write lock
         app.state.db.close()
+        app.state.hasher.close()
         holder.wait_released()

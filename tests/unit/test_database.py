@@ -175,6 +175,7 @@ def test_an_affected_sqlite_runs_when_explicitly_allowed(
         assert "running anyway" in caplog.text
     finally:
         app.state.db.close()
+        app.state.hasher.close()
 
 
 async def test_a_failed_commit_leaves_no_transaction_open(
@@ -293,4 +294,5 @@ def test_the_database_folder_is_created_on_first_run(
     path = tmp_path / "new" / "folder" / "users.db"
     app = create_app(make_settings(database_url=f"sqlite:///{path}"))
     app.state.db.close()
+    app.state.hasher.close()
     assert path.exists()

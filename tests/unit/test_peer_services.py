@@ -140,4 +140,6 @@ async def test_hash_only_reference_is_served_only_by_the_bench_app(
         assert missing.status_code in (404, 405)
     finally:
         service.state.db.close()
+        service.state.hasher.close()
         bench.state.db.close()
+        bench.state.hasher.close()
