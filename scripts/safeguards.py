@@ -61,7 +61,9 @@ GROUP = F + "test_group_commit.py::"
 _BLOCKING_HELPER = '''
 
 def _blocking(call):
-    # Waits for the worker on the event loop's own thread, as a blocking call there would.
+    # Waits for the worker on the event loop's own thread, as a blocking call there would
+    # (after waking the workers itself: the loop cannot run its scheduled wake-up).
+    call.lane._wake_workers()
     while call.state not in (_DONE, _WITHDRAWN):
         time.sleep(0.001)
     if call.error is not None:
