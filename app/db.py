@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from .backend import Backend
 from .errors import (
     DeadlineExceeded,
     IntegrityViolation,
@@ -94,7 +95,7 @@ class Database:
         self.settings = settings
         self.metrics = metrics
         self.retry = retry
-        self.backend = make_backend(settings)
+        self.backend: Backend = make_backend(settings)
         readers = settings.db_read_workers
         writers = self.backend.writer_workers()
         self.backend.check_version(connections=writers + readers + 1)
@@ -144,7 +145,8 @@ class Database:
 
     @property
     def serialises_writes(self) -> bool:
-        """True when this process's writes run one at a time (SQLite's single writer lane)."""
+        """True when this process's writes run one at a time (SQLite's single writer lane):
+        two writes can then never race between one's key lookup and its insert."""
         return self.writer.workers == 1
 
     @property
@@ -521,7 +523,7 @@ class Database:
             self.metrics.db_lock_timeouts.labels(operation).inc()
 
 
-def make_backend(settings: Settings) -> SqliteBackend | PostgresBackend:
+def make_backend(settings: Settings) -> Backend:
     """The backend DATABASE_URL names: embedded SQLite (the default) or PostgreSQL."""
     name = make_url(settings.database_url).get_backend_name()
     if name == "postgresql":

@@ -246,6 +246,7 @@ class WorkerLane:
         self._queue: deque[LaneCall] = deque()
         self._pending = 0
         self._running = 0
+        self._sleeping = 0  # workers waiting for work
         # Batches taken and the calls in them (their ratio is the mean batch size).
         self.batches = 0
         self.batched_calls = 0
@@ -326,11 +327,17 @@ class WorkerLane:
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
+                    self._sleeping += 1
                     self._wake.wait()
+                    self._sleeping -= 1
                 if not self._queue:
                     return
+                # A fair share when other workers sleep: a batch runs its calls one after
+                # another, so one worker taking everything would leave the others idle
+                # behind a slow call.
+                share = -(-len(self._queue) // (self._sleeping + 1))
                 batch = []
-                while self._queue and len(batch) < self.batch_limit:
+                while self._queue and len(batch) < min(self.batch_limit, share):
                     call = self._queue.popleft()
                     call.state = _TAKEN
                     batch.append(call)

@@ -1,12 +1,12 @@
 """The service's own connection set-up and write, read from the service itself.
 
 The power-loss workload must write the way the service writes: same pragmas, same page size,
-same schema, same transaction, same checkpoint policy. None of that is exposed by `app/` as
-data (the pragmas live in a closure inside `SqliteBackend.make_engine`), so instead of copying
-values this module runs the service's own code on a scratch database and records what it does:
+same schema, same transaction, same checkpoint policy. Instead of copying values, this module
+reads what `app/` exposes as data and runs the service's own code on a scratch database for
+the rest, recording what it does:
 
-- the pragmas: a writer engine from `SqliteBackend.make_engine`, with SQLite's statement trace
-  switched on before the service's `connect` hook runs;
+- the pragmas: the statements `SqliteBackend.connection_setup` lists, which the service's
+  connect hook runs and nothing else;
 - the schema: what `Database.open` created (`sqlite_master`), and the page size it got;
 - the create: one `app.users.create_user` through `Database`, its statements captured with
   SQLAlchemy's cursor events, with sentinel values standing in for name, key and user id.
@@ -148,7 +148,7 @@ def load_profile(settings: Settings | None = None) -> ServiceProfile:
     settings = settings or Settings()
     with tempfile.TemporaryDirectory(prefix="powerloss-probe-") as tmp:
         folder = Path(tmp)
-        pragmas = _traced_pragmas(_scratch(settings, folder / "pragmas.db"))
+        pragmas = _service_pragmas(settings)
         schema, page_size, create = _traced_create(_scratch(settings, folder / "create.db"))
     return ServiceProfile(
         settings=settings, pragmas=pragmas, page_size=page_size, schema=schema, create=create,
@@ -175,23 +175,13 @@ def _scratch(settings: Settings, path: Path) -> Settings:
     return settings.model_copy(update={"database_url": f"sqlite:///{path}"})
 
 
-def _traced_pragmas(settings: Settings) -> tuple[Pragma, ...]:
-    engine = SqliteBackend(settings).make_engine(role="writer", pool_size=1)
-    statements: list[str] = []
-
-    # insert=True: the trace must be on before the service's own connect hook runs.
-    @event.listens_for(engine, "connect", insert=True)
-    def _trace(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.set_trace_callback(statements.append)
-
-    try:
-        with engine.connect():
-            pass
-    finally:
-        engine.dispose()
+def _service_pragmas(settings: Settings) -> tuple[Pragma, ...]:
+    """The PRAGMAs the service's connect hook runs, from the backend's own list (the busy
+    timeout as outside a request)."""
+    statements = SqliteBackend(settings).connection_setup(settings.sqlite_busy_timeout_ms)
     pragmas = tuple(Pragma(m[1].lower(), m[2]) for s in statements if (m := _PRAGMA.match(s)))
     if not pragmas:
-        raise RuntimeError("tracing the service's connect hook found no PRAGMA")
+        raise RuntimeError("the service's connection set-up has no PRAGMA")
     return pragmas
 
 

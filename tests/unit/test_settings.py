@@ -42,7 +42,7 @@ def test_defaults() -> None:
     assert settings.sqlite_synchronous == "NORMAL"
     assert settings.sqlite_allow_affected_version is False
     assert settings.db_deadline_s == 5.0
-    assert settings.db_read_workers == 4
+    assert settings.db_read_workers == 2
     assert settings.db_queue_limit == 64
     assert settings.retry_max_attempts == 5
     assert settings.retry_backoff_initial_s == 0.01

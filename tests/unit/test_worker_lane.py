@@ -42,6 +42,11 @@ class Gate:
         for _ in range(count):
             assert self.started.acquire(timeout=WAIT_S), "a worker never started"
 
+    async def started_on(self, count: int) -> None:
+        """Wait off the event loop: a lane wakes its workers from the loop (once per loop
+        iteration), so a test blocking the loop would hold back the very start it waits for."""
+        await asyncio.to_thread(self.wait_started, count)
+
 
 @pytest.fixture
 def gate() -> Iterator[Gate]:
@@ -98,7 +103,7 @@ async def test_queue_full_once_workers_plus_queue_limit_are_pending(
     lane = WorkerLane("reader", workers, queue_limit)
     lanes.append(lane)
     calls = [lane.submit(gate.work) for _ in range(workers + queue_limit)]
-    gate.wait_started(workers)
+    await gate.started_on(workers)
     assert counters(lane) == (workers + queue_limit, workers, queue_limit)
     with pytest.raises(QueueFull, match=f"{workers + queue_limit} calls pending"):
         lane.submit(gate.work)
@@ -135,7 +140,7 @@ async def test_shutdown_drops_queued_calls_and_lets_the_running_one_finish(
     lane = WorkerLane("writer", 1, 1)
     lanes.append(lane)
     running = lane.submit(gate.work)
-    gate.wait_started(1)
+    await gate.started_on(1)
     queued = lane.submit(lambda: "ran after shutdown")
     lane.shutdown(wait=False)
     assert queued.future.cancelled()
@@ -192,7 +197,7 @@ async def test_a_worker_takes_every_waiting_call_in_one_batch(
     lane = WorkerLane("writer", 1, 8, batch_limit=8, run_batch=batches.run)
     lanes.append(lane)
     first = lane.submit(gate.work)
-    gate.wait_started(1)
+    await gate.started_on(1)
     queued = [lane.submit(lambda n=n: n) for n in range(3)]
     loop = asyncio.get_running_loop()
     callbacks: list[object] = []
@@ -219,7 +224,7 @@ async def test_batch_limit_bounds_a_batch(gate: Gate, lanes: list[WorkerLane]) -
     lane = WorkerLane("reader", 1, 8, batch_limit=2, run_batch=batches.run)
     lanes.append(lane)
     first = lane.submit(gate.work)
-    gate.wait_started(1)
+    await gate.started_on(1)
     queued = [lane.submit(lambda n=n: n) for n in range(5)]
     gate.opened.set()
     await result_of(lane, first)
@@ -238,13 +243,13 @@ async def test_a_call_withdrawn_from_a_taken_batch_never_runs_and_frees_its_capa
     lanes.append(lane)
     second = Gate()
     blocker = lane.submit(gate.work)
-    gate.wait_started(1)
+    await gate.started_on(1)
     slow = lane.submit(second.work)
     late = lane.submit(gate.work, CallHandle(Deadline.after(0.1)))
     try:
         gate.opened.set()  # the blocker ends; the next batch holds `slow` and `late`
         await result_of(lane, blocker)
-        second.wait_started(1)  # `slow` runs, `late` waits behind it in the same batch
+        await second.started_on(1)  # `slow` runs, `late` waits behind it in the same batch
         assert batches.sizes == [1, 2]
         with pytest.raises(DeadlineExceeded):
             await result_of(lane, late)
@@ -356,7 +361,7 @@ async def test_await_until_gives_up_at_the_deadline_and_interrupts(
     lanes.append(lane)
     handle = CallHandle(Deadline.after(0.1))
     call = lane.submit(gate.work, handle)
-    gate.wait_started(1)
+    await gate.started_on(1)
     interrupts: list[str] = []
     handle.attach(lambda: interrupts.append("interrupt"))
     started = time.monotonic()
@@ -376,7 +381,7 @@ async def test_queued_call_is_dropped_at_its_deadline(gate: Gate, lanes: list[Wo
     lane = WorkerLane("writer", 1, 1)
     lanes.append(lane)
     lane.submit(gate.work)
-    gate.wait_started(1)
+    await gate.started_on(1)
     handle = CallHandle(Deadline.after(0.1))
     queued = lane.submit(gate.work, handle)
     with pytest.raises(DeadlineExceeded):
