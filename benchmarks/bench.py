@@ -323,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", action="store_true",
                         help="run what issue 11's targets need and judge them "
                              "(build/bench/targets.json, targets.md)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="--targets: rounds of the single-server ratio runs, each ratio "
+                             "judged by its median over the rounds (default 3)")
     parser.add_argument("--lock-duration", type=int, default=None,
                         help="--targets: seconds of each lock-pulse phase (default 3x "
                              "--duration, at least 5: a 2 s pulse every 5 s)")
@@ -388,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.targets:
             lock_duration = args.lock_duration or max(5, 3 * duration)
             meta["lock_duration_s"] = lock_duration
-            return run_targets(split, load, lock_duration, meta, OUT_DIR)
+            meta["rounds"] = args.rounds
+            return run_targets(split, load, lock_duration, meta, OUT_DIR, args.rounds)
         splits = cpu_sets(split) if args.pinned_one_core else [split]
         meta["cpu_sets"] = [s.describe() for s in splits]
         cells = run_benchmark(variants, load, args.concurrency or [1, 16, 64], splits,
