@@ -441,6 +441,8 @@ class Database:
         self._rollback(seat)
 
     def _storage_error(self, exc: BaseException, handle: CallHandle) -> BaseException:
+        if isinstance(exc, self.backend.driver_error):  # from a savepoint, run on the driver
+            exc = DBAPIError.instance(None, None, exc, self.backend.driver_error)
         if isinstance(exc, DBAPIError):
             error = self.backend.classify(exc, cancelled=handle.stopping)
             error.__cause__ = exc
