@@ -239,6 +239,9 @@ def peer_targets(cells: list[Cell], cpus: str) -> list[Target]:
                 note = f" [{trouble}]" if trouble else ""
                 if theirs is not None and theirs.errors:
                     note += f" [{peer.label}: {theirs.errors} errors]"
+                if theirs is not None and not theirs.answered_after:
+                    # No ratio to a peer that answered nothing: ahead by definition.
+                    note += f" [{peer.label} stalled]"
                 rps = (ours.rps / theirs.rps if ours and theirs and theirs.rps else None)
                 targets.append(Target(
                     f"{where}: req/s", f"{fmt(rps, 2)}x" + (
