@@ -104,11 +104,20 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   '_stop_if_cancelled)', "pass"),
               (CANCEL + "test_no_statement_starts_after_the_deadline_between_statements",)),
     Safeguard("queued-call-not-dropped", "deadlines", "a call whose deadline passed while "
-              "queued is dropped before it checks out a connection",
-              one("app/db.py", "handle.raise_if_cancelled()  # dropped at its deadline while "
-                  "still queued", "pass"),
-              (ACCOUNT + "test_a_call_whose_deadline_passed_in_the_queue_never_checks_out_a_"
-               "connection",)),
+              "it waited (even with the loop too busy to withdraw it) runs no statement: "
+              "dropped when its worker reaches it, and refused by the statement hook (removed "
+              "together: since the group-commit rewrite either one alone stops it)",
+              (Edit("app/db.py", "handle.raise_if_cancelled()  # dropped at its deadline while "
+                    "still queued", "pass"),
+               Edit("app/db.py", "                if call.handle.stopping:  # its deadline "
+                    "passed while it waited", "                if False:"),
+               Edit("app/db.py", "            if handle.stopping:\n                call.fail("
+                    "DeadlineExceeded(\"the DB call outlived its deadline\"))\n"
+                    "                continue\n            self._attach(",
+                    "            self._attach("),
+               Edit("app/db.py", 'event.listen(engine, "before_cursor_execute", '
+                    '_stop_if_cancelled)', "pass")),
+              (ACCOUNT + "test_a_call_whose_deadline_passed_in_the_queue_never_runs",)),
     Safeguard("checkpoint-deadline-ignored", "deadlines", "a checkpoint call has a deadline "
               "too (DB_DEADLINE_S), so shutdown and the loop are never stuck behind one",
               one("app/db.py", "        deadline = Deadline.after(self.settings.db_deadline_s)"
@@ -235,7 +244,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "integrity, schema, programming or deadline errors)",
               one("app/resilience.py", "isinstance(exc, TransientStorageError)",
                   "isinstance(exc, Exception)"),
-              (SQLERR + "test_non_transient_errors_are_never_retried",)),
+              (SQLERR + "test_non_transient_errors_are_never_retried",
+               SQLERR + "test_a_non_transient_error_on_a_retry_is_not_retried_again")),
     Safeguard("unbounded-attempts", "retries", "attempts are bounded by RETRY_MAX_ATTEMPTS",
               one("app/resilience.py", "state.attempt_number >= self.max_attempts",
                   "state.attempt_number >= 10**6"),

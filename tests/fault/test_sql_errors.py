@@ -99,6 +99,25 @@ async def test_non_transient_errors_are_never_retried(
     assert (await create(client, "next")).status_code == 201
 
 
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [("unique", 409, "name_taken"), ("no_such_table", 500, "internal_error")],
+)
+async def test_a_non_transient_error_on_a_retry_is_not_retried_again(
+    app: FastAPI, client: httpx.AsyncClient, database_url: str, kind: str, status: int, code: str
+) -> None:
+    """The first attempt meets a lock (retried), the second a defect or a conflict: that one
+    ends the call, however many attempts the budget has left."""
+    with InjectSqlError(app.state.db.writer_engine, "busy", match=INSERT_USER, times=1), \
+            InjectSqlError(app.state.db.writer_engine, kind, match=INSERT_USER) as fault:
+        response = await create(client, "busy-then-broken")
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert fault.injected == 1  # the second attempt's error, and no third attempt
+    assert (await metrics(client)).value("db_retries_total") == 1
+    assert user_rows(database_url) == []
+
+
 async def test_reads_are_retried_too(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
