@@ -24,6 +24,10 @@ from sqlalchemy.exc import DBAPIError
 from .errors import StorageError
 from .resilience import CallHandle, Deadline
 
+# Connections an engine opens beyond its workers' own, which each worker holds for its life:
+# for tools and tests that open one beside them, never for a request.
+SPARE_CONNECTIONS = 2
+
 
 class SeatView(Protocol):
     """What a backend may read and set on a worker's seat (app/db.py `Seat`)."""

@@ -49,6 +49,7 @@ from .resilience import (
     RetryPolicy,
     WorkerLane,
     await_until,
+    run_each_with,
 )
 from .settings import Settings
 from .sqlite_backend import SqliteBackend
@@ -261,7 +262,7 @@ class Database:
                        deadline: Deadline) -> T:
         call = lane.submit(work, CallHandle(deadline))
         try:
-            return await await_until(call, lane, self.interrupter)
+            return await await_until(call, self.interrupter)
         except TransientStorageError as exc:
             self._count_transient(operation, exc)
             raise
@@ -285,23 +286,11 @@ class Database:
 
     def _run_reads(self, worker: int, calls: list[LaneCall]) -> None:
         seat = self._seats["reader"][worker]
-        for call in calls:
-            if not call.start():
-                continue
-            try:
-                call.resolve(self._read_on(seat, call.handle, call.fn))
-            except BaseException as exc:
-                call.fail(exc)
+        run_each_with(calls, lambda call: self._read_on(seat, call.handle, call.fn))
 
     def _run_maintenance(self, worker: int, calls: list[LaneCall]) -> None:
         seat = self._seats["maintenance"][worker]
-        for call in calls:
-            if not call.start():
-                continue
-            try:
-                call.resolve(self._maintain_on(seat, call.handle, call.fn))
-            except BaseException as exc:
-                call.fail(exc)
+        run_each_with(calls, lambda call: self._maintain_on(seat, call.handle, call.fn))
 
     def _read_on(self, seat: Seat, handle: CallHandle, work: Callable[[Any], T]) -> T:
         handle.raise_if_cancelled()  # dropped at its deadline while still queued

@@ -40,11 +40,11 @@ class PasswordHasher:
         return self._lane.queued
 
     async def hash(self, password: str) -> str:
-        return await await_until(self._lane.submit(partial(self._hash, password)), self._lane)
+        return await await_until(self._lane.submit(partial(self._hash, password)))
 
     async def verify(self, password_hash: str, password: str) -> bool:
         return await await_until(
-            self._lane.submit(partial(self._verify, password_hash, password)), self._lane)
+            self._lane.submit(partial(self._verify, password_hash, password)))
 
     def close(self) -> None:
         self._lane.shutdown(wait=True)

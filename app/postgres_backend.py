@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from .backend import SPARE_CONNECTIONS
 from .connect_deadline import ConnectDeadline
 from .errors import (
     DeadlineExceeded,
@@ -87,7 +88,7 @@ class PostgresBackend:
         engine = create_engine(
             self.url,
             pool_size=pool_size,
-            max_overflow=2,  # as SQLite's SPARE_CONNECTIONS: for tools and tests, not requests
+            max_overflow=SPARE_CONNECTIONS,
             pool_timeout=1.0,
             pool_pre_ping=True,
             hide_parameters=True,

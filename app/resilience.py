@@ -194,15 +194,21 @@ class LaneCall:
 _QUEUED, _TAKEN, _RUNNING, _DONE, _WITHDRAWN = range(5)
 
 
-def run_each(_worker: int, calls: list[LaneCall]) -> None:
-    """The plain lane policy: each call's function on its own."""
+def run_each_with(calls: list[LaneCall], attempt: Callable[[LaneCall], object]) -> None:
+    """Run `attempt(call)` for each call of a batch that was not withdrawn, one after another,
+    recording its result or its error for the caller."""
     for call in calls:
         if not call.start():
             continue
         try:
-            call.resolve(call.fn())
+            call.resolve(attempt(call))
         except BaseException as exc:  # delivered to the caller, as a future would
             call.fail(exc)
+
+
+def run_each(_worker: int, calls: list[LaneCall]) -> None:
+    """The plain lane policy: each call's function on its own."""
+    run_each_with(calls, lambda call: call.fn())
 
 
 BatchRunner = Callable[[int, list[LaneCall]], None]
@@ -421,8 +427,7 @@ def _cancel_future(call: LaneCall) -> None:
             call.loop.call_soon_threadsafe(call.future.cancel)
 
 
-async def await_until(call: LaneCall, lane: WorkerLane,
-                      interrupter: Executor | None = None) -> T:
+async def await_until(call: LaneCall, interrupter: Executor | None = None) -> T:
     """Wait for a lane call's result until its handle's deadline, never longer.
 
     On expiry (or if the awaiting task is cancelled) the handle is cancelled: a queued call is
@@ -433,26 +438,26 @@ async def await_until(call: LaneCall, lane: WorkerLane,
     """
     remaining = call.handle.deadline.remaining()
     timer = (None if math.isinf(remaining)
-             else call.loop.call_later(remaining, _expire, call, lane, interrupter))
+             else call.loop.call_later(remaining, _expire, call, interrupter))
     try:
         return await call.future  # type: ignore[no-any-return]
     except asyncio.CancelledError:
-        _stop(call, lane, interrupter)
+        _stop(call, interrupter)
         raise
     finally:
         if timer is not None:
             timer.cancel()
 
 
-def _expire(call: LaneCall, lane: WorkerLane, interrupter: Executor | None) -> None:
+def _expire(call: LaneCall, interrupter: Executor | None) -> None:
     if call.future.done():
         return
     call.future.set_exception(DeadlineExceeded("the DB call outlived its deadline"))
-    _stop(call, lane, interrupter)
+    _stop(call, interrupter)
 
 
-def _stop(call: LaneCall, lane: WorkerLane, interrupter: Executor | None) -> None:
-    if lane.withdraw(call):
+def _stop(call: LaneCall, interrupter: Executor | None) -> None:
+    if call.lane.withdraw(call):
         call.handle.mark_cancelled()
         call.future.cancel()
         return

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
+from .backend import SPARE_CONNECTIONS
 from .connect_deadline import ConnectDeadline
 from .errors import (
     DeadlineExceeded,
@@ -70,8 +71,6 @@ _UNAVAILABLE = {
 LOCK_WAIT_MARGIN_MS = 25
 # How far past that a busy timeout already set on a connection may end before it is set anew.
 LOCK_WAIT_SLACK_MS = 100
-# Connections an engine opens beyond its workers' (inspection by tools and tests).
-SPARE_CONNECTIONS = 2
 # Writes committed in one transaction at most (group commit).
 WRITE_GROUP_LIMIT = 64
 # What each role's transactions begin with. Writers: IMMEDIATE (see the module docstring).

@@ -79,7 +79,7 @@ import httpx
 # Run as a script, this file's folder is on sys.path and the repository root is not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.load import Cell, LoadConfig, add_ratios, ensure_wrk, measure, write_scripts
+from benchmarks.load import Cell, LoadConfig, add_ratios, ensure_wrk, write_scripts
 from benchmarks.servers import (
     SERVICES,
     SQLITE_ONLY,
@@ -92,8 +92,8 @@ from benchmarks.servers import (
     serve_all,
     serving,
 )
-from benchmarks.tables import cells_markdown, progress_line
-from benchmarks.targets import run_targets
+from benchmarks.tables import cells_markdown
+from benchmarks.targets import run_plan, run_targets
 from faults.postgres_server import PostgresServer, pg_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,16 +134,9 @@ def run_split(variants: list[Variant], load: LoadConfig, concurrencies: list[int
         # Services (and backends) take turns at each concurrency (the idle one waits,
         # unloaded), so a change in the machine's background load mid-run does not favour one
         # of them.
-        for concurrency in concurrencies:
-            for variant, entry in served.items():
-                for endpoint in endpoints_of(variant):
-                    cell = measure(load, entry.server, variant.label, endpoint, concurrency,
-                                   entry.ids, variant.backend, split.client_cpus,
-                                   split.server_cpus)
-                    cells.append(cell)
-                    print(progress_line(cell), file=sys.stderr)
-                    if not cell.answered_after:
-                        entry.restart()
+        plan = [(variant, endpoint, concurrency) for concurrency in concurrencies
+                for variant in served for endpoint in endpoints_of(variant)]
+        cells += run_plan(plan, served, split, load)
     return cells
 
 

@@ -107,7 +107,7 @@ def run_plan(plan: Plan, served: dict[Variant, Served], split: CpuSplit, load: L
     for variant, endpoint, concurrency in plan:
         entry = served[variant]
         cell = measure(load, entry.server, variant.label, endpoint, concurrency, entry.ids,
-                       client_cpus=split.client_cpus, server_cpus=split.server_cpus)
+                       variant.backend, split.client_cpus, split.server_cpus)
         cells.append(cell)
         print(progress_line(cell), file=sys.stderr)
         if not cell.answered_after:

@@ -138,7 +138,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "cancelled (outer timeout, shutdown) its queued work is dropped and its "
               "running statement interrupted",
               one("app/resilience.py", "    except asyncio.CancelledError:\n"
-                  "        _stop(call, lane, interrupter)\n        raise",
+                  "        _stop(call, interrupter)\n        raise",
                   "    except asyncio.CancelledError:\n        raise"),
               (CANCEL + "test_a_cancelled_caller_s_queued_write_never_runs",
                CANCEL + "test_a_cancelled_caller_s_running_statement_is_interrupted")),
@@ -197,8 +197,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("cancel-on-event-loop", "cancellation", "interrupts are sent from the "
               "interrupter thread, not the event loop (a PostgreSQL cancel is a network round "
               "trip): a slow cancel delays neither the 504 nor other requests",
-              one("app/db.py", "await await_until(call, lane, self.interrupter)",
-                  "await await_until(call, lane)"),
+              one("app/db.py", "await await_until(call, self.interrupter)",
+                  "await await_until(call)"),
               (SLOW + "test_a_slow_cancel_delays_neither_the_504_nor_the_event_loop",)),
     # -- lock waits ------------------------------------------------------------------------
     Safeguard("unbounded-lock-wait", "lock waits", "a lock wait is bounded by the call's "
@@ -328,7 +328,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               append={"app/resilience.py": _BLOCKING_HELPER}),
     Safeguard("hash-on-event-loop", "event loop", "password hashing runs off the event loop",
               one("app/passwords.py", "        return await await_until(self._lane.submit(partial("
-                  "self._hash, password)), self._lane)", "        return self._hash(password)"),
+                  "self._hash, password)))", "        return self._hash(password)"),
               (WIRING + "test_hashing_runs_off_the_event_loop",)),
     Safeguard("checkpoint-on-writer-lane", "event loop", "checkpoints run on their own lane "
               "and connection, never in front of writes",

@@ -38,10 +38,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from argon2 import PasswordHasher
 from fastapi import Depends, FastAPI, HTTPException, Request, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import DateTime, String, event, make_url, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -49,49 +47,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from examples.peer_schema import Base, User, UserCreate, UserOut, hasher_from_env
 
 # No `from __future__ import annotations`: FastAPI evaluates the handlers' annotations.
 
 DEFAULT_DATABASE_URL = "sqlite:///./async_users.db"
-# The hardened service's default argon2id cost; the benchmark lowers both through the env.
-DEFAULT_HASH_TIME_COST = 2
-DEFAULT_HASH_MEMORY_KIB = 19456
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    # Its own table (not app.models): a peer must not borrow the hardened service's code.
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-
-
-class UserCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=8, max_length=128)
-
-
-class UserOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    name: str
-    created_at: datetime
-
-    @field_validator("created_at")
-    @classmethod
-    def _in_utc(cls, value: datetime) -> datetime:
-        # SQLite keeps no time zone; the values were written in UTC.
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def make_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(make_url(url).set(drivername="sqlite+aiosqlite"))
 
@@ -117,11 +78,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
     """Build the asyncio peer; settings from the environment (DATABASE_URL,
     PASSWORD_HASH_TIME_COST, PASSWORD_HASH_MEMORY_KIB)."""
     engine = make_engine(database_url or os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    hasher = PasswordHasher(
-        time_cost=int(os.environ.get("PASSWORD_HASH_TIME_COST", DEFAULT_HASH_TIME_COST)),
-        memory_cost=int(os.environ.get("PASSWORD_HASH_MEMORY_KIB", DEFAULT_HASH_MEMORY_KIB)),
-        parallelism=1,
-    )
+    hasher = hasher_from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -37,55 +37,17 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pysqlite3.dbapi2 as pysqlite3
-from argon2 import PasswordHasher
 from fastapi import Depends, FastAPI, HTTPException, Request, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import DateTime, Engine, String, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
+
+from examples.peer_schema import Base, User, UserCreate, UserOut, hasher_from_env
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations, and
 # the tutorial's style defines them as plain module-level objects it can evaluate.
 
 DEFAULT_DATABASE_URL = "sqlite:///./tutorial_users.db"
-# The hardened service's default argon2id cost; the benchmark lowers both through the env.
-DEFAULT_HASH_TIME_COST = 2
-DEFAULT_HASH_MEMORY_KIB = 19456
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    # Its own table (not app.models): a peer must not borrow the hardened service's code.
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-
-
-class UserCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=8, max_length=128)
-
-
-class UserOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    name: str
-    created_at: datetime
-
-    @field_validator("created_at")
-    @classmethod
-    def _in_utc(cls, value: datetime) -> datetime:
-        # SQLite keeps no time zone; the values were written in UTC.
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def make_engine(url: str) -> Engine:
     engine = create_engine(
         url,
@@ -117,11 +79,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
     PASSWORD_HASH_TIME_COST, PASSWORD_HASH_MEMORY_KIB)."""
     engine = make_engine(database_url or os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
     Base.metadata.create_all(engine)
-    hasher = PasswordHasher(
-        time_cost=int(os.environ.get("PASSWORD_HASH_TIME_COST", DEFAULT_HASH_TIME_COST)),
-        memory_cost=int(os.environ.get("PASSWORD_HASH_MEMORY_KIB", DEFAULT_HASH_MEMORY_KIB)),
-        parallelism=1,
-    )
+    hasher = hasher_from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

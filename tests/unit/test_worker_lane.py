@@ -69,16 +69,12 @@ def counters(lane: WorkerLane) -> tuple[int, int, int]:
     return lane.pending, lane.running, lane.queued
 
 
-async def result_of(lane: WorkerLane, call: LaneCall) -> object:
-    return await await_until(call, lane)
-
-
 @pytest.mark.anyio
 async def test_results_are_returned(lanes: list[WorkerLane]) -> None:
     lane = WorkerLane("reader", 2, 4)
     lanes.append(lane)
     calls = [lane.submit(lambda n=n: n * n) for n in range(5)]
-    assert [await result_of(lane, c) for c in calls] == [0, 1, 4, 9, 16]
+    assert [await await_until(c) for c in calls] == [0, 1, 4, 9, 16]
 
 
 @pytest.mark.anyio
@@ -91,7 +87,7 @@ async def test_worker_exception_reaches_the_caller(lanes: list[WorkerLane]) -> N
         raise error
 
     with pytest.raises(LockTimeout) as raised:
-        await result_of(lane, lane.submit(fail))
+        await await_until(lane.submit(fail))
     assert raised.value is error
 
 
@@ -109,7 +105,7 @@ async def test_queue_full_once_workers_plus_queue_limit_are_pending(
         lane.submit(gate.work)
     assert lane.pending == workers + queue_limit  # the refused call is not counted
     gate.opened.set()
-    assert [await result_of(lane, c) for c in calls] == ["released"] * len(calls)
+    assert [await await_until(c) for c in calls] == ["released"] * len(calls)
     lane.shutdown(wait=True)
     assert counters(lane) == (0, 0, 0)
     assert gate.calls == workers + queue_limit
@@ -126,9 +122,9 @@ async def test_capacity_is_given_back_when_work_finishes(
     with pytest.raises(QueueFull):
         lane.submit(gate.work)
     gate.opened.set()
-    assert await result_of(lane, first) == "released"
+    assert await await_until(first) == "released"
     assert idle.wait(WAIT_S)
-    assert await result_of(lane, lane.submit(lambda: "again")) == "again"
+    assert await await_until(lane.submit(lambda: "again")) == "again"
 
 
 @pytest.mark.anyio
@@ -147,7 +143,7 @@ async def test_shutdown_drops_queued_calls_and_lets_the_running_one_finish(
     with pytest.raises(QueueFull, match="shut down"):
         lane.submit(gate.work)
     gate.opened.set()
-    assert await result_of(lane, running) == "released"
+    assert await await_until(running) == "released"
     lane.shutdown(wait=True)
     assert counters(lane) == (0, 0, 0)
 
@@ -157,7 +153,7 @@ async def test_lane_threads_are_named_after_their_lane(lanes: list[WorkerLane]) 
     """Thread dumps and profiles (py-spy) show which lane a stuck thread belongs to."""
     lane = WorkerLane("reader", 1, 0)
     lanes.append(lane)
-    name = await result_of(lane, lane.submit(lambda: threading.current_thread().name))
+    name = await await_until(lane.submit(lambda: threading.current_thread().name))
     assert str(name).startswith("db-reader")
 
 
@@ -166,7 +162,7 @@ async def test_on_change_sees_every_transition(lanes: list[WorkerLane]) -> None:
     seen: list[tuple[int, int, int]] = []
     lane = WorkerLane("writer", 1, 3, on_change=lambda ln: seen.append(counters(ln)))
     lanes.append(lane)
-    assert await result_of(lane, lane.submit(lambda: 1)) == 1
+    assert await await_until(lane.submit(lambda: 1)) == 1
     lane.shutdown(wait=True)
     # submitted (queued), started (running), finished.
     assert seen == [(1, 0, 1), (1, 1, 0), (0, 0, 0)]
@@ -210,8 +206,8 @@ async def test_a_worker_takes_every_waiting_call_in_one_batch(
     loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
     try:
         gate.opened.set()
-        assert await result_of(lane, first) == "released"
-        assert [await result_of(lane, c) for c in queued] == [0, 1, 2]
+        assert await await_until(first) == "released"
+        assert [await await_until(c) for c in queued] == [0, 1, 2]
     finally:
         loop.call_soon_threadsafe = original  # type: ignore[method-assign]
     assert batches.sizes == [1, 3]
@@ -227,8 +223,8 @@ async def test_batch_limit_bounds_a_batch(gate: Gate, lanes: list[WorkerLane]) -
     await gate.started_on(1)
     queued = [lane.submit(lambda n=n: n) for n in range(5)]
     gate.opened.set()
-    await result_of(lane, first)
-    assert [await result_of(lane, c) for c in queued] == list(range(5))
+    await await_until(first)
+    assert [await await_until(c) for c in queued] == list(range(5))
     assert batches.sizes == [1, 2, 2, 1]
 
 
@@ -248,15 +244,15 @@ async def test_a_call_withdrawn_from_a_taken_batch_never_runs_and_frees_its_capa
     late = lane.submit(gate.work, CallHandle(Deadline.after(0.1)))
     try:
         gate.opened.set()  # the blocker ends; the next batch holds `slow` and `late`
-        await result_of(lane, blocker)
+        await await_until(blocker)
         await second.started_on(1)  # `slow` runs, `late` waits behind it in the same batch
         assert batches.sizes == [1, 2]
         with pytest.raises(DeadlineExceeded):
-            await result_of(lane, late)
+            await await_until(late)
         assert lane.pending == 1  # only `slow` counts now
     finally:
         second.opened.set()
-    assert await result_of(lane, slow) == "released"
+    assert await await_until(slow) == "released"
     lane.shutdown(wait=True)
     assert (gate.calls, second.calls) == (1, 1)  # `late` never ran
 
@@ -337,7 +333,7 @@ async def test_await_until_returns_the_result_before_the_deadline(
     lane = WorkerLane("reader", 1, 0)
     lanes.append(lane)
     handle = CallHandle(Deadline.after(WAIT_S))
-    assert await await_until(lane.submit(lambda: 42, handle), lane) == 42
+    assert await await_until(lane.submit(lambda: 42, handle)) == 42
     assert handle.cancelled is False
 
 
@@ -350,7 +346,7 @@ async def test_await_until_raises_the_workers_error(lanes: list[WorkerLane]) -> 
         raise LockTimeout("busy")
 
     with pytest.raises(LockTimeout, match="busy"):
-        await await_until(lane.submit(fail, CallHandle(Deadline.after(WAIT_S))), lane)
+        await await_until(lane.submit(fail, CallHandle(Deadline.after(WAIT_S))))
 
 
 @pytest.mark.anyio
@@ -366,7 +362,7 @@ async def test_await_until_gives_up_at_the_deadline_and_interrupts(
     handle.attach(lambda: interrupts.append("interrupt"))
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        await await_until(call, lane)
+        await await_until(call)
     assert time.monotonic() - started < WAIT_S / 2  # at the deadline, not when the worker ends
     assert handle.cancelled is True
     assert interrupts == ["interrupt"]
@@ -385,7 +381,7 @@ async def test_queued_call_is_dropped_at_its_deadline(gate: Gate, lanes: list[Wo
     handle = CallHandle(Deadline.after(0.1))
     queued = lane.submit(gate.work, handle)
     with pytest.raises(DeadlineExceeded):
-        await await_until(queued, lane)
+        await await_until(queued)
     assert handle.cancelled is True
     assert lane.pending == 1  # the dropped call no longer counts
     gate.opened.set()
