@@ -3,12 +3,13 @@
 Options (all also readable from the environment, for tox):
   --backend sqlite|postgres          the database every test service uses (default sqlite; postgres
                                      starts a throwaway PostgreSQL server)
-  --sqlite-synchronous NORMAL|FULL   run the whole suite under that durability level
-  --fault-seed N                     seed of every random choice a test makes (printed)
   --durability-mode quick|nightly    how long the durability suite runs (default quick)
   --durability-budget-s S            nightly: the most seconds the random-kill scenario may run
   --durability-cycles N              nightly: the kill/restart cycles it must reach (1000)
   --durability-summary DIR           where the durability summary goes
+
+--fault-seed and --sqlite-synchronous (the whole suite under that durability level) are the
+fault toolkit's pytest plugin's (sqlite_faults.plugin), as are the fault fixtures.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import pytest
 from fastapi import FastAPI
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from sqlite_faults.inspect_db import query_url
+from sqlite_faults.postgres_server import PostgresServer, pg_bin_dir
+from sqlite_faults.summary import DurabilitySummary
 
 from app.main import create_app
 from app.settings import Settings
-from faults.inspect_db import query_url
-from faults.postgres_server import PostgresServer, pg_bin_dir
-from faults.summary import DurabilitySummary
 
 ROOT = Path(__file__).resolve().parent
 
@@ -58,16 +59,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="database for every service the tests start (postgres: a throwaway server)",
     )
     group.addoption(
-        "--sqlite-synchronous", choices=["NORMAL", "FULL"],
-        default=os.environ.get("SQLITE_SYNCHRONOUS_UNDER_TEST", "NORMAL"),
-        help="PRAGMA synchronous for every service the tests start (default NORMAL)",
-    )
-    group.addoption(
-        "--fault-seed", type=int, default=int(os.environ.get("FAULT_SEED", "0")) or None,
-        help="seed for every random choice of the tests (default: a fresh one, printed)",
-    )
-
-    group.addoption(
         "--durability-mode", choices=["quick", "nightly"],
         default=os.environ.get("DURABILITY_MODE", "quick"),
         help="quick (CI, minutes) or nightly (a time budget, many cycles)",
@@ -90,16 +81,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--fault-seed") is None:
-        config.option.fault_seed = random.SystemRandom().randrange(1, 2**31)
-
-
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
-        f"fault seed: {config.getoption('--fault-seed')} (rerun with --fault-seed=N)",
         f"backend: {config.getoption('--backend')}",
-        f"sqlite synchronous: {config.getoption('--sqlite-synchronous')}",
         f"durability mode: {config.getoption('--durability-mode')}",
     ]
 
@@ -153,10 +137,9 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def rng(request: pytest.FixtureRequest) -> random.Random:
-    """A Random seeded from --fault-seed and the test's id: reproducible per test."""
-    seed = request.config.getoption("--fault-seed")
-    return random.Random(seed ^ zlib.crc32(request.node.nodeid.encode()))
+def rng(fault_rng: random.Random) -> random.Random:
+    """The plugin's fault_rng: seeded from --fault-seed and the test's id."""
+    return fault_rng
 
 
 @pytest.fixture

@@ -139,6 +139,9 @@ class SqliteBackend:
                 f"service's connections (got {settings.database_url!r})"
             )
         self.path = Path(database).resolve()
+        # SQLAlchemy engine plugins named in the URL (`?plugin=...`, CreateEnginePlugin) are
+        # honoured, e.g. the fault toolkit's; any other query parameter is not passed on.
+        self.plugins = {"plugin": url.query["plugin"]} if "plugin" in url.query else {}
 
     # -- start-up ------------------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class SqliteBackend:
         "maintenance" (checkpoints)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            f"sqlite:///{self.path}",
+            make_url(f"sqlite:///{self.path}").update_query_dict(self.plugins),
             module=self.driver,
             poolclass=QueuePool,
             pool_size=pool_size,

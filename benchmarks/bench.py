@@ -13,7 +13,7 @@ a user would otherwise write the same API, `tutorial` (FastAPI's SQL tutorial pa
 `async` (SQLAlchemy's asyncio engine over aiosqlite), both in examples/, and `naive` (the seed
 report's baseline, which stalls at 16 clients; not run unless named).
 
-Benchmark mode: each service runs in a real uvicorn process (`faults.server.ServerProcess`, a
+Benchmark mode: each service runs in a real uvicorn process (`sqlite_faults.server.ServerProcess`, a
 temporary data folder, argon2 at its cheapest cost). 200 users are created first; then `wrk`
 drives, at each concurrency (`--concurrency`, default 1, 16, 64): `GET /healthz` (no
 database: the ceiling of the HTTP stack on this machine), then `GET /users/{id}` over the
@@ -37,7 +37,7 @@ every CPU (how the figures before issue 11 were taken). `--pinned-one-core` runs
 again with the server on a single core, unless the split already gives it one.
 
 `--backend` picks the hardened service's database: `sqlite` (default), `postgres` (a
-throwaway PostgreSQL server started for the run, `faults.postgres_server.PostgresServer`, a
+throwaway PostgreSQL server started for the run, `sqlite_faults.postgres_server.PostgresServer`, a
 fresh database per service, on the servers' CPUs), or both, `sqlite,postgres`, which take
 turns like services do. The peers and the naive baseline are SQLite-only: they run on the
 sqlite backend and are left out of the others.
@@ -79,6 +79,8 @@ import httpx
 # Run as a script, this file's folder is on sys.path and the repository root is not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sqlite_faults.postgres_server import PostgresServer, pg_bin_dir
+
 from benchmarks.load import Cell, LoadConfig, add_ratios, ensure_wrk, write_scripts
 from benchmarks.servers import (
     SERVICES,
@@ -94,7 +96,6 @@ from benchmarks.servers import (
 )
 from benchmarks.tables import cells_markdown
 from benchmarks.targets import run_plan, run_targets
-from faults.postgres_server import PostgresServer, pg_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "build" / "bench"

@@ -9,7 +9,7 @@ routes, it tells how much of a create's cost is the hash and how much the databa
 create at 0.85 of the reference spends at most 15 % of its time beyond hashing.
 
 Serve with `uvicorn benchmarks.bench_app:create_app --factory` (benchmarks/bench.py does, through
-faults.server.ServerProcess). Never part of the public API: `app.main` does not know it.
+sqlite_faults.server.ServerProcess). Never part of the public API: `app.main` does not know it.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlite_faults.server import ServerProcess
 
 from benchmarks.bench_app import HASH_ONLY_PATH
-from faults.server import ServerProcess
 
 # What Debian's wrk (4.1.0) reports, and what it does not: its text output has no p95
 # (`--latency` prints 50/75/90/99), and it counts a "timeout" only for a response that

@@ -1,6 +1,6 @@
 """Write-lock pulses under a mixed load: writers and readers at once (two wrk processes), first
 without locks, then with another process taking SQLite's write lock (`BEGIN IMMEDIATE`, held
-by faults.locks.LockHolder from its own connection) for `pulse_s` every `every_s`.
+by sqlite_faults.locks.LockHolder from its own connection) for `pulse_s` every `every_s`.
 
 The second phase is judged against the first: the same load on the same server, so the ratio
 of the readers' p99 says what the pulses cost the readers (in WAL they are never blocked by a
@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.server import ServerProcess
+
 from benchmarks.load import Cell, WrkRun, answers, script_args, to_cell
-from faults.locks import LockHolder
-from faults.server import ServerProcess
 
 LEAD_S = 1.0  # load first, so the first pulse meets a steady state
 TAIL_S = 0.5  # and the last one ends before the load does

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from sqlite_faults.postgres_server import PostgresServer
+from sqlite_faults.server import ServerProcess
 
-from faults.postgres_server import PostgresServer
-from faults.server import ServerProcess
+from examples.targets import QUICK_ENV
 
 SERVICES = {
     # The hardened service with the hash-only reference route (benchmarks/bench_app.py).
@@ -149,7 +150,7 @@ def serving(variant: Variant, database_url: str | None = None,
             wrapper: list[str] | None = None) -> Iterator[ServerProcess]:
     """A server on an SQLite file in a temporary folder, or on `database_url`."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        env = dict(variant.env)
+        env = {**QUICK_ENV, **variant.env}
         if database_url:
             env["DATABASE_URL"] = database_url
         server = ServerProcess(Path(tmp), app=SERVICES[variant.service], env=env,

@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from sqlite_faults.server import ServerProcess
 
 from benchmarks.load import Cell, LoadConfig, add_ratios, measure
 from benchmarks.lock_pulses import Phase, lock_pulse_scenario
 from benchmarks.servers import CpuSplit, Served, Variant, cpu_sets, serve_all
 from benchmarks.tables import cells_markdown, fmt, progress_line
 from benchmarks.threads import Census, settled_census
-from faults.server import ServerProcess
 
 CONCURRENCIES = (16, 64)
 HEADLINE_C = 64  # the concurrency of the single-server ratios

@@ -2,7 +2,7 @@
 recommendations, kept so the hardened service (app/) can be measured side by side with it.
 
 Serve it with `uvicorn examples.naive_service.app:create_app --factory`, or through
-`faults.server.ServerProcess(data_dir, app="examples.naive_service.app:create_app")`.
+`sqlite_faults.server.ServerProcess(data_dir, app="examples.naive_service.app:create_app")`.
 It serves the same API shape as the hardened service, so one load generator drives both.
 
 Each naive choice, kept on purpose, and what the hardened service does instead:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.summary import Plan
 
-from faults.server import ServerProcess
-from faults.summary import Plan
+from examples.targets import QUICK_ENV
 
 SERVE = [sys.executable, "-m", "app.serve"]
 
@@ -51,7 +52,7 @@ def servers(
     on_postgres = request.getfixturevalue("on_postgres")
 
     def make(name: str = "server", **env: Any) -> ServerProcess:
-        values = {k.upper(): str(v) for k, v in env.items()}
+        values = {**QUICK_ENV, **{k.upper(): str(v) for k, v in env.items()}}
         if on_postgres:
             values.setdefault("DATABASE_URL", request.getfixturevalue("database_url"))
         # As deployed: app.serve, with its limits and graceful shutdown.

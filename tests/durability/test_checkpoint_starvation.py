@@ -7,7 +7,7 @@ open makes the WAL grow. This service checkpoints every SQLITE_CHECKPOINT_INTERV
 or TRUNCATE once the -wal file is past SQLITE_JOURNAL_SIZE_LIMIT_BYTES.
 
 The reader here is a second connection in another process (this test process) through the
-service's own SQLite library (pysqlite3, as faults/inspect_db.py explains: never the stdlib
+service's own SQLite library (pysqlite3, as sqlite_faults/inspect_db.py explains: never the stdlib
 `sqlite3` module on the service's file). The writer is one client, paced so that without the
 reader the WAL stays under the (small) limit, and what the reader does to it shows.
 
@@ -29,14 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-import pysqlite3.dbapi2 as dbapi  # the service's SQLite: see faults/inspect_db.py
+import pysqlite3.dbapi2 as dbapi  # the service's SQLite: see sqlite_faults/inspect_db.py
 import pytest
+from sqlite_faults.inspect_db import query
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.observe import MetricsSnapshot, wait_until
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.summary import DurabilitySummary
 
-from faults.inspect_db import query
-from faults.ledger import WriteLedger
-from faults.observe import MetricsSnapshot, wait_until
-from faults.server import ServerProcess
-from faults.summary import DurabilitySummary
+from examples.targets import USERS_WRITE
 
 pytestmark = pytest.mark.sqlite_only("SQLite WAL checkpoints")
 
@@ -237,7 +238,7 @@ async def test_a_pinned_snapshot_grows_the_wal_and_the_checkpoint_shrinks_it_aft
     server = servers(sqlite_synchronous=synchronous,
                      sqlite_journal_size_limit_bytes=LIMIT_BYTES,
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
-    ledger = WriteLedger(random.Random(rng.random()), prefix=f"pin{synchronous[0]}")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix=f"pin{synchronous[0]}")
     server.start()
     started = time.monotonic()
     hold = await pin_a_snapshot(server, ledger, rng, rng.uniform(1.0, 1.4))
@@ -267,7 +268,7 @@ async def test_writes_go_on_while_a_reader_pins_a_snapshot(
     server = servers(sqlite_synchronous="NORMAL",
                      sqlite_journal_size_limit_bytes=LIMIT_BYTES,
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
-    ledger = WriteLedger(random.Random(rng.random()), prefix="stall")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="stall")
     server.start()
     hold = await pin_a_snapshot(server, ledger, rng, 1.5)
     assert max(s.wal_bytes for s in hold.during()) > LIMIT_BYTES, hold.note()

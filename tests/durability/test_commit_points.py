@@ -66,13 +66,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlite_faults.inspect_db import names_in_main_file_alone
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.observe import MetricsSnapshot
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.summary import DurabilitySummary, ScenarioFigures
+from sqlite_faults.syscalls import SyscallFault, strace_path
 
-from faults.inspect_db import names_in_main_file_alone
-from faults.ledger import WriteLedger
-from faults.observe import MetricsSnapshot
-from faults.server import ServerProcess
-from faults.summary import DurabilitySummary, ScenarioFigures
-from faults.syscalls import SyscallFault, strace_path
+from examples.targets import USERS_WRITE
 
 pytestmark = [
     pytest.mark.sqlite_only("kills at SQLite's WAL and checkpoint syscalls"),
@@ -142,7 +143,7 @@ class Run:
 def schema_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database with the schema and nothing else, closed cleanly (no -wal), to copy into
     each scenario: start-up then writes nothing, and N counts the workload's calls only."""
-    server = ServerProcess(tmp_path_factory.mktemp("schema"))
+    server = ServerProcess(tmp_path_factory.mktemp("schema"), app="app.main:create_app")
     try:
         server.start()
         server.stop()
@@ -166,7 +167,8 @@ async def test_kill_at_commit_point_loses_nothing(
     shutil.copyfile(schema_db, server.db_path)
     # -P needs an absolute path (strace matches the name the process opened).
     target = (server.data_dir / point.file).resolve()
-    ledger = WriteLedger(random.Random(rng.random()), prefix=f"{point.name}-{synchronous}")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE,
+                         prefix=f"{point.name}-{synchronous}")
     started = time.monotonic()
     kills: list[tuple[int, Run]] = []
     completed_at: int | None = None
@@ -247,7 +249,7 @@ async def test_wal_sync_per_commit_only_under_full(
     shutil.copyfile(schema_db, server.db_path)
     fault = SyscallFault([_wal(server).resolve()], ["fsync", "fdatasync"], "signal=KILL",
                          when="2")
-    ledger = WriteLedger(random.Random(rng.random()), prefix=f"sync-{synchronous}")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix=f"sync-{synchronous}")
     started = time.monotonic()
     server.start(wrapper=fault.wrapper())
     run = await _workload(server, ledger, checkpoints=False)

@@ -34,14 +34,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-import pysqlite3.dbapi2 as dbapi  # the service's SQLite: see faults/inspect_db.py
+import pysqlite3.dbapi2 as dbapi  # the service's SQLite: see sqlite_faults/inspect_db.py
 import pytest
+from sqlite_faults.ledger import Create, WriteLedger
+from sqlite_faults.observe import MetricsSnapshot, wait_until
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.summary import DurabilitySummary, Plan, ScenarioFigures
+from sqlite_faults.syscalls import AttachedSyscallFault, SyscallFault, strace_path
 
-from faults.ledger import Create, WriteLedger
-from faults.observe import MetricsSnapshot, wait_until
-from faults.server import ServerProcess
-from faults.summary import DurabilitySummary, Plan, ScenarioFigures
-from faults.syscalls import AttachedSyscallFault, SyscallFault, strace_path
+from examples.targets import USERS_WRITE
 
 pytestmark = pytest.mark.sqlite_only("disk faults on SQLite's WAL file")
 
@@ -311,7 +312,8 @@ async def test_wal_errors_answer_503_lose_nothing_and_recover(
     scenario = durability_summary.scenario(f"{fault.kind}/{synchronous}")
     server = servers(sqlite_synchronous=synchronous,
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
-    ledger = WriteLedger(random.Random(rng.random()), prefix=f"{fault.kind[5:9]}{synchronous[0]}")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE,
+                         prefix=f"{fault.kind[5:9]}{synchronous[0]}")
     steps = disk_plan(plan)
     server.start()
     read_id = await seed_user(server.base_url)
@@ -352,7 +354,7 @@ async def test_wal_sync_errors_under_normal_hit_checkpoints_and_wal_reuse_only(
     scenario = durability_summary.scenario(f"{SYNC_EIO.kind}/NORMAL")
     server = servers(sqlite_synchronous="NORMAL",
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
-    ledger = WriteLedger(random.Random(rng.random()), prefix="syncN")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="syncN")
     steps = disk_plan(plan)  # one window: the checkpoint loop does not survive a failure
     server.start()
     read_id = await seed_user(server.base_url)
@@ -384,7 +386,7 @@ async def test_checkpoints_resume_after_a_failed_checkpoint(
 ) -> None:
     server = servers(sqlite_synchronous="NORMAL",
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
-    ledger = WriteLedger(random.Random(rng.random()), prefix="resume")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="resume")
     server.start()
     read_id = await seed_user(server.base_url)
     # A window that opens right after a complete checkpoint fails the commits that reuse
@@ -421,7 +423,7 @@ async def test_commit_whose_wal_sync_failed_comes_back_after_a_crash(
     scenario = durability_summary.scenario(f"{SYNC_EIO.kind}+sigkill/FULL")
     server = servers(sqlite_synchronous="FULL",
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
-    ledger = WriteLedger(random.Random(rng.random()), prefix="crashF")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="crashF")
     server.start()
     read_id = await seed_user(server.base_url)
     started = time.monotonic()
@@ -487,7 +489,7 @@ async def test_slow_fdatasync_is_bounded_by_the_deadline(
     scenario = durability_summary.scenario(f"{SLOW_SYNC.kind}/{synchronous}")
     server = servers(sqlite_synchronous=synchronous, db_deadline_s=deadline_s,
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
-    ledger = WriteLedger(random.Random(rng.random()), prefix=f"slow{synchronous[0]}")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix=f"slow{synchronous[0]}")
     steps = disk_plan(plan)
     server.start()
     read_id = await seed_user(server.base_url)

@@ -23,13 +23,14 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from sqlite_faults.inspect_db import query_url
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.observe import MetricsSnapshot, wait_until
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.summary import DurabilitySummary, Plan
 
-from faults.inspect_db import query_url
-from faults.ledger import WriteLedger
-from faults.locks import LockHolder
-from faults.observe import MetricsSnapshot, wait_until
-from faults.server import ServerProcess
-from faults.summary import DurabilitySummary, Plan
+from examples.targets import USERS_WRITE
 
 CLIENTS = 8
 DEADLINE_S = 2.0
@@ -53,7 +54,7 @@ async def test_sigterm_under_load_answers_in_flight_requests_and_loses_nothing(
     scenario = durability_summary.scenario(name)
     server = servers(sqlite_synchronous=synchronous, sqlite_checkpoint_interval_s=0.25,
                      db_deadline_s=DEADLINE_S, http_graceful_shutdown_s=GRACEFUL_S)
-    ledger = WriteLedger(random.Random(rng.random()), prefix=f"t{synchronous[0]}")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix=f"t{synchronous[0]}")
     steps = plan(4)
     server.start()
     started = time.monotonic()

@@ -16,11 +16,12 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.summary import DurabilitySummary
+from sqlite_faults.syscalls import SyscallFault, strace_path
 
-from faults.ledger import WriteLedger
-from faults.server import ServerProcess
-from faults.summary import DurabilitySummary
-from faults.syscalls import SyscallFault, strace_path
+from examples.targets import USERS_WRITE
 
 pytestmark = pytest.mark.sqlite_only("a kill at SQLite's WAL commit sync")
 
@@ -41,7 +42,7 @@ async def test_a_create_killed_at_its_wal_sync_committed_and_only_its_key_resolv
     fault = SyscallFault([wal], ["fsync", "fdatasync"], "signal=KILL", when=str(COMMIT_SYNC))
     server.start(wrapper=fault.wrapper())
 
-    ledger = WriteLedger(random.Random(rng.random()), prefix="sync-kill")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="sync-kill")
     create = ledger.new_create()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as client:
         await ledger.send(client, create)

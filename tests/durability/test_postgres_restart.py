@@ -13,11 +13,12 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.postgres_server import PostgresServer
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.summary import DurabilitySummary, Plan
 
-from faults.ledger import WriteLedger
-from faults.postgres_server import PostgresServer
-from faults.server import ServerProcess
-from faults.summary import DurabilitySummary, Plan
+from examples.targets import USERS_WRITE
 
 pytestmark = pytest.mark.postgres_only
 
@@ -54,7 +55,7 @@ async def test_postgres_stopped_abruptly_under_load_then_restarted(
     scenario = durability_summary.scenario("postgres-immediate-stop")
     server = servers(db_deadline_s=DEADLINE_S, readyz_deadline_s=0.5)
     server.start()
-    ledger = WriteLedger(random.Random(rng.random()), prefix="pgstop")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="pgstop")
     steps = plan(2)
     started = time.monotonic()
     cycles = 0

@@ -2,7 +2,7 @@
 
 A process kill cannot tell synchronous=NORMAL from FULL: SQLite keeps committed transactions
 across an application crash at any level. Only a lost OS page cache can, so the service's own
-writes run through a crash-simulating VFS (faults/powerloss) and the power is cut at many
+writes run through a crash-simulating VFS (powerloss/) and the power is cut at many
 moments; every crash state is opened with the service's SQLite and judged against
 sqlite.org/pragma.html#pragma_synchronous:
 
@@ -28,19 +28,19 @@ from pathlib import Path
 
 import pysqlite3.dbapi2 as pysqlite3
 import pytest
+from sqlite_faults.powerloss.model import Create, DirSync, Disk, Event, Sync, Unlink, Write
+from sqlite_faults.powerloss.scratch import simulation_scratch
+from sqlite_faults.powerloss.states import Kind, materialise
+from sqlite_faults.summary import DurabilitySummary
 
 from app.settings import Settings
-from faults.powerloss.checker import Checker
-from faults.powerloss.contract import CELLS, Cell, promise
-from faults.powerloss.matrix import BUDGETS, Budget, CellResult, harness_gap, run_cell
-from faults.powerloss.model import Create, DirSync, Disk, Event, Sync, Unlink, Write
-from faults.powerloss.report import notes, table
-from faults.powerloss.scratch import simulation_scratch
-from faults.powerloss.settings_bridge import SMALL_WAL_LIMIT_BYTES, ServiceProfile, load_profiles
-from faults.powerloss.states import Kind, materialise
-from faults.powerloss.throughput import filesystem_of
-from faults.powerloss.workload import DB_NAME, run_workload
-from faults.summary import DurabilitySummary
+from powerloss.checker import Checker
+from powerloss.contract import CELLS, Cell, promise
+from powerloss.matrix import BUDGETS, Budget, CellResult, harness_gap, run_cell
+from powerloss.report import notes, table
+from powerloss.settings_bridge import SMALL_WAL_LIMIT_BYTES, ServiceProfile, load_profiles
+from powerloss.throughput import filesystem_of
+from powerloss.workload import DB_NAME, run_workload
 
 pytestmark = pytest.mark.sqlite_only("an SQLite VFS simulating power loss")
 
@@ -76,7 +76,7 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[str, CellResult]]:
 
 
 def _replay(budget: Budget, cell: Cell, seed: int) -> str:
-    return f"python -m faults.powerloss --mode {budget.mode} --cells {cell.name} --seed {seed}"
+    return f"python -m powerloss --mode {budget.mode} --cells {cell.name} --seed {seed}"
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name.replace("/", "-"))

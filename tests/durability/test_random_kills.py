@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlite_faults.inspect_db import names_in_main_file_alone
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.summary import DurabilitySummary, Plan
 
-from faults.inspect_db import names_in_main_file_alone
-from faults.ledger import WriteLedger
-from faults.server import ServerProcess
-from faults.summary import DurabilitySummary, Plan
+from examples.targets import USERS_WRITE
 
 CLIENTS = 4
 
@@ -39,7 +40,7 @@ async def test_random_sigkill_under_load_loses_nothing(
     # Checkpoints every 0.25 s: some kills find every commit checkpointed, others find the
     # newest ones only in the WAL.
     server = servers(sqlite_synchronous=synchronous, sqlite_checkpoint_interval_s=0.25)
-    ledger = WriteLedger(random.Random(rng.random()), prefix=f"k{synchronous[0]}")
+    ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix=f"k{synchronous[0]}")
     steps = plan(6)
     if steps.mode == "nightly":
         scenario.target_cycles = steps.target

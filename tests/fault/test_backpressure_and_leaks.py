@@ -10,11 +10,10 @@ from collections.abc import Callable
 import httpx
 import psutil
 from fastapi import FastAPI
-
-from faults.locks import LockHolder
-from faults.observe import MetricsSnapshot
-from faults.slow import SlowStatements
-from faults.sql_errors import InjectSqlError
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.observe import MetricsSnapshot
+from sqlite_faults.slow import SlowStatements
+from sqlite_faults.sql_errors import InjectSqlError
 
 
 def new_user(name: str) -> dict[str, str]:

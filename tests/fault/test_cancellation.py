@@ -18,11 +18,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.observe import wait_until
+from sqlite_faults.slow import SlowStatements, StallAfterStatement, spin
 
 from app.errors import DeadlineExceeded
-from faults.locks import LockHolder
-from faults.observe import wait_until
-from faults.slow import SlowStatements, StallAfterStatement, spin
 
 pytestmark = pytest.mark.sqlite_only("SQLite's interrupt flag and its close-time checkpoint")
 

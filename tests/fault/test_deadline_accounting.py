@@ -18,12 +18,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, text
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.observe import wait_until
+from sqlite_faults.slow import SlowStatements, StallAfterStatement
 
 from app.errors import DeadlineExceeded
 from app.resilience import Deadline
-from faults.locks import LockHolder
-from faults.observe import wait_until
-from faults.slow import SlowStatements, StallAfterStatement
 
 # Generous for a loaded 2-core machine; each test's contrast is several times wider.
 LATE_MARGIN_S = 1.0

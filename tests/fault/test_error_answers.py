@@ -18,9 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-
-from faults.slow import SlowStatements
-from faults.sql_errors import InjectSqlError
+from sqlite_faults.slow import SlowStatements
+from sqlite_faults.sql_errors import InjectSqlError
 
 WAIT_S = 10.0
 USER = {"name": "ada", "password": "correct horse"}

@@ -23,12 +23,12 @@ import httpx
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlite_faults.inspect_db import query
+from sqlite_faults.observe import MetricsSnapshot
+from sqlite_faults.sql_errors import InjectSqlError
 
 from app.main import create_app
 from app.settings import Settings
-from faults.inspect_db import query
-from faults.observe import MetricsSnapshot
-from faults.sql_errors import InjectSqlError
 
 MAX_ATTEMPTS = 3
 NAMES = st.sampled_from(["ada", "bob", "cy", "dee", "eve"])

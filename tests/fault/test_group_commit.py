@@ -30,12 +30,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Connection, event, text
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.observe import wait_until
+from sqlite_faults.sql_errors import InjectSqlError
 
 from app.errors import DeadlineExceeded
 from app.resilience import Deadline
-from faults.locks import LockHolder
-from faults.observe import wait_until
-from faults.sql_errors import InjectSqlError
 
 pytestmark = pytest.mark.sqlite_only("group commit: PostgreSQL commits each write on its own")
 

@@ -15,8 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from faults.server import ServerProcess
+from sqlite_faults.server import ServerProcess
 
 pytestmark = pytest.mark.sqlite_only("the HTTP layer is the same on both backends")
 

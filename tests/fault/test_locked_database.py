@@ -15,10 +15,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
-
-from faults.inspect_db import query_url
-from faults.locks import LockHolder
-from faults.observe import MetricsSnapshot
+from sqlite_faults.inspect_db import query_url
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.observe import MetricsSnapshot
 
 # Margins for a loaded 2-core CI machine. SQLite's busy handler sleeps in steps of up to
 # 100 ms, so a waiting writer notices a released lock up to ~100 ms late.

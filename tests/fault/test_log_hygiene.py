@@ -16,10 +16,10 @@ import httpx
 import pysqlite3.dbapi2 as sqlite
 import pytest
 from fastapi import FastAPI
+from sqlite_faults.sql_errors import InjectSqlError
 
 from app.errors import IntegrityViolation
 from app.users import _insert_user
-from faults.sql_errors import InjectSqlError
 
 PASSWORD = "a secret passphrase"
 NAME = "log-hygiene-name"

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlite_faults.observe import MetricsSnapshot, wait_until
+from sqlite_faults.sql_errors import InjectSqlError, make_driver_error
 
 from app.errors import StorageUnavailable
-from faults.observe import MetricsSnapshot, wait_until
-from faults.sql_errors import InjectSqlError, make_driver_error
 
 WAIT_S = 10.0
 USER = {"name": "ada", "password": "correct horse"}

@@ -13,9 +13,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
-
-from faults.observe import MetricsSnapshot, wait_until
-from faults.slow import SlowStatements
+from sqlite_faults.observe import MetricsSnapshot, wait_until
+from sqlite_faults.slow import SlowStatements
 
 pytestmark = pytest.mark.postgres_only
 

@@ -18,13 +18,13 @@ import httpx
 import pysqlite3.dbapi2 as sqlite
 import pytest
 from fastapi import FastAPI
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.observe import MetricsSnapshot, wait_until
+from sqlite_faults.slow import SlowStatements, spin
+from sqlite_faults.sql_errors import InjectSqlError
 
 from app.main import create_app
 from app.settings import Settings
-from faults.locks import LockHolder
-from faults.observe import MetricsSnapshot, wait_until
-from faults.slow import SlowStatements, spin
-from faults.sql_errors import InjectSqlError
 
 WAIT_S = 10.0
 

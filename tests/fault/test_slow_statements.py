@@ -12,10 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
-
-from faults.inspect_db import query_url
-from faults.observe import MetricsSnapshot
-from faults.slow import SlowStatements, StallAfterStatement
+from sqlite_faults.inspect_db import query_url
+from sqlite_faults.observe import MetricsSnapshot
+from sqlite_faults.slow import SlowStatements, StallAfterStatement
 
 LATE_MARGIN_S = 0.3
 

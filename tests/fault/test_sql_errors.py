@@ -8,10 +8,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 from fastapi import FastAPI
-
-from faults.inspect_db import query_url
-from faults.observe import MetricsSnapshot
-from faults.sql_errors import InjectSqlError
+from sqlite_faults.inspect_db import query_url
+from sqlite_faults.observe import MetricsSnapshot
+from sqlite_faults.sql_errors import InjectSqlError
 
 MAX_ATTEMPTS = 4
 INSERT_USER = r"^INSERT INTO users"

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from report.scenarios import SCENARIOS, matrix
+from sqlite_faults.report.scenarios import SCENARIOS, matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 

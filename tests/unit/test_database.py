@@ -15,14 +15,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import OperationalError
+from sqlite_faults.inspect_db import query
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.observe import MetricsSnapshot
 
 from app.errors import IntegrityViolation, QueueFull
 from app.main import create_app
 from app.settings import Settings
 from app.sqlite_backend import UnsafeSqliteVersion
-from faults.inspect_db import query
-from faults.locks import LockHolder
-from faults.observe import MetricsSnapshot
 
 pytestmark = pytest.mark.sqlite_only("SQLite pragmas, checkpoints and version gate")
 

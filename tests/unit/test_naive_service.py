@@ -2,7 +2,7 @@
 load generator drives both, and keeps the naive choices it exists to show.
 
 Its database is read only through its own API or the stdlib `sqlite3` module, the SQLite
-library it uses itself: never through faults.inspect_db (pysqlite3), since two SQLite
+library it uses itself: never through sqlite_faults.inspect_db (pysqlite3), since two SQLite
 libraries on one file in one process drop each other's locks.
 """
 

@@ -9,11 +9,11 @@ from datetime import datetime
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlite_faults.inspect_db import query_url
+from sqlite_faults.observe import MetricsSnapshot
+from sqlite_faults.sql_errors import InjectSqlError
 
 from app import users
-from faults.inspect_db import query_url
-from faults.observe import MetricsSnapshot
-from faults.sql_errors import InjectSqlError
 
 PASSWORD = "correct horse battery"
 

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from faults.slowsync import SlowSync, compiler
+from sqlite_faults.slowsync import SlowSync, compiler
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C compiler to build the shim")
 

@@ -11,7 +11,7 @@ the rest, recording what it does:
 - the create: one `app.users.create_user` through `Database`, its statements captured with
   SQLAlchemy's cursor events, with sentinel values standing in for name, key and user id.
 
-This is the one module of `faults/powerloss` that imports `app/`; everything else works on the
+This is the one module of `powerloss/` that imports `app/`; everything else works on the
 `ServiceProfile` it returns, so the simulation itself stays independent of the service.
 """
 

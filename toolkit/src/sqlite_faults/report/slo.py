@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from faults.ledger import LedgerReport
-from faults.summary import percentile
+from sqlite_faults.ledger import LedgerReport
+from sqlite_faults.summary import percentile
 
 from .load import CREATE, Sample
 

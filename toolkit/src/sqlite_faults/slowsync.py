@@ -1,4 +1,4 @@
-"""Slow fsync/fdatasync windows through an LD_PRELOAD shim (faults/native/slowsync.c).
+"""Slow fsync/fdatasync windows through an LD_PRELOAD shim (sqlite_faults/native/slowsync.c).
 
     shim = SlowSync(control_dir)             # builds the shim with cc on first use
     server = ServerProcess(..., env=shim.env(match="users.db"))

@@ -3,7 +3,7 @@ writes, cut the power at many moments, check every crash state against the setti
 promise, and measure what the setting costs.
 
 Everything random follows from one seed per cell (runs, checkpoint moments, crash points,
-crash states), so `python -m faults.powerloss --cells WAL/FULL --seed S` replays a cell, and
+crash states), so `python -m powerloss --cells WAL/FULL --seed S` replays a cell, and
 a contradiction names the seed, the run, the crash point and the state.
 """
 
@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlite_faults.powerloss.model import Create, Disk
+from sqlite_faults.powerloss.points import CrashPoint, choose
+from sqlite_faults.powerloss.states import Kind, materialise
+
 from .checker import Checker, Verdict
 from .contract import Cell, Promise, promise
-from .model import Create, Disk
-from .points import CrashPoint, choose
 from .settings_bridge import ServiceProfile
-from .states import Kind, materialise
 from .throughput import commits_per_second
 from .workload import Trace, run_workload, workload_sqlite_version
 

@@ -1,8 +1,9 @@
 """A seeded asyncio load generator that records every request's outcome and latency.
 
-Clients loop over a weighted mix of the three endpoints with a short random think time.
-Creates go through the write ledger (each with its own Idempotency-Key), so whatever a create
-was told can be checked against the database later; reads pick an acknowledged user.
+Clients loop over a weighted mix of the target's three requests (sqlite_faults/target.py:
+its probe, its write and its read) with a short random think time. Writes go through the
+write ledger (each with its own idempotency key when the service takes one), so whatever a
+write was told can be checked against the database later; reads pick an acknowledged write.
 Client timeouts are bounded: a service that stops answering costs the run `timeout_s`, not
 its 30 s pool timeout.
 """
@@ -17,11 +18,15 @@ from dataclasses import dataclass
 
 import httpx
 
-from faults.ledger import WriteLedger
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.outcome import outcome_of
+from sqlite_faults.target import Target
 
-ROOT = "GET /"
-CREATE = "POST /users/"
-READ = "GET /users/{user_id}"
+# The three roles a target's requests play; a report labels them with the target's own
+# method and path (Target.labels).
+ROOT = "probe"
+CREATE = "write"
+READ = "read"
 ENDPOINTS = (ROOT, CREATE, READ)
 DEFAULT_MIX = {ROOT: 0.2, CREATE: 0.3, READ: 0.5}
 
@@ -40,10 +45,18 @@ class Sample:
         return 200 <= self.status < 300
 
 
+def labels(target: Target) -> dict[str, str]:
+    """Role -> the target's own request, e.g. {"write": "POST /users/", ...}."""
+    return {ROOT: target.probe_request.label, CREATE: target.write.request.label,
+            READ: target.read.label}
+
+
 class LoadGenerator:
-    def __init__(self, ledger: WriteLedger, rng: random.Random, clients: int = 16,
+    def __init__(self, target: Target, ledger: WriteLedger, rng: random.Random,
+                 clients: int = 16,
                  timeout_s: float = 3.0, think_s: float = 0.04,
                  mix: dict[str, float] | None = None) -> None:
+        self.target = target
         self.ledger = ledger
         self.rng = rng
         self.clients = clients
@@ -82,19 +95,17 @@ class LoadGenerator:
             await self.ledger.send(client, create)
             return create.status or 0, create.detail if create.outcome != "acknowledged" else ""
         if endpoint == READ:
+            id_field = self.target.write.id_field
             acked = [c.user for c in self.ledger.creates[-200:]
                      if c.outcome == "acknowledged" and c.user]
-            user_id = rng.choice(acked)["id"] if acked else 1
-            url = f"/users/{user_id}"
+            new_id = rng.choice(acked)[id_field] if acked else 1
+            method, url = self.target.read.method, self.target.write.read_path(new_id)
         else:
-            url = "/"
+            method, url = self.target.probe_request.method, self.target.probe_request.path
         try:
-            response = await client.get(url)
+            response = await client.request(method, url)
         except httpx.HTTPError as exc:
-            return 0, type(exc).__name__
-        if response.is_success:
-            return response.status_code, ""
-        try:
-            return response.status_code, str(response.json()["error"]["code"])
-        except (ValueError, KeyError, TypeError):
-            return response.status_code, f"http-{response.status_code}"
+            outcome = outcome_of(None, exc)
+        else:
+            outcome = outcome_of(response)
+        return outcome.status, outcome.code

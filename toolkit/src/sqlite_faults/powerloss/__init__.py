@@ -11,6 +11,6 @@ pieces, in the order data flows through them:
 - contract: sqlite.org's promise per setting; matrix: all of it per setting, with the
   setting's commit rate on the real disk (throughput); report: Markdown.
 
-`python -m faults.powerloss --help` runs the matrix; tests/durability/test_power_loss.py
+`python -m powerloss --help` runs the matrix; tests/durability/test_power_loss.py
 checks it.
 """

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -41,3 +42,11 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float 
             raise AssertionError(f"not within {timeout_s} s: {what}")
         await asyncio.sleep(0.005)  # the polling step of a bounded wait
     return time.monotonic() - started
+
+
+async def scrape(base_url: str, path: str = "/metrics", timeout_s: float = 5.0) -> MetricsSnapshot:
+    """One scrape of a running service's Prometheus metrics."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s) as client:
+        response = await client.get(path)
+        response.raise_for_status()
+        return MetricsSnapshot(response.text)

@@ -1,6 +1,6 @@
 """The database the report's targets run on: embedded SQLite (the default) or PostgreSQL.
 
-With PostgreSQL the report starts its own throwaway server (faults/postgres_server.py) for
+With PostgreSQL the report starts its own throwaway server (sqlite_faults/postgres_server.py) for
 the run and gives each target a fresh database on it, so a run never touches an existing
 server and leaves nothing behind:
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from faults.postgres_server import PostgresServer, pg_bin_dir
+from sqlite_faults.postgres_server import PostgresServer, pg_bin_dir
 
 BACKENDS = ("sqlite", "postgres")
 

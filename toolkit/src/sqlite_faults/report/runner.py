@@ -14,18 +14,20 @@ from typing import Any
 
 import httpx
 
-from faults.ledger import LedgerReport, WriteLedger
-from faults.libfiu import fiu_available, fiu_env, merge_preloads
-from faults.locks import LockHolder
-from faults.server import ServerProcess
-from faults.slowsync import SlowSync, compiler
-from faults.syscalls import strace_path
+from sqlite_faults.engine_plugin import FaultControl
+from sqlite_faults.ledger import LedgerReport, WriteLedger
+from sqlite_faults.libfiu import fiu_available, fiu_env, merge_preloads
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.slowsync import SlowSync, compiler
+from sqlite_faults.syscalls import strace_path
+from sqlite_faults.target import Target
 
 from .backends import Backend
 from .load import ENDPOINTS, LoadGenerator, Sample
+from .load import labels as request_labels
 from .scenarios import FaultContext, Scenario
 from .slo import Objectives, PhaseStats, Verdict, judge
-from .targets import Target
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ScenarioResult:
     verdicts: list[Verdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # role -> "METHOD /path"
 
     def stats(self, endpoint: str, phase: str) -> PhaseStats:
         return PhaseStats.of([s for s in self.samples
@@ -55,7 +58,7 @@ class ScenarioResult:
         return {
             "target": self.target, "scenario": self.scenario.name,
             "title": self.scenario.title, "skipped": self.skipped, "notes": self.notes,
-            "expect": self.scenario.expect,
+            "expect": self.scenario.expect, "endpoints": self.labels,
             "stats": {
                 endpoint: {phase: vars(self.stats(endpoint, phase))
                            for phase in ("steady", "fault", "recovery")}
@@ -91,12 +94,14 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                      progress: Progress, backend: Backend | None = None) -> list[ScenarioResult]:
     backend = backend or Backend("sqlite")
     database_url = backend.database_url(target.name)
+    control = FaultControl.new()
+    env = {**target.env, **control.env}
     if database_url is None:
         # Under libfiu's preload and the slow-sync shim when they are there, so disk faults
         # can be switched on and off without slowing the process the rest of the time.
         slowsync = SlowSync(workdir / f"{target.name}-slowsync") if compiler() else None
         env = merge_preloads(
-            target.env,
+            env,
             fiu_env() if fiu_available() else {},
             slowsync.env(match="users.db") if slowsync else {},
         )
@@ -104,18 +109,17 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
         # On PostgreSQL the service writes no files: the disk faults those preloads serve
         # are skipped there, so the service runs without them.
         slowsync = None
-        env = {**target.env, "DATABASE_URL": database_url}
-    server = ServerProcess(workdir / target.name, env=env, app=target.app,
-                           ready_path=target.ready_path, launcher=target.launcher)
+    server = ServerProcess.for_target(target, workdir / target.name, env=env,
+                                      database_url=database_url)
     # What the lock holder and the ledger's check open: the SQLite file, or the URL.
     db = backend.ledger_db(database_url, server.db_path)
-    ledger = WriteLedger(random.Random(rng.random()), prefix=target.name)
+    ledger = WriteLedger(random.Random(rng.random()), target.write, prefix=target.name)
     server.start()
     await _warm_up(server, ledger)
     results = []
     try:
         for scenario in scenarios:
-            result = ScenarioResult(target.name, scenario)
+            result = ScenarioResult(target.name, scenario, labels=request_labels(target))
             results.append(result)
             result.skipped = scenario.skip_reason(backend.name)
             if not result.skipped and scenario.needs_strace and strace_path() is None:
@@ -126,8 +130,8 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                 progress.finish(target.name, scenario.name, 0, 0)
                 continue
             await _ensure_answering(server, result)
-            await _run_scenario(target, scenario, server, db, ledger, rng, phases, clients,
-                                result, progress, slowsync, backend)
+            await _run_scenario(target, scenario, server, control, db, ledger, rng, phases,
+                                clients, result, progress, slowsync, backend)
             for endpoint in ENDPOINTS:
                 result.verdicts += judge(
                     scenario.name, endpoint, scenario.expect[endpoint],
@@ -141,12 +145,12 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
 
 
 async def _run_scenario(target: Target, scenario: Scenario, server: ServerProcess,
-                        db: Path | str, ledger: WriteLedger, rng: random.Random,
-                        phases: Phases, clients: int, result: ScenarioResult,
+                        control: FaultControl, db: Path | str, ledger: WriteLedger,
+                        rng: random.Random, phases: Phases, clients: int, result: ScenarioResult,
                         progress: Progress, slowsync: SlowSync | None,
                         backend: Backend) -> None:
-    load = LoadGenerator(ledger, random.Random(rng.random()), clients=clients)
-    context = FaultContext(server, target, random.Random(rng.random()), phases.fault_s,
+    load = LoadGenerator(target, ledger, random.Random(rng.random()), clients=clients)
+    context = FaultContext(server, target, control, random.Random(rng.random()), phases.fault_s,
                            slowsync=slowsync, postgres=backend.postgres)
     if scenario.lock_mode is not None:
         # On PostgreSQL `db` is the URL: the holder takes the matching table lock on users.
@@ -184,15 +188,15 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
 
 async def _through_the_fault(fault: contextlib.AbstractAsyncContextManager[None],
                              window_s: float, result: ScenarioResult) -> None:
-    """Hold the fault for the window. A service too wedged to let its in-process fault agent
-    arm or disarm the fault (the naive one stalls whole) keeps the window's length, and the
-    report says the fault was not applied as planned."""
+    """Hold the fault for the window. If the control server in the service does not answer
+    (the process is gone or wedged whole), the window keeps its length and the report says the
+    fault was not applied as planned."""
     window_ends = time.monotonic() + window_s
     try:
         async with fault:
             await asyncio.sleep(max(0.0, window_ends - time.monotonic()))
     except httpx.HTTPError as exc:
-        result.notes.append(f"the fault agent did not answer ({type(exc).__name__}): the "
+        result.notes.append(f"the fault control did not answer ({type(exc).__name__}): the "
                             "service was stalled, and the fault was not applied as planned")
         await asyncio.sleep(max(0.0, window_ends - time.monotonic()))
 

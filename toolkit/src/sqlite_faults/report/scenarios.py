@@ -8,7 +8,7 @@ Expectations:
 - "outage": the process is gone for part of the window; judged on recovery time and on
   losing nothing acknowledged.
 
-The same matrix runs on either backend (report/backends.py). A scenario whose mechanism exists
+The same matrix runs on either backend (backends.py). A scenario whose mechanism exists
 on one backend only says so (`only_on`, with the reason shown where it is skipped); one whose
 mechanism differs keeps its expectations and names the PostgreSQL form in `pg_title`.
 """
@@ -22,25 +22,27 @@ import errno
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import httpx
-
-from faults.libfiu import FiuFault, fiu_available
-from faults.locks import LockHolder
-from faults.postgres_server import PostgresServer
-from faults.server import ServerProcess
-from faults.slowsync import SlowSync
-from faults.syscalls import AttachedSyscallFault, SyscallFault
+from sqlite_faults.engine_plugin import FaultControl
+from sqlite_faults.inspect_db import query
+from sqlite_faults.libfiu import FiuFault, fiu_available
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.postgres_server import PostgresServer
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.slowsync import SlowSync
+from sqlite_faults.syscalls import AttachedSyscallFault, SyscallFault, threads_of
+from sqlite_faults.target import Target
 
 from .load import CREATE, READ, ROOT
-from .targets import Target
 
 
 @dataclass
 class FaultContext:
     server: ServerProcess
     target: Target
+    control: FaultControl  # the engine plugin's control server inside the service
     rng: random.Random
     window_s: float
     # Started before the load (see Scenario.lock_mode): spawning it in the fault window
@@ -49,12 +51,21 @@ class FaultContext:
     slowsync: SlowSync | None = None  # preloaded into the server when a compiler exists
     postgres: PostgresServer | None = None  # the database server, on the postgres backend
 
-    async def agent(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
-        # A healthy service answers its fault agent in milliseconds; a stalled one never does,
-        # and the fault window must not stretch while we wait for it.
-        async with httpx.AsyncClient(base_url=self.server.base_url, timeout=2.0) as client:
-            response = await client.request(method, path, json=body)
-            response.raise_for_status()
+    def io_threads(self) -> list[int]:
+        """The threads that do the service's database I/O: every thread but the main one for
+        a service that keeps its event loop free of I/O (io_threads = "workers"), else all."""
+        threads = threads_of(self.server.pid)
+        if self.target.io_threads == "workers":
+            return [t for t in threads if t != self.server.pid]
+        return threads
+
+    def write_paths(self) -> list[Path]:
+        """Files a commit writes: the WAL in WAL mode, the journal and database otherwise
+        (asked of the database file itself: journal_mode=WAL persists in it)."""
+        db_path = self.server.db_path
+        wal = query(db_path, "PRAGMA journal_mode") == [("wal",)]
+        suffixes = ("-wal",) if wal else ("-journal", "")
+        return [db_path.with_name(db_path.name + suffix) for suffix in suffixes]
 
 
 Fault = Callable[[FaultContext], contextlib.AbstractAsyncContextManager[None]]
@@ -91,25 +102,28 @@ ALL_AVAILABLE = {ROOT: "available", CREATE: "available", READ: "available"}
 
 @contextlib.asynccontextmanager
 async def sql_errors(ctx: FaultContext, probability: float) -> AsyncIterator[None]:
-    await ctx.agent("POST", "/_faults/sql-error", {
-        "engine": "any", "kind": "busy", "probability": probability,
-        "seed": ctx.rng.randrange(2**31),
-    })
+    await ctx.control.arm("sql-error", kind="busy", probability=probability,
+                          seed=ctx.rng.randrange(2**31))
     try:
         yield
     finally:
-        await ctx.agent("DELETE", "/_faults")
+        await ctx.control.disarm()
 
 
 @contextlib.asynccontextmanager
 async def slow_reads(ctx: FaultContext) -> AsyncIterator[None]:
-    # Reads of users run for 2 s: past the hardened service's 1 s deadline.
-    await ctx.agent("POST", "/_faults/slow", {"engine": "reader", "seconds": 2.0,
-                                              "match": "FROM users"})
+    # Reads of the written table run for 2 s: past the hardened service's 1 s deadline.
+    # Only single-table SELECTs (FROM table WHERE ...): a write's INSERT ... RETURNING and
+    # its idempotency-key lookup (a JOIN) are part of the write.
+    # Without a [database] table in the target: every SELECT but a bare `SELECT 1` probe.
+    table = ctx.target.write.table
+    match = (rf"(?s)^\s*SELECT\b.*\bFROM {table.table}\s+WHERE\b" if table is not None
+             else r"^\s*SELECT\b(?!\s+1\s*$)")
+    await ctx.control.arm("slow", seconds=2.0, match=match)
     try:
         yield
     finally:
-        await ctx.agent("DELETE", "/_faults")
+        await ctx.control.disarm()
 
 
 @contextlib.asynccontextmanager
@@ -157,9 +171,9 @@ async def _in_a_thread(fault: contextlib.AbstractContextManager[Any]) -> AsyncIt
 
 @contextlib.asynccontextmanager
 async def syscall_fault(ctx: FaultContext, syscalls: list[str], action: str) -> AsyncIterator[None]:
-    paths = ctx.target.write_paths(ctx.server.db_path)
+    paths = await asyncio.to_thread(ctx.write_paths)
     fault = AttachedSyscallFault(ctx.server.pid, SyscallFault(paths, syscalls, action),
-                                 threads=ctx.target.io_threads(ctx.server.pid))
+                                 threads=ctx.io_threads())
     async with _in_a_thread(fault):
         yield
 
@@ -215,7 +229,7 @@ _FILES_ARE_THE_SERVERS = ("on PostgreSQL the service process writes no database 
 
 SCENARIOS = [
     Scenario("steady-state", "Steady state (no fault)", None, ALL_AVAILABLE),
-    # The agent's "busy" kind is SQLITE_BUSY on SQLite and a serialization failure (40001)
+    # The "busy" kind is SQLITE_BUSY on SQLite and a serialization failure (40001)
     # on PostgreSQL: the transient error each backend's classifier retries.
     Scenario("transient-errors-low", "Transient DB errors (SQLITE_BUSY) on 5 % of statements",
              lambda ctx: sql_errors(ctx, 0.05), ALL_AVAILABLE,

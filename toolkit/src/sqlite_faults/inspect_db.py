@@ -7,6 +7,10 @@ defers such closes, but a second copy in the same process (the stdlib's `sqlite3
 pysqlite3) does not know about the first one's locks: closing its connection silently releases
 the service's locks (sqlite.org/howtocorrupt.html, section 2.2). Seen here: after a stdlib
 connection opened and closed the file, rows the service had committed were missing.
+
+So the library is pysqlite3 when it is installed (the hardened service's), the stdlib's
+`sqlite3` otherwise; `SQLITE_FAULTS_DRIVER=sqlite3|pysqlite3` picks one for a service that
+runs in the test process with the other.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pysqlite3.dbapi2 as dbapi
+from .drivers import sqlite_dbapi
+
+dbapi = sqlite_dbapi()
 
 
 def query(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

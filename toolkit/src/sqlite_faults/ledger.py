@@ -1,17 +1,20 @@
 """A Jepsen-style write ledger: what clients were told, checked against what survived.
 
-Concurrent clients create users, each with a unique name and its own Idempotency-Key, and
-record every outcome:
+Concurrent clients send the target's write request (sqlite_faults/target.py: a body with a
+fresh "{unique}" value, and an idempotency key when the service takes one) and record every
+outcome, as sqlite_faults/outcome.py classifies it:
 
-- acknowledged: `201` (the service promised the user exists);
-- failed: a definite refusal that cannot have committed (`503 overloaded`: never started,
-  `4xx`);
-- indeterminate: anything else (`504`, `500`, `503 storage_busy` or `storage_unavailable`, a
-  timeout, a reset connection): the commit may or may not have happened.
+- acknowledged: `2xx` (the service promised the write exists);
+- failed: a definite refusal that cannot have committed (a `4xx`, or `503 overloaded`:
+  never started);
+- indeterminate: anything else (`5xx`, a timeout, a reset connection): the commit may or may
+  not have happened.
 
-After a crash and restart `check` verifies: every acknowledged user is present and identical;
-no name or key is duplicated; no failed create left a row; every indeterminate create, retried
-with its key, resolves to exactly one row; `PRAGMA integrity_check` is `ok`.
+After a crash and restart `check` verifies: every acknowledged write reads back (the target's
+read request) with the id and values it was acknowledged with; `PRAGMA integrity_check` is
+`ok`; and, when the target names its table (`[database]`): no unique value or key is
+duplicated, no failed write left a row, every indeterminate write retried with its key
+resolves to exactly one row.
 """
 
 from __future__ import annotations
@@ -26,12 +29,8 @@ from typing import Any
 import httpx
 
 from .inspect_db import query, query_url
-
-# Refusals that cannot have committed: never started (overloaded) or rejected as such.
-# `storage_busy` is not among them: on PostgreSQL a connection lost during COMMIT is retried
-# as transient, so a create that ends 503 storage_busy may still have committed.
-DEFINITE_FAILURE_CODES = {"overloaded", "validation_error", "name_taken",
-                          "idempotency_key_reused"}
+from .outcome import outcome_of
+from .target import Table, WriteContract
 
 
 @dataclass
@@ -69,8 +68,9 @@ class LedgerReport:
 
 
 class WriteLedger:
-    def __init__(self, rng: random.Random, prefix: str = "u") -> None:
+    def __init__(self, rng: random.Random, contract: WriteContract, prefix: str = "u") -> None:
         self.rng = rng
+        self.contract = contract
         self.prefix = prefix
         self.creates: list[Create] = []
         self._checked = 0  # creates[:_checked] were read back over HTTP by an earlier check
@@ -89,23 +89,32 @@ class WriteLedger:
         return Counter(c.outcome for c in self.creates)
 
     async def send(self, client: httpx.AsyncClient, create: Create, with_key: bool = True) -> None:
+        contract = self.contract
+        headers = ({contract.idempotency_header: create.key}
+                   if with_key and contract.idempotency_header else {})
         try:
-            response = await client.post(
-                "/users/", json={"name": create.name, "password": create.password},
-                headers={"Idempotency-Key": create.key} if with_key else {},
-            )
+            response = await client.request(
+                contract.request.method, contract.request.path,
+                json=contract.body_for(create.name, create.password), headers=headers)
         except httpx.HTTPError as exc:  # timeout, reset, refused: it may have committed
-            create.outcome, create.detail = "indeterminate", type(exc).__name__
+            create.outcome, create.detail = "indeterminate", outcome_of(None, exc).code
             return
+        outcome = outcome_of(response)
         create.status = response.status_code
-        if response.status_code == 201:
-            create.outcome, create.user = "acknowledged", response.json()
+        if outcome.ok:
+            try:
+                body = response.json()
+                body[contract.id_field]
+            except (ValueError, KeyError, TypeError):
+                # Acknowledged, but with no id to read it back by: the ledger cannot check it.
+                create.outcome, create.detail = "indeterminate", "no-id-in-answer"
+                return
+            create.outcome, create.user = "acknowledged", body
             replayed = response.headers.get("Idempotent-Replayed") == "true"
             create.detail = "replayed" if replayed else ""
             return
-        code = _error_code(response)
-        create.detail = code
-        create.outcome = "failed" if code in DEFINITE_FAILURE_CODES else "indeterminate"
+        create.detail = outcome.code
+        create.outcome = "failed" if outcome.definite_failure else "indeterminate"
 
     async def drive(self, base_url: str, clients: int, stop: asyncio.Event,
                     request_timeout_s: float = 10.0) -> None:
@@ -123,38 +132,41 @@ class WriteLedger:
     async def check(
         self, base_url: str, db: Path | str, resolve_with_key: bool = True
     ) -> LedgerReport:
-        """Verify the invariants against a restarted server; resolves indeterminate creates
+        """Verify the invariants against a restarted server; resolves indeterminate writes
         by retrying them with their keys (so run it once per crash). `resolve_with_key=False`
         retries them without, as a client without idempotency would: a safeguard removed, which
         the checker must report.
 
-        Creates checked by an earlier call are checked again in bulk against the table (ids
-        and names); creates new since then are also read back over HTTP, field by field.
+        Writes checked by an earlier call are checked again in bulk against the table (ids
+        and unique values); writes new since then are also read back over HTTP, field by field.
+        Without a `[database]` table in the target, every acknowledged write is read back.
         """
         report = LedgerReport()
         integrity = _integrity(db)
         if integrity != [("ok",)]:
             report.integrity_failures += 1
             report.problems.append(f"integrity_check: {integrity[:5]}")
-        rows = _user_rows(db)
-        names = Counter(name for _, name, _, _ in rows)
-        keys = Counter(key for *_, key in rows if key is not None)
+        table = self.contract.table
+        rows = _rows(db, table) if table is not None else None
+        names = Counter(name for _, name, _ in rows or ())
+        keys = Counter(key for *_, key in rows or () if key is not None)
         dup_names = [n for n, c in names.items() if c > 1]
         dup_keys = [k for k, c in keys.items() if c > 1]
         report.duplicated = len(dup_names) + len(dup_keys)
         if report.duplicated:
             report.problems.append(f"duplicated: {dup_names[:5]} {dup_keys[:5]}")
 
-        ids = {name: user_id for user_id, name, _, _ in rows}
+        ids = {name: row_id for row_id, name, _ in rows or ()}
+        id_field = self.contract.id_field
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
             for index, create in enumerate(self.creates):
                 if create.outcome == "acknowledged":
                     report.acknowledged += 1
                     assert create.user is not None
-                    if ids.get(create.name) != create.user["id"]:
+                    if rows is not None and ids.get(create.name) != create.user[id_field]:
                         report.lost += 1
                         report.problems.append(f"lost {create.name}: not in the table")
-                    elif index >= self._checked:
+                    elif rows is None or index >= self._checked:
                         await self._check_acknowledged(client, create, report)
                 elif create.outcome == "failed":
                     report.failed += 1
@@ -170,7 +182,8 @@ class WriteLedger:
     async def _check_acknowledged(self, client: httpx.AsyncClient, create: Create,
                                   report: LedgerReport) -> None:
         assert create.user is not None
-        response = await client.get(f"/users/{create.user['id']}")
+        path = self.contract.read_path(create.user[self.contract.id_field])
+        response = await client.request(self.contract.read.method, path)
         if response.status_code != 200 or response.json() != create.user:
             report.lost += 1
             report.problems.append(
@@ -179,7 +192,16 @@ class WriteLedger:
     async def _resolve(self, client: httpx.AsyncClient, create: Create, db: Path | str,
                        report: LedgerReport, with_key: bool) -> None:
         await self.send(client, create, with_key)
-        count = _query(db, "SELECT count(*) FROM users WHERE name = ?", (create.name,))
+        table = self.contract.table
+        if table is None:
+            # Without the table only the retry's answer can be judged.
+            if create.outcome != "acknowledged":
+                report.unresolved += 1
+                report.problems.append(
+                    f"unresolved {create.name}: {create.status} {create.detail}")
+            return
+        count = _query(db, f"SELECT count(*) FROM {table.table} "
+                           f"WHERE {table.unique_column} = ?", (create.name,))
         if create.outcome != "acknowledged" or count != [(1,)]:
             report.unresolved += 1
             report.problems.append(
@@ -207,21 +229,16 @@ def _integrity(db: Path | str) -> list[tuple[Any, ...]]:
     return _query(db, "PRAGMA integrity_check")
 
 
-def _user_rows(db: Path | str) -> list[tuple[Any, ...]]:
-    """(id, name, created_at, key) per user; key None for a service without idempotency
-    keys (the naive baseline), whose indeterminate creates then stay unresolved."""
+def _rows(db: Path | str, table: Table) -> list[tuple[Any, ...]]:
+    """(id, unique value, key) per row; key None for a service without idempotency keys (the
+    naive baseline), whose indeterminate writes then stay unresolved."""
     if isinstance(db, str) and db.startswith("postgresql"):
         tables = {name for (name,) in _query(db, "SELECT tablename FROM pg_tables")}
     else:
         tables = {name for (name,) in _query(db, "SELECT name FROM sqlite_master")}
-    if "idempotency_keys" in tables:
-        return _query(db, "SELECT u.id, u.name, u.created_at, k.key FROM users u "
-                          "LEFT JOIN idempotency_keys k ON k.user_id = u.id")
-    return _query(db, "SELECT id, name, created_at, NULL FROM users")
-
-
-def _error_code(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["error"]["code"])
-    except (ValueError, KeyError, TypeError):
-        return f"http-{response.status_code}"
+    t = table
+    if t.keys_table is not None and t.keys_table in tables:
+        return _query(db, f"SELECT u.{t.id_column}, u.{t.unique_column}, k.{t.key_column} "
+                          f"FROM {t.table} u LEFT JOIN {t.keys_table} k "
+                          f"ON k.{t.key_ref_column} = u.{t.id_column}")
+    return _query(db, f"SELECT {t.id_column}, {t.unique_column}, NULL FROM {t.table}")

@@ -23,14 +23,13 @@ small machine would itself disturb the service at the moment the fault begins. T
 reports when it has the lock and when it let go, so callers synchronise on those events, not
 on sleeps. As a context manager it takes the lock on entry and always lets go on exit.
 From the shell:
-    python -m faults.locks DB_PATH --mode immediate --seconds 2
+    python -m sqlite_faults.locks DB_PATH --mode immediate --seconds 2
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import select
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from sqlite_faults.drivers import DRIVERS, default_driver, sqlite_dbapi
 
 LOCK_MODES = ("immediate", "exclusive", "locking-mode-exclusive", "read")
 
@@ -56,7 +57,7 @@ class LockHolder:
         db_path: str | Path,  # an SQLite file, or a postgresql:// URL
         mode: str = "immediate",
         hold_s: float | None = None,
-        driver: str = "pysqlite3",
+        driver: str | None = None,  # pysqlite3 or sqlite3; default: drivers.default_driver
         acquire_timeout_s: float = 10.0,
         commit: bool = False,
     ) -> None:
@@ -69,7 +70,7 @@ class LockHolder:
             else Path(target.split("///", 1)[1] if target.startswith("sqlite") else target))
         self.mode = mode
         self.hold_s = hold_s
-        self.driver = driver
+        self.driver = driver or default_driver()
         self.acquire_timeout_s = acquire_timeout_s
         self.commit = commit
         self.acquired_at: float | None = None  # time.monotonic() in this process
@@ -91,7 +92,7 @@ class LockHolder:
         """Spawn the child and open its connection, without taking any lock yet."""
         if self._proc is not None:
             return
-        args = [sys.executable, "-m", "faults.locks", str(self.db_path), "--mode", self.mode,
+        args = [sys.executable, "-m", "sqlite_faults.locks", str(self.db_path), "--mode", self.mode,
                 "--driver", self.driver, "--busy-timeout-s", str(self.acquire_timeout_s),
                 "--serve"]
         if self.commit:
@@ -177,12 +178,11 @@ class _Child:
         if self.postgres:
             import psycopg
 
-            from faults.inspect_db import libpq_url
+            from sqlite_faults.inspect_db import libpq_url
 
             self.connect: Any = lambda: psycopg.connect(libpq_url(db_path), autocommit=True)
         else:
-            dbapi = importlib.import_module(
-                "pysqlite3.dbapi2" if driver == "pysqlite3" else "sqlite3")
+            dbapi = sqlite_dbapi(driver)
             self.connect = lambda: dbapi.connect(db_path, isolation_level=None, timeout=busy_s)
         self.conn = self.connect()
         self.mode = mode
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=LOCK_MODES, default="immediate")
     parser.add_argument("--seconds", type=float, default=None,
                         help="hold this long, then exit (default: until Ctrl-C)")
-    parser.add_argument("--driver", choices=("pysqlite3", "sqlite3"), default="pysqlite3")
+    parser.add_argument("--driver", choices=sorted(DRIVERS), default=default_driver())
     parser.add_argument("--busy-timeout-s", type=float, default=10.0)
     parser.add_argument("--commit", action="store_true",
                         help="write a row and commit it on release (default: roll back)")

@@ -1,6 +1,6 @@
-"""python -m faults.powerloss: run the power-loss matrix, print it, optionally write the docs.
+"""python -m powerloss: run the power-loss matrix, print it, optionally write the docs.
 
-    python -m faults.powerloss --mode quick|nightly --seed N [--cells WAL/NORMAL,DELETE/FULL]
+    python -m powerloss --mode quick|nightly --seed N [--cells WAL/NORMAL,DELETE/FULL]
                                [--write-docs docs/durability.md] [--keep DIR]
 
 Exit status 1 when SQLite contradicted its documentation in some crash state (each is printed
@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from sqlite_faults.powerloss.scratch import disk_scratch, simulation_scratch
+
 from .contract import CELLS, Cell
 from .matrix import BUDGETS, harness_gap, run_cell, run_matrix
 from .report import contradictions, section, setup_line, table, write_section
-from .scratch import disk_scratch, simulation_scratch
 from .settings_bridge import load_profiles
 from .throughput import filesystem_of
 
@@ -26,7 +27,7 @@ _BUILD = Path(__file__).resolve().parents[2] / "build" / "power-loss"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faults.powerloss", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m powerloss", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=sorted(BUDGETS), default="quick")
     parser.add_argument("--seed", type=int, default=None,
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = tuple(Cell.parse(name) for name in args.cells.split(","))
     budget = BUDGETS[args.mode]
     print(f"power-loss matrix, {args.mode} mode, seed {seed} "
-          f"(replay: python -m faults.powerloss --mode {args.mode} --seed {seed})", flush=True)
+          f"(replay: python -m powerloss --mode {args.mode} --seed {seed})", flush=True)
 
     started = time.monotonic()
     profiles = load_profiles()
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for gap in gaps:
         print(f"HARNESS GAP: {gap}")
     if args.write_docs is not None:
-        command = (f".venv/bin/python -m faults.powerloss --mode {args.mode} --seed {seed} "
+        command = (f".venv/bin/python -m powerloss --mode {args.mode} --seed {seed} "
                    f"--write-docs {args.write_docs}")
         write_section(args.write_docs,
                       section(results, broken, budget, seed, filesystem, seconds, command))

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
+from sqlite_faults.powerloss.model import Event
+from sqlite_faults.powerloss.vfs import Recorder, RecordingVFS
 
-from .model import Event
 from .settings_bridge import ServiceProfile, replay_create
-from .vfs import Recorder, RecordingVFS
 
 DB_NAME = "users.db"
 

@@ -2,7 +2,7 @@
 
 Crashes and disk faults only mean something in a real process, so the durability suite drives
 the service the way production runs it. The harness knows nothing of the app beyond its
-import string, its environment and its HTTP readiness endpoint.
+import string, its environment, the folder it is imported from and its HTTP readiness endpoint.
 
     server = ServerProcess(data_dir, env={"SQLITE_SYNCHRONOUS": "FULL"})
     server.start()          # returns once GET /readyz answers 200
@@ -21,10 +21,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from .target import Target
 
 
 def free_port() -> int:
@@ -48,33 +50,55 @@ class ServerProcess:
         self,
         data_dir: Path,
         env: dict[str, str] | None = None,
-        app: str = "app.main:create_app",
+        app: str | None = None,  # "module:factory" for `uvicorn --factory`; or a launcher
         ready_path: str = "/readyz",
         wrapper: list[str] | None = None,
         launcher: list[str] | None = None,
+        cwd: Path | None = None,
+        database_url_env: str = "DATABASE_URL",
+        database_url: str | None = None,
+        factory: bool = True,  # `app` names a factory (uvicorn --factory), not an app object
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "users.db"
+        if app is None and launcher is None:
+            raise ValueError("ServerProcess needs the app's import string or a launcher")
         self.app = app
+        self.factory = factory
         self.ready_path = ready_path
         self.wrapper = wrapper  # the default command prefix of every start
         # A service's own entry point taking uvicorn's --host/--port/--log-level/
         # --no-access-log (e.g. [python, -m, app.serve]); None runs `uvicorn APP --factory`.
         self.launcher = launcher
-        self.env = {
-            "DATABASE_URL": f"sqlite:///{self.db_path}",
-            "PASSWORD_HASH_TIME_COST": "1",
-            "PASSWORD_HASH_MEMORY_KIB": "8",
-            "LOG_LEVEL": "WARNING",
-            **(env or {}),
-        }
-        self.database_url = self.env["DATABASE_URL"]
+        # The folder the app is imported from (and runs in): its import root, put first on
+        # PYTHONPATH. Default: the current directory, as `uvicorn APP` would use.
+        self.cwd = Path(cwd) if cwd is not None else Path.cwd()
+        self.database_url_env = database_url_env  # the variable the service reads its URL from
+        self.env = {database_url_env: database_url or f"sqlite:///{self.db_path}",
+                    **(env or {})}
+        self.database_url = self.env[database_url_env]
         self.log_path = self.data_dir / "server.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.ready_seconds: list[float] = []  # start-to-ready time of each start
+
+    @classmethod
+    def for_target(cls, target: Target, data_dir: Path, env: dict[str, str] | None = None,
+                   database_url: str | None = None, with_faults: bool = True,
+                   **kwargs: Any) -> ServerProcess:
+        """The target's service on `data_dir/users.db` (or `database_url`). `with_faults`
+        adds the engine plugin to its database URL, so FaultControl reaches its engines."""
+        from .engine_plugin import with_plugin
+
+        data_dir = Path(data_dir)
+        url = database_url or f"sqlite:///{data_dir / 'users.db'}"
+        return cls(data_dir, env={**target.env, **(env or {})}, app=target.app,
+                   ready_path=target.ready_path, launcher=target.launch_command(),
+                   cwd=target.root, database_url_env=target.database_url_env,
+                   database_url=with_plugin(url) if with_faults else url,
+                   factory=target.factory, **kwargs)
 
     @property
     def base_url(self) -> str:
@@ -90,8 +114,9 @@ class ServerProcess:
                   "--no-access-log"]
         if self.launcher is not None:
             return [*self.launcher, *common]
-        return [sys.executable, "-m", "uvicorn", self.app, "--factory", "--loop", "uvloop",
-                "--http", "httptools", *common]
+        assert self.app is not None
+        return [sys.executable, "-m", "uvicorn", self.app,
+                *(["--factory"] if self.factory else []), *common]
 
     def start(self, wrapper: list[str] | None = None, timeout_s: float = 30.0,
               same_port: bool = False) -> float:
@@ -104,13 +129,15 @@ class ServerProcess:
             raise RuntimeError("the server is already running")
         if not (same_port and self.port):
             self.port = free_port()
-        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        pythonpath = os.pathsep.join(
+            p for p in (str(self.cwd), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, **self.env, "PYTHONPATH": pythonpath}
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.starts + 1} on port {self.port}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [*(wrapper or self.wrapper or []), *self.command()], cwd=ROOT, env=env,
+                [*(wrapper or self.wrapper or []), *self.command()], cwd=self.cwd, env=env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.starts += 1

@@ -13,9 +13,22 @@ from .runner import ScenarioResult
 from .slo import Objectives, Verdict
 
 
-def _endpoint_label(endpoint: str) -> str:
-    method, path = endpoint.split(" ", 1)
-    return f"{method} `{path}`"
+def _labels(by_target: dict[str, list[ScenarioResult]]) -> dict[str, str]:
+    """Role -> the request it stands for, e.g. "write" -> "POST /users/"; when services
+    compared side by side differ, both are named."""
+    labels: dict[str, list[str]] = {}
+    for results in by_target.values():
+        for result in results[:1]:
+            for role, label in result.labels.items():
+                if label not in labels.setdefault(role, []):
+                    labels[role].append(label)
+    return {role: " / ".join(names) for role, names in labels.items()}
+
+
+def _endpoint_label(endpoint: str, labels: dict[str, str]) -> str:
+    label = labels.get(endpoint, endpoint)
+    return " / ".join(f"{m} `{p}`" for m, _, p in (part.partition(" ")
+                                                    for part in label.split(" / ")))
 
 
 def _passed(results: list[ScenarioResult], endpoint: str) -> tuple[int, int]:
@@ -27,6 +40,7 @@ def _passed(results: list[ScenarioResult], endpoint: str) -> tuple[int, int]:
 
 def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
              meta: dict[str, Any]) -> str:
+    labels = _labels(by_target)
     lines = ["# Resilience report: database-layer faults", ""]
     lines += [
         f"Seed {meta['seed']}, {meta['clients']} concurrent clients, phases "
@@ -60,28 +74,29 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
         passed, total = sum(p for p, _ in totals), sum(t for _, t in totals)
         lines.append(f"|{target}|All endpoints|{total}|{passed}|{total - passed}|")
         for endpoint, (p, t) in zip(ENDPOINTS, totals, strict=True):
-            lines.append(f"|{target}|• {_endpoint_label(endpoint)}|{t}|{p}|{t - p}|")
+            lines.append(f"|{target}|• {_endpoint_label(endpoint, labels)}|{t}|{p}|{t - p}|")
     lines.append("")
 
     if len(by_target) > 1:
-        lines += _side_by_side(by_target)
+        lines += _side_by_side(by_target, labels)
 
     lines += ["## SLO failures deep dive", "",
               "|Service|Scenario|Endpoint|SLO Violated|Objective|Observed|Margin|"
               "Failure Pattern|", "|---|---|---|---|---|---|---|---|"]
     for target, results in by_target.items():
         for verdict in (v for r in results for v in r.verdicts if not v.passed):
-            lines.append(_failure_row(target, verdict))
+            lines.append(_failure_row(target, verdict, labels))
     lines.append("")
 
     lines += ["## Scenarios", ""]
     for target, results in by_target.items():
         for result in results:
-            lines += _scenario_section(target, result)
+            lines += _scenario_section(target, result, labels)
     return "\n".join(lines) + "\n"
 
 
-def _side_by_side(by_target: dict[str, list[ScenarioResult]]) -> list[str]:
+def _side_by_side(by_target: dict[str, list[ScenarioResult]],
+                  labels: dict[str, str]) -> list[str]:
     targets = list(by_target)
     header = "|Scenario|Endpoint|" + "|".join(
         f"{t} fault p95 ms|{t} fault errors|{t} SLOs" for t in targets) + "|"
@@ -99,16 +114,17 @@ def _side_by_side(by_target: dict[str, list[ScenarioResult]]) -> list[str]:
                 cells += [f"{stats.p95_ms:.0f}", f"{stats.error_rate:.1%}",
                           "pass" if ok else "**fail**"]
     for (scenario, endpoint), cells in rows.items():
-        lines.append(f"|{scenario}|{_endpoint_label(endpoint)}|" + "|".join(cells) + "|")
+        lines.append(f"|{scenario}|{_endpoint_label(endpoint, labels)}|" + "|".join(cells) + "|")
     return [*lines, ""]
 
 
-def _failure_row(target: str, v: Verdict) -> str:
-    return (f"|{target}|{v.scenario}|{_endpoint_label(v.endpoint)}|{v.slo}|{v.objective}|"
+def _failure_row(target: str, v: Verdict, labels: dict[str, str]) -> str:
+    return (f"|{target}|{v.scenario}|{_endpoint_label(v.endpoint, labels)}|{v.slo}|{v.objective}|"
             f"{v.observed}|{v.margin}|{v.pattern}|")
 
 
-def _scenario_section(target: str, result: ScenarioResult) -> list[str]:
+def _scenario_section(target: str, result: ScenarioResult,
+                      labels: dict[str, str]) -> list[str]:
     title = f"### {target}: {result.scenario.name} ({result.scenario.title})"
     if result.skipped:
         return [title, "", f"Skipped: {result.skipped}", ""]
@@ -118,7 +134,7 @@ def _scenario_section(target: str, result: ScenarioResult) -> list[str]:
         for phase in ("steady", "fault", "recovery"):
             s = result.stats(endpoint, phase)
             statuses = ", ".join(f"{k} x{n}" for k, n in list(s.statuses.items())[:4])
-            lines.append(f"|{_endpoint_label(endpoint)}|{result.scenario.expect[endpoint]}|"
+            lines.append(f"|{_endpoint_label(endpoint, labels)}|{result.scenario.expect[endpoint]}|"
                          f"{phase}|{s.count}|{s.p50_ms:.0f}|{s.p95_ms:.0f}|{s.p99_ms:.0f}|"
                          f"{s.max_ms:.0f}|{s.error_rate:.1%}|{statuses}|")
     if result.ledger is not None:
@@ -149,6 +165,7 @@ def write_chart(path: Path, by_target: dict[str, list[ScenarioResult]]) -> None:
     import matplotlib.pyplot as plt
 
     targets = list(by_target)
+    labels = _labels(by_target)
     scenarios = [r.scenario.name for r in next(iter(by_target.values()))]
     fig, axes = plt.subplots(len(ENDPOINTS), 2, figsize=(16, 4 * len(ENDPOINTS)),
                              squeeze=False)
@@ -164,7 +181,7 @@ def write_chart(path: Path, by_target: dict[str, list[ScenarioResult]]) -> None:
             error_ax.bar(xs, [s.error_rate * 100 for s in stats], width, label=target)
         for ax, title in ((latency_ax, "fault-window latency (ms, log)"),
                           (error_ax, "fault-window error rate (%)")):
-            ax.set_title(f"{endpoint}: {title}")
+            ax.set_title(f"{labels.get(endpoint, endpoint)}: {title}")
             ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(scenarios))])
             ax.set_xticklabels(scenarios, rotation=30, ha="right", fontsize=8)
             ax.legend(fontsize=8)

@@ -1,0 +1,231 @@
+"""Faults inside a service's own process, without touching its code: a SQLAlchemy
+`CreateEnginePlugin` plus a small control server.
+
+SQL errors and slow statements act on a SQLAlchemy engine, which lives in the service's
+process; a harness drives that process from outside. SQLAlchemy loads a plugin named in the
+database URL for every engine built from it (docs: "CreateEnginePlugin"; the `plugin` query
+parameter is removed from the URL before the dialect sees it):
+
+    DATABASE_URL=sqlite:////tmp/x/app.db?plugin=sqlite_faults
+    SQLITE_FAULTS_CONTROL=127.0.0.1:41234
+
+The plugin registers each engine built from such a URL and, once per process, starts a
+control server on the address in SQLITE_FAULTS_CONTROL (a daemon thread, stdlib HTTP, JSON):
+
+    GET    /engines     [{"id": 0, "url": "sqlite:///...", "dialect": "sqlite"}]
+    POST   /sql-error   {"kind": "busy", "probability": 0.05, "seed": 7, "match": null,
+                         "times": null, "at": "statement", "engine": "any"}
+    POST   /slow        {"seconds": 2.0, "match": "FROM users", "engine": "any"}
+    POST   /stall       {"seconds": 2.0, "match": "^INSERT", "engine": "any"}
+    DELETE /            remove every armed fault; answers what each injected
+
+It runs on its own thread, so a service whose event loop is stalled still takes and drops
+faults on time. `FaultControl` (below) is the client the battery and the report use.
+
+Without SQLITE_FAULTS_CONTROL the plugin still registers engines (for tests in the same
+process: `registered_engines()`) and opens no port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import weakref
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL, CreateEnginePlugin
+
+from .slow import SlowStatements, StallAfterStatement
+from .sql_errors import InjectSqlError
+
+CONTROL_ENV = "SQLITE_FAULTS_CONTROL"
+PLUGIN_NAME = "sqlite_faults"
+
+
+class FaultEnginePlugin(CreateEnginePlugin):
+    """Registered under `sqlalchemy.plugins` as "sqlite_faults" (toolkit/pyproject.toml)."""
+
+    def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
+        super().__init__(url, kwargs)
+
+    def update_url(self, url: URL) -> URL:
+        return url
+
+    def engine_created(self, engine: Engine) -> None:
+        _registry.add(engine)
+        address = os.environ.get(CONTROL_ENV)
+        if address:
+            _registry.serve(address)
+
+
+def with_plugin(url: str) -> str:
+    """`url` with `plugin=sqlite_faults` added to its query."""
+    if f"plugin={PLUGIN_NAME}" in url:
+        return url
+    return url + ("&" if "?" in url else "?") + f"plugin={PLUGIN_NAME}"
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._engines: list[weakref.ref[Engine]] = []
+        self._lock = threading.Lock()
+        self._armed = ExitStack()
+        self._active: list[Any] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    def add(self, engine: Engine) -> None:
+        with self._lock:
+            self._engines.append(weakref.ref(engine))
+
+    def engines(self) -> list[Engine]:
+        with self._lock:
+            return [e for ref in self._engines if (e := ref()) is not None]
+
+    def pick(self, which: Any) -> list[Engine]:
+        engines = self.engines()
+        if which in (None, "any"):
+            return engines
+        if isinstance(which, int) and 0 <= which < len(engines):
+            return [engines[which]]
+        raise ValueError(f"no engine {which!r}: {len(engines)} registered")
+
+    def arm(self, kind: str, spec: dict[str, Any]) -> int:
+        engines = self.pick(spec.get("engine"))
+        if not engines:
+            raise LookupError("no engine was built from a URL with ?plugin=sqlite_faults")
+        with self._lock:
+            for engine in engines:
+                self._active.append(self._armed.enter_context(_make_fault(engine, kind, spec)))
+            return len(self._active)
+
+    def disarm(self) -> list[dict[str, Any]]:
+        with self._lock:
+            report = [{"fault": type(f).__name__, "injected": getattr(f, "injected", None),
+                       "started": getattr(f, "started", None),
+                       "stalls": getattr(f, "stalls", None)} for f in self._active]
+            self._armed.close()
+            self._armed = ExitStack()
+            self._active.clear()
+            return report
+
+    def serve(self, address: str) -> None:
+        with self._lock:
+            if self._server is not None:
+                return
+            host, _, port = address.rpartition(":")
+            server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _Handler)
+            server.daemon_threads = True
+            self._server = server
+        threading.Thread(target=server.serve_forever, name="sqlite-faults-control",
+                         daemon=True).start()
+
+
+_registry = _Registry()
+
+
+def registered_engines() -> list[Engine]:
+    """Engines built in this process from a URL with ?plugin=sqlite_faults."""
+    return _registry.engines()
+
+
+def _make_fault(engine: Engine, kind: str, spec: dict[str, Any]) -> Any:
+    match = spec.get("match")
+    if kind == "sql-error":
+        return InjectSqlError(
+            engine, str(spec["kind"]), at=spec.get("at", "statement"), match=match,
+            times=spec.get("times"), probability=float(spec.get("probability", 1.0)),
+            rng=random.Random(spec.get("seed", 0)))
+    if kind == "slow":
+        return SlowStatements(engine, float(spec["seconds"]), match)
+    if kind == "stall":
+        return StallAfterStatement(engine, float(spec["seconds"]), match)
+    raise ValueError(f"unknown fault {kind!r}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the service's log is the service's
+
+    def _answer(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path != "/engines":
+            return self._answer(404, {"error": f"no {self.path}"})
+        self._answer(200, [{"id": i, "url": e.url.render_as_string(hide_password=True),
+                            "dialect": e.dialect.name}
+                           for i, e in enumerate(_registry.engines())])
+
+    def do_POST(self) -> None:
+        kind = self.path.strip("/")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            spec = json.loads(self.rfile.read(length) or b"{}")
+            armed = _registry.arm(kind, spec)
+        except (ValueError, KeyError, TypeError, LookupError) as exc:
+            return self._answer(400, {"error": f"{type(exc).__name__}: {exc}"})
+        self._answer(200, {"armed": armed})
+
+    def do_DELETE(self) -> None:
+        self._answer(200, {"disarmed": _registry.disarm()})
+
+
+class FaultControl:
+    """The harness's side: arms and removes faults in a service started with the plugin.
+
+        control = FaultControl.new()            # picks a free port
+        env = {"SQLITE_FAULTS_CONTROL": control.address, "DATABASE_URL": with_plugin(url)}
+        ...start the service with env...
+        await control.arm("sql-error", kind="busy", probability=0.05, seed=7)
+        await control.disarm()
+    """
+
+    def __init__(self, address: str, timeout_s: float = 2.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s  # a stalled control thread must not stretch a window
+
+    @classmethod
+    def new(cls) -> FaultControl:
+        from .server import free_port
+
+        return cls(f"127.0.0.1:{free_port()}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {CONTROL_ENV: self.address}
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=f"http://{self.address}", timeout=self.timeout_s)
+
+    async def engines(self) -> list[dict[str, Any]]:
+        async with self._client() as client:
+            response = await client.get("/engines")
+            response.raise_for_status()
+            result: list[dict[str, Any]] = response.json()
+            return result
+
+    async def arm(self, fault: str, **spec: Any) -> int:
+        async with self._client() as client:
+            response = await client.post(f"/{fault}", json=spec)
+            if response.status_code == 400:
+                raise ValueError(response.json()["error"])
+            response.raise_for_status()
+            return int(response.json()["armed"])
+
+    async def disarm(self) -> list[dict[str, Any]]:
+        async with self._client() as client:
+            response = await client.delete("/")
+            response.raise_for_status()
+            result: list[dict[str, Any]] = response.json()["disarmed"]
+            return result

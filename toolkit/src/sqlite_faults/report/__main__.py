@@ -1,0 +1,134 @@
+"""The resilience report: judge a service against database-layer faults, and print it.
+
+    sqlite-faults-report --target service.toml
+                            the service a target file describes (sqlite_faults/target.py),
+                            on the scenario matrix
+    sqlite-faults-report --target service.toml --baseline other.toml
+                            a second service too, side by side, in the same run
+    sqlite-faults-report --target service.toml --backend postgres
+                            on PostgreSQL: a throwaway server is started for the run, a
+                            fresh database per service
+
+(`python -m sqlite_faults.report` is the same command.) On PostgreSQL the scenarios whose
+fault only exists for SQLite's files (slow-fsync-pulses, disk-full) are reported as skipped
+with the reason, and postgres-immediate-stop (the server stopped abruptly and restarted) joins
+the matrix.
+
+Writes report.md, report.json and report.png to ./build/report/ (or --out) and prints the
+Markdown report. Exit status 0 when the target meets every SLO, 1 otherwise, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlite_faults.target import Target, TargetError, load_target
+
+from .backends import BACKENDS, BackendUnavailable, open_backend
+from .render import markdown, write_chart, write_json
+from .runner import Phases, Progress, ScenarioResult, run_target
+from .scenarios import SCENARIOS, matrix
+from .slo import DEFAULT_OBJECTIVES, Objectives
+
+
+def build_parser(prog: str = "sqlite-faults-report") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", type=Path, default=os.environ.get("SQLITE_FAULTS_TARGET"),
+                        help="the target file of the service to judge "
+                             "(default: $SQLITE_FAULTS_TARGET)")
+    parser.add_argument("--baseline", type=Path, action="append", default=[],
+                        help="a target file of a service to judge beside it (repeatable)")
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite",
+                        help="the services' database (postgres: a throwaway server "
+                             "for the run); default sqlite")
+    parser.add_argument("--seed", type=int, default=None, help="replay a run (printed)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--phases", default="2,4,3",
+                        help="seconds of steady state, fault window and recovery")
+    parser.add_argument("--scenarios", default="",
+                        help="comma-separated scenario names (default: all)")
+    parser.add_argument("--objectives", type=Path, default=DEFAULT_OBJECTIVES)
+    parser.add_argument("--out", type=Path, default=Path("build") / "report")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.target is None:
+        print("--target FILE is required: a target file describing the service "
+              "(see sqlite_faults/target.py)", file=sys.stderr)
+        return 2
+    try:
+        targets: list[Target] = [load_target(p) for p in [args.target, *args.baseline]]
+    except TargetError as exc:
+        print(f"bad target file: {exc}", file=sys.stderr)
+        return 2
+    if len({t.name for t in targets}) != len(targets):
+        print("each target needs its own name (set name = ... in the target files)",
+              file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    steady, fault, recovery = (float(x) for x in args.phases.split(","))
+    phases = Phases(steady, fault, recovery)
+    wanted = set(filter(None, args.scenarios.split(",")))
+    unknown = wanted - {s.name for s in SCENARIOS}
+    if unknown:
+        print(f"unknown scenarios: {', '.join(sorted(unknown))}; known: "
+              f"{', '.join(s.name for s in SCENARIOS)}", file=sys.stderr)
+        return 2
+    scenarios = matrix(args.backend, wanted)
+    objectives = Objectives.load(args.objectives)
+    print(f"seed {seed} (replay with --seed {seed}), backend {args.backend}", file=sys.stderr)
+
+    started = time.monotonic()
+    progress = Progress(len(scenarios) * len(targets))
+    by_target: dict[str, list[ScenarioResult]] = {}
+    rng = random.Random(seed)
+    try:
+        with (tempfile.TemporaryDirectory(prefix="resilience-report-") as workdir,
+              open_backend(args.backend) as backend):
+            for target in targets:
+                by_target[target.name] = asyncio.run(run_target(
+                    target, scenarios, objectives, random.Random(rng.random()), phases,
+                    args.clients, Path(workdir), progress, backend))
+    except BackendUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    meta = {"seed": seed, "backend": args.backend, "database": backend.label,
+            "clients": args.clients, "phases": args.phases,
+            "objectives_file": _shown(args.objectives),
+            "seconds": round(time.monotonic() - started, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = markdown(by_target, objectives, meta)
+    (args.out / "report.md").write_text(report)
+    write_json(args.out / "report.json", by_target, objectives, meta)
+    write_chart(args.out / "report.png", by_target)
+    print(report)
+    print(f"written to {args.out}/report.md, report.json and report.png "
+          f"({meta['seconds']} s)", file=sys.stderr)
+    target_ok = all(v.passed for r in by_target[targets[0].name] for v in r.verdicts)
+    return 0 if target_ok else 1
+
+
+def _shown(path: Path) -> str:
+    """A path as the report prints it: relative to the current folder when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(Path.cwd()) if resolved.is_relative_to(Path.cwd())
+               else path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
