@@ -66,12 +66,12 @@ def test_the_report_judges_the_matrix_on_a_throwaway_postgres_server(tmp_path: P
     assert results["disk-full"]["verdicts"] == []
     locked = results["lock-past-deadline"]
     assert "EXCLUSIVE" in locked["title"]
-    create = locked["stats"]["POST /users/"]
+    create = locked["stats"]["write"]
     # The table lock held writes until the deadline: answered 504 then, not left hanging.
     assert create["fault"]["statuses"].get("504 deadline_exceeded", 0) > 0
     assert create["fault"]["max_ms"] < 1000 * (1.0 + 0.5)
     # Readers are not blocked by an EXCLUSIVE table lock.
-    assert locked["stats"]["GET /users/{user_id}"]["fault"]["error_rate"] == 0
+    assert locked["stats"]["read"]["fault"]["error_rate"] == 0
     # The ledger's check read the PostgreSQL table through its URL.
     for name in ("steady-state", "lock-past-deadline"):
         ledger = results[name]["ledger"]

@@ -13,6 +13,7 @@ The plugin registers each engine built from such a URL and, once per process, st
 control server on the address in SQLITE_FAULTS_CONTROL (a daemon thread, stdlib HTTP, JSON):
 
     GET    /engines     [{"id": 0, "url": "sqlite:///...", "dialect": "sqlite"}]
+    GET    /faults      what each armed fault did so far (to synchronise on: "it started")
     POST   /sql-error   {"kind": "busy", "probability": 0.05, "seed": 7, "match": null,
                          "times": null, "at": "statement", "engine": "any"}
     POST   /slow        {"seconds": 2.0, "match": "FROM users", "engine": "any"}
@@ -104,11 +105,15 @@ class _Registry:
                 self._active.append(self._armed.enter_context(_make_fault(engine, kind, spec)))
             return len(self._active)
 
-    def disarm(self) -> list[dict[str, Any]]:
+    def status(self) -> list[dict[str, Any]]:
         with self._lock:
-            report = [{"fault": type(f).__name__, "injected": getattr(f, "injected", None),
-                       "started": getattr(f, "started", None),
-                       "stalls": getattr(f, "stalls", None)} for f in self._active]
+            return [{"fault": type(f).__name__, "injected": getattr(f, "injected", None),
+                     "started": getattr(f, "started", None),
+                     "stalls": getattr(f, "stalls", None)} for f in self._active]
+
+    def disarm(self) -> list[dict[str, Any]]:
+        report = self.status()
+        with self._lock:
             self._armed.close()
             self._armed = ExitStack()
             self._active.clear()
@@ -161,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
+        if self.path == "/faults":
+            return self._answer(200, _registry.status())
         if self.path != "/engines":
             return self._answer(404, {"error": f"no {self.path}"})
         self._answer(200, [{"id": i, "url": e.url.render_as_string(hide_password=True),
@@ -211,6 +218,14 @@ class FaultControl:
     async def engines(self) -> list[dict[str, Any]]:
         async with self._client() as client:
             response = await client.get("/engines")
+            response.raise_for_status()
+            result: list[dict[str, Any]] = response.json()
+            return result
+
+    async def faults(self) -> list[dict[str, Any]]:
+        """What each armed fault did so far ("injected", "started", "stalls")."""
+        async with self._client() as client:
+            response = await client.get("/faults")
             response.raise_for_status()
             result: list[dict[str, Any]] = response.json()
             return result

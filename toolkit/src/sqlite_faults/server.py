@@ -93,7 +93,7 @@ class ServerProcess:
         from .engine_plugin import with_plugin
 
         data_dir = Path(data_dir)
-        url = database_url or f"sqlite:///{data_dir / 'users.db'}"
+        url = database_url or target.database_url.replace("{path}", str(data_dir / "users.db"))
         return cls(data_dir, env={**target.env, **(env or {})}, app=target.app,
                    ready_path=target.ready_path, launcher=target.launch_command(),
                    cwd=target.root, database_url_env=target.database_url_env,

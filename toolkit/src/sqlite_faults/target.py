@@ -17,10 +17,12 @@ A target file (TOML) is all a user writes; the smallest one:
     request = "GET /items/{id}"
 
 Everything else is optional (see `docs/toolkit.md` for the whole table): `name`, `factory`,
+`database_url` (the URL's shape, "{path}" for the file; default "sqlite:///{path}"),
 `root` (the folder the app is imported from; default: the target file's folder), `env`,
 `launcher` (a command taking uvicorn's --host/--port flags, in place of plain uvicorn),
 `deadline_s` (the service's own DB deadline, if it states one), `probe` (the cheap request
-the report's load mixes in; default: `ready`), `io_threads`, `[write] idempotency_header`,
+the report's load mixes in; default: `ready`), `loop_probe` (a request that touches no
+database; default `GET /openapi.json`), `io_threads`, `[write] idempotency_header`,
 and `[database]` (`table`, `unique_column`, `id_column`, `keys_table`, `key_column`,
 `key_ref_column`) for the ledger's table-level checks (duplicates, phantom rows).
 
@@ -106,9 +108,15 @@ class Target:
     ready: Request = Request("GET", "/")
     # The cheap request the load mixes in beside writes and reads (default: `ready`).
     probe: Request | None = None
+    # A request that touches no database, for "the event loop keeps answering while DB
+    # calls are stuck" (FastAPI serves its schema at /openapi.json unless told not to).
+    loop_probe: Request = Request("GET", "/openapi.json")
     factory: bool = False
     root: Path = field(default_factory=Path.cwd)
     database_url_env: str = "DATABASE_URL"
+    # The URL the service is given, "{path}" standing for its database file: a service on
+    # another driver says so here, e.g. "sqlite+aiosqlite:///{path}".
+    database_url: str = "sqlite:///{path}"
     env: dict[str, str] = field(default_factory=dict)
     launcher: list[str] | None = None
     deadline_s: float | None = None
@@ -148,7 +156,9 @@ def load_target(path: str | Path) -> Target:
     return target_from_dict(data, base=path.resolve().parent, where=str(path))
 
 
-_TOP = {"name", "app", "factory", "root", "database_url_env", "ready", "probe", "env",
+_TOP = {"name", "app", "factory", "root", "database_url_env", "database_url", "ready",
+        "probe", "loop_probe",
+        "env",
         "launcher",
         "deadline_s", "io_threads", "write", "read", "database"}
 
@@ -194,12 +204,22 @@ def target_from_dict(data: dict[str, Any], base: Path, where: str = "target") ->
         app=app, write=contract,
         ready=Request.parse(data.get("ready", "GET /"), f"{where}: ready"),
         probe=Request.parse(data["probe"], f"{where}: probe") if "probe" in data else None,
+        loop_probe=Request.parse(data.get("loop_probe", "GET /openapi.json"),
+                                 f"{where}: loop_probe"),
         factory=bool(data.get("factory", False)),
         root=(base / root).resolve(),
         database_url_env=str(data.get("database_url_env", "DATABASE_URL")),
+        database_url=_url_template(data.get("database_url", "sqlite:///{path}"), where),
         env={str(k): str(v) for k, v in data.get("env", {}).items()},
         launcher=launcher, deadline_s=data.get("deadline_s"), io_threads=io_threads,
     )
+
+
+def _url_template(url: str, where: str) -> str:
+    if "{path}" not in url:
+        raise TargetError(f"{where}: database_url must contain {{path}}, where the battery puts "
+                          f"the database file (e.g. 'sqlite:///{{path}}'), got {url!r}")
+    return url
 
 
 def _fill(value: Any, unique: str, secret: str) -> Any:

@@ -1,0 +1,310 @@
+"""The battery's checks. Each starts from a service that answers and has no fault armed
+(the `fresh` fixture), applies one fault from outside or through the engine plugin, and
+judges what a client saw. A failure says what it saw and what the fix usually is.
+
+Time bounds are behavioural ("answered by the deadline, not after a 5 s busy timeout"),
+with margins wide enough for a loaded CI machine; the deadline is the target's `deadline_s`,
+or DEFAULT_DEADLINE_S when the service states none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sqlite_faults.battery.service import Answer, BatteryService
+from sqlite_faults.inspect_db import query
+from sqlite_faults.leaks import Resources, settles
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.locks import LockHolder
+from sqlite_faults.server import ServerProcess
+from sqlite_faults.target import Target
+
+pytestmark = pytest.mark.timeout(180)
+
+DEFAULT_DEADLINE_S = 1.0  # for a service that states none: what a client would wait
+GRACE_S = 1.0  # past the deadline, before an answer counts as "not in time"
+
+
+@contextlib.contextmanager
+def started_holder(db_path: Path) -> Iterator[LockHolder]:
+    """A lock holder process, started but holding nothing yet; always closed."""
+    holder = LockHolder(db_path, "immediate")
+    holder.start()
+    try:
+        yield holder
+    finally:
+        holder.close()
+
+
+def deadline(target: Target) -> float:
+    return target.deadline_s or DEFAULT_DEADLINE_S
+
+
+def _engine_reached(service: BatteryService) -> None:
+    engines = asyncio.run(service.control.engines())
+    if not engines:
+        pytest.fail(
+            "the engine plugin saw no engine: the service did not build its SQLAlchemy engine "
+            f"from the URL in ${service.target.database_url_env} "
+            f"({service.server.database_url}). Fix: pass that URL to create_engine unchanged "
+            "(the faults ride on its ?plugin=sqlite_faults).")
+
+
+def test_the_engine_is_built_from_the_url_it_is_given(fresh: BatteryService) -> None:
+    """The faults inside the process need the service's engine to come from the URL the
+    battery hands it; every other check relies on that."""
+    _engine_reached(fresh)
+
+
+def test_wal_is_on(fresh: BatteryService) -> None:
+    """SQLite in WAL mode: readers never block the writer and the writer never blocks
+    readers. The default rollback journal makes every write lock out every reader."""
+    mode = query(fresh.db_path, "PRAGMA journal_mode")
+    assert mode == [("wal",)], (
+        f"journal_mode is {mode[0][0] if mode else '?'}, not wal. Fix: run "
+        "`PRAGMA journal_mode=WAL` once, e.g. in a SQLAlchemy 'connect' event on the engine.")
+
+
+BAD_IDS = ["abc", "-1", "0", str(2**70), "1.5", "%20", "' OR 1=1 --", "9" * 400]
+
+
+def _bad_bodies(target: Target, rng: random.Random) -> list[Any]:
+    """Malformed write bodies: wrong shapes, each field missing, each field of a wrong type
+    or an extreme value. Every body that keeps the unique field gets a value of its own, so
+    a 409 for a name taken by an earlier body never hides what this one does."""
+    counter = iter(range(10**6))
+
+    def good() -> dict[str, Any]:
+        n = next(counter)
+        return target.write.body_for(f"battery-bad-{n}-{rng.getrandbits(24):06x}", f"pw-{n}")
+    bodies: list[Any] = [None, [], {}, "text", 12, [good()]]
+    for name in good():
+        bodies.append({k: v for k, v in good().items() if k != name})
+        for value in (None, 123, 1.5, [], {}, True, "", "x" * 100_000, "\x00",
+                      "\U0001F600" * 10, rng.getrandbits(70)):
+            bodies.append({**good(), name: value})
+    return bodies
+
+
+def test_bad_input_never_gets_a_500(fresh: BatteryService, fault_rng: random.Random) -> None:
+    """Malformed bodies and ids get a 4xx saying what is wrong, never a 500 (which leaks a
+    stack trace or a driver error, and counts against the error budget)."""
+    target = fresh.target
+
+    request = target.write.request
+    field = target.write.unique_field
+
+    async def each(what: str, send: Callable[[httpx.AsyncClient], Awaitable[Answer]]
+                   ) -> tuple[str, Answer]:
+        # A connection of its own per request: a server that closes the connection after
+        # a 500 must not make the next request look unanswered.
+        async with fresh.client(timeout_s=10) as client:
+            return what, await send(client)
+
+    async def run() -> list[tuple[str, Answer]]:
+        seen = []
+        for body in _bad_bodies(target, fault_rng):
+            seen.append(await each(f"write body {str(body)[:60]!r}",
+                                   lambda c, b=body: fresh.write(c, body=b)))
+        for raw in (b"{not json", b"\xff\xfe", f'{{"{field}": "\\ud800"}}'.encode()):
+            seen.append(await each(f"write body {raw!r}", lambda c, r=raw: fresh._send(
+                c, request.method, request.path, content=r,
+                headers={"Content-Type": "application/json"})))
+        for bad in BAD_IDS:
+            seen.append(await each(f"read id {bad[:40]!r}",
+                                   lambda c, i=bad: fresh.read(c, i)))
+        return seen
+
+    bad = [f"{what}: {answer}" for what, answer in asyncio.run(run())
+           if answer.outcome.status >= 500 or not answer.outcome.answered]
+    assert not bad, (
+        f"{len(bad)} malformed requests got a 5xx or no answer:\n  " + "\n  ".join(bad[:12])
+        + "\nFix: validate input at the edge (pydantic models with types, lengths and ranges "
+          "on every field and path parameter), so the database never sees it.")
+
+
+def test_a_lock_shorter_than_the_deadline_is_waited_out(fresh: BatteryService) -> None:
+    """Another process holding the write lock for less than the deadline costs latency,
+    not an error: the service waits it out (a busy timeout, or retries)."""
+    hold_s = 0.4 * deadline(fresh.target)
+    with started_holder(fresh.db_path) as holder:
+        holder.acquire(hold_s)
+
+        async def write() -> Answer:
+            async with fresh.client() as client:
+                return await fresh.write(client, "short-lock")
+        answer = asyncio.run(write())
+        holder.wait_released()
+    assert answer.outcome.ok, (
+        f"a write during a {hold_s:.1f} s lock held by another process got {answer}. Fix: "
+        "wait for the lock (PRAGMA busy_timeout, or retry SQLITE_BUSY with backoff) up to "
+        "the request's deadline, and take the write lock up front (BEGIN IMMEDIATE) so the "
+        "wait happens where the busy handler can see it.")
+
+
+def test_a_lock_past_the_deadline_is_answered_in_time(fresh: BatteryService) -> None:
+    """A lock held past the deadline must end in a clear 5xx (503/504) at the deadline,
+    not a hang until a pool or busy timeout, and not a 500."""
+    budget = deadline(fresh.target) + GRACE_S
+    with started_holder(fresh.db_path) as holder:
+        holder.acquire(budget + 2.0)
+
+        async def writes() -> list[Answer]:
+            async with fresh.client(timeout_s=budget + 10) as client:
+                return list(await asyncio.gather(*(fresh.write(client, "long-lock")
+                                                   for _ in range(4))))
+        answers = asyncio.run(writes())
+        holder.release()
+    late = [a for a in answers if a.seconds > budget]
+    unclear = [a for a in answers if a.outcome.status in (0, 500) or a.outcome.ok]
+    assert not late and not unclear, (
+        f"writes during a lock held past the {deadline(fresh.target):.1f} s deadline got "
+        f"{', '.join(map(str, answers))}; each should be a 503/504 within {budget:.1f} s. "
+        "Fix: give every request a deadline and bound the lock wait by it (busy_timeout "
+        "no longer than what is left of the deadline), then answer 503/504 with a "
+        "Retry-After; never let a request wait on SQLite's or the pool's own timeout.")
+
+
+def test_transient_errors_are_retried_not_turned_into_500s(fresh: BatteryService) -> None:
+    """One SQLITE_BUSY on a statement is transient: a retry of the transaction succeeds.
+    A client must not see it as a 500."""
+    _engine_reached(fresh)
+    new_id = asyncio.run(fresh.new_id())
+
+    async def run() -> list[tuple[str, Answer]]:
+        seen = []
+        async with fresh.client() as client:
+            for i in range(3):
+                await fresh.control.arm("sql-error", kind="busy", times=1,
+                                        match=r"^\s*INSERT\b", seed=i)
+                seen.append(("write", await fresh.write(client, "transient")))
+                await fresh.control.disarm()
+                await fresh.control.arm("sql-error", kind="busy", times=1,
+                                        match=r"^\s*SELECT\b(?!\s+1\s*$)", seed=i)
+                seen.append(("read", await fresh.read(client, new_id)))
+                await fresh.control.disarm()
+        return seen
+
+    failed = [f"{what}: {answer}" for what, answer in asyncio.run(run())
+              if not answer.outcome.ok]
+    assert not failed, (
+        "one injected SQLITE_BUSY (a lock error a retry gets past) failed these requests: "
+        + "; ".join(failed) + ". Fix: classify driver errors, and retry transient ones "
+        "(SQLITE_BUSY, SQLITE_LOCKED) as a whole transaction with bounded, jittered backoff "
+        "(e.g. tenacity) within the request's deadline.")
+
+
+def test_the_event_loop_keeps_answering_while_db_calls_are_stuck(
+        fresh: BatteryService) -> None:
+    """While many reads are stuck inside SQLite, a request that needs no database still
+    answers at once: the DB calls run off the event loop, on a bounded set of threads."""
+    _engine_reached(fresh)
+    probe = fresh.target.loop_probe
+    new_id = asyncio.run(fresh.new_id())
+
+    async def run() -> tuple[Answer, Answer, list[Answer]]:
+        async with fresh.client(timeout_s=30) as client:
+            baseline = await fresh._send(client, probe.method, probe.path)
+            await fresh.control.arm("slow", seconds=2.0, match=r"^\s*SELECT\b(?!\s+1\s*$)")
+            # More stuck reads than a small service has DB threads, fewer than a thread pool.
+            stuck = [asyncio.create_task(fresh.read(client, new_id)) for _ in range(6)]
+            started = time.monotonic()
+            # Synchronise on the fault itself: a statement is spinning inside SQLite.
+            while not any((f.get("started") or 0) > 0 for f in await fresh.control.faults()):
+                if time.monotonic() - started > 10:
+                    break
+                await asyncio.sleep(0.02)  # polling the control server's counters
+            during = await fresh._send(client, probe.method, probe.path,
+                                       timeout=GRACE_S + 4)
+            await fresh.control.disarm()
+            return baseline, during, list(await asyncio.gather(*stuck))
+
+    baseline, during, _ = asyncio.run(run())
+    if not baseline.outcome.ok:
+        pytest.skip(f"loop_probe {probe.label} answers {baseline} with no fault; set "
+                    "loop_probe in the target file to a request that touches no database")
+    assert during.outcome.ok and during.seconds < GRACE_S, (
+        f"{probe.label} (no database) took {during} while reads were stuck in SQLite "
+        f"(no fault: {baseline}). The event loop is blocked: database calls run on it. "
+        "Fix: never call a blocking driver from `async def`: run DB work in `def` handlers "
+        "(FastAPI's thread pool) or on a bounded worker pool with a deadline.")
+
+
+def test_nothing_acknowledged_is_lost_across_sigkills(fresh: BatteryService,
+                                                      tmp_path: Path,
+                                                      fault_rng: random.Random) -> None:
+    """Writes under load, SIGKILL at seeded moments, restart: every acknowledged write reads
+    back unchanged, nothing is duplicated, and the database passes integrity_check."""
+    target = fresh.target
+    server = ServerProcess.for_target(target, tmp_path / "kills", with_faults=False)
+    ledger = WriteLedger(random.Random(fault_rng.random()), target.write, prefix="kill")
+    reports = []
+    try:
+        server.start()
+        for _ in range(3):
+            async def cycle() -> None:
+                stop = asyncio.Event()
+                writers = asyncio.create_task(ledger.drive(server.base_url, 8, stop))
+                await asyncio.sleep(fault_rng.uniform(0.3, 0.8))  # a seeded kill moment
+                server.kill()
+                stop.set()
+                await writers
+            asyncio.run(cycle())
+            server.start(same_port=True)
+            reports.append(asyncio.run(ledger.check(server.base_url, server.db_path)))
+    finally:
+        server.kill()
+    acked = sum(c.outcome == "acknowledged" for c in ledger.creates)
+    bad = [r for r in reports if r.lost or r.duplicated or r.phantoms or r.integrity_failures]
+    assert acked > 0, "no write was acknowledged under load: the check measured nothing"
+    assert not bad, (
+        f"after SIGKILLs under load ({acked} writes acknowledged): "
+        + "; ".join(f"lost {r.lost}, duplicated {r.duplicated}, phantoms {r.phantoms}, "
+                    f"integrity failures {r.integrity_failures}: {r.problems[:3]}"
+                    for r in bad)
+        + ". Fix: acknowledge only after COMMIT returned, keep synchronous=NORMAL or FULL "
+          "with WAL, and make retried writes idempotent (a key stored with the row).")
+
+
+def test_threads_and_fds_return_to_the_steady_state_after_failures(
+        fresh: BatteryService) -> None:
+    """A burst of failed requests (errors from every statement, then a lock past the
+    deadline) leaves no threads, file descriptors or sockets behind."""
+    _engine_reached(fresh)
+    new_id = asyncio.run(fresh.new_id())
+
+    async def burst(with_faults: bool) -> None:
+        async with fresh.client(timeout_s=30) as client:
+            if with_faults:
+                await fresh.control.arm("sql-error", kind="io_error", seed=1)
+            await asyncio.gather(*(fresh.write(client, "burst") for _ in range(40)),
+                                 *(fresh.read(client, new_id) for _ in range(40)))
+            if with_faults:
+                await fresh.control.disarm()
+
+    asyncio.run(burst(with_faults=False))  # pools and lazily started threads fill up here
+    baseline = Resources.of(fresh.server.pid)
+    asyncio.run(burst(with_faults=True))
+    with started_holder(fresh.db_path) as holder:
+        holder.acquire(deadline(fresh.target) + GRACE_S)
+
+        async def locked() -> None:
+            async with fresh.client(timeout_s=30) as client:
+                await asyncio.gather(*(fresh.write(client, "burst") for _ in range(20)))
+        asyncio.run(locked())
+        holder.release()
+    try:
+        asyncio.run(settles(fresh.server.pid, baseline, timeout_s=15))
+    except AssertionError as exc:
+        pytest.fail(f"{exc} (steady state: {baseline}). Fix: close connections and cursors "
+                    "on every error path (context managers), bound every pool, and never "
+                    "start a thread per request.")
