@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent
 
 # Markers follow the folder a test lives in, so `pytest -m fault` needs no decorator anywhere.
 _FOLDER_MARKERS = {"unit": "unit", "fault": "fault", "durability": "durability",
-                   "report": "report"}
+                   "report": "report", "toolkit": "toolkit"}
 
 hypothesis_settings.register_profile(
     "ci", max_examples=25, stateful_step_count=20, deadline=None, print_blob=True,

@@ -1,0 +1,72 @@
+"""The ready battery, run as a stranger runs it (`pytest --pyargs sqlite_faults.battery
+--target FILE`, in a process of its own), on our two services: it passes on the hardened one
+and fails the naive one for the seed report's reasons (lock contention without a deadline,
+no retries of transient errors, blocking calls on the event loop), plus what the seed report
+did not look at (no WAL, 500s on bad input)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from examples.targets import HARDENED, NAIVE
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def battery(target: Path, tmp_path: Path, seed: int) -> dict[str, str]:
+    """Each check's outcome: passed, failed or skipped (with the run's output on error)."""
+    junit = tmp_path / "battery.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "sqlite_faults.battery",
+         "--target", str(target), f"--fault-seed={seed}", "-p", "no:cacheprovider",
+         f"--junitxml={junit}", "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=540)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-2000:]
+    outcomes = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        kind = ("failed" if case.find("failure") is not None or case.find("error") is not None
+                else "skipped" if case.find("skipped") is not None else "passed")
+        outcomes[case.get("name", "")] = kind
+    return outcomes
+
+
+CHECKS = {
+    "test_the_engine_is_built_from_the_url_it_is_given",
+    "test_wal_is_on",
+    "test_bad_input_never_gets_a_500",
+    "test_a_lock_shorter_than_the_deadline_is_waited_out",
+    "test_a_lock_past_the_deadline_is_answered_in_time",
+    "test_transient_errors_are_retried_not_turned_into_500s",
+    "test_the_event_loop_keeps_answering_while_db_calls_are_stuck",
+    "test_nothing_acknowledged_is_lost_across_sigkills",
+    "test_threads_and_fds_return_to_the_steady_state_after_failures",
+}
+
+
+def test_the_battery_passes_on_the_hardened_service(tmp_path: Path, fault_seed: int) -> None:
+    outcomes = battery(HARDENED, tmp_path, fault_seed)
+    assert set(outcomes) == CHECKS
+    assert {name for name, kind in outcomes.items() if kind != "passed"} == set()
+
+
+def test_the_battery_fails_the_naive_service_for_the_seed_reports_reasons(
+        tmp_path: Path, fault_seed: int) -> None:
+    outcomes = battery(NAIVE, tmp_path, fault_seed)
+    assert {name for name, kind in outcomes.items() if kind == "failed"} == {
+        "test_wal_is_on",
+        "test_bad_input_never_gets_a_500",
+        "test_a_lock_past_the_deadline_is_answered_in_time",
+        "test_transient_errors_are_retried_not_turned_into_500s",
+        "test_the_event_loop_keeps_answering_while_db_calls_are_stuck",
+    }
+    assert {name for name, kind in outcomes.items() if kind == "passed"} == {
+        "test_the_engine_is_built_from_the_url_it_is_given",
+        "test_a_lock_shorter_than_the_deadline_is_waited_out",
+        "test_nothing_acknowledged_is_lost_across_sigkills",
+        "test_threads_and_fds_return_to_the_steady_state_after_failures",
+    }
