@@ -36,6 +36,9 @@ from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent
 
+# pytester, for tests of the fault toolkit's own pytest plugin (tests/toolkit/).
+pytest_plugins = ["pytester"]
+
 # Markers follow the folder a test lives in, so `pytest -m fault` needs no decorator anywhere.
 _FOLDER_MARKERS = {"unit": "unit", "fault": "fault", "durability": "durability",
                    "report": "report", "toolkit": "toolkit"}

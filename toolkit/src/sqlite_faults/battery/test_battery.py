@@ -283,11 +283,14 @@ def test_threads_and_fds_return_to_the_steady_state_after_failures(
     new_id = asyncio.run(fresh.new_id())
 
     async def burst(with_faults: bool) -> None:
-        async with fresh.client(timeout_s=30) as client:
+        # 40 requests, 8 at a time: a burst of failures, not an overload (how a service
+        # takes a flood is the report's question, not this check's).
+        async with fresh.client(timeout_s=10) as client:
             if with_faults:
                 await fresh.control.arm("sql-error", kind="io_error", seed=1)
-            await asyncio.gather(*(fresh.write(client, "burst") for _ in range(40)),
-                                 *(fresh.read(client, new_id) for _ in range(40)))
+            for _ in range(5):
+                await asyncio.gather(*(fresh.write(client, "burst") for _ in range(4)),
+                                     *(fresh.read(client, new_id) for _ in range(4)))
             if with_faults:
                 await fresh.control.disarm()
 
@@ -298,8 +301,8 @@ def test_threads_and_fds_return_to_the_steady_state_after_failures(
         holder.acquire(deadline(fresh.target) + GRACE_S)
 
         async def locked() -> None:
-            async with fresh.client(timeout_s=30) as client:
-                await asyncio.gather(*(fresh.write(client, "burst") for _ in range(20)))
+            async with fresh.client(timeout_s=10) as client:
+                await asyncio.gather(*(fresh.write(client, "burst") for _ in range(8)))
         asyncio.run(locked())
         holder.release()
     try:
