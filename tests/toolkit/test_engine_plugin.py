@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
-
 from sqlite_faults import FaultControl, registered_engines, with_plugin
 from sqlite_faults.engine_plugin import CONTROL_ENV
 

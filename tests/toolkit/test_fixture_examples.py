@@ -17,8 +17,6 @@ import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
-
-from examples.targets import HARDENED, NAIVE
 from sqlite_faults import (
     InjectSqlError,
     LockHolder,
@@ -30,6 +28,8 @@ from sqlite_faults import (
     settles,
     wait_until,
 )
+
+from examples.targets import HARDENED, NAIVE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,7 +148,6 @@ def test_slow_sync(service_server: Callable[..., ServerProcess], slow_sync: obje
 @pytest.mark.needs_tool("apsw")
 def test_power_loss_vfs(tmp_path: Path, power_loss_vfs: object) -> None:
     import apsw
-
     from sqlite_faults.powerloss.model import Sync, Write
 
     conn = apsw.Connection(str(tmp_path / "vfs.db"),
