@@ -1,7 +1,7 @@
 """Remove each safeguard of the inventory (scripts/safeguards.py) in turn and show the tests
 that catch it.
 
-Each mutant is a few textual edits in app/; the script applies them to a scratch copy of the
+Each mutant is a few textual edits in app/ (or in the fault toolkit, toolkit/src); the script applies them to a scratch copy of the
 tree (never to your work tree), runs tests there and lists those that went red. A mutant no
 test kills is a hole in the suite: the script then exits non-zero.
 
@@ -89,8 +89,10 @@ def run_mutant(row: Safeguard, full: bool, exitfirst: bool = False) -> tuple[lis
                  f"--ignore={INVENTORY_TEST}",
                  *tests_for(row, full)],
                 cwd=tree, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                # The scratch copy must shadow the editable install of the real app/.
-                env={**os.environ, "PYTHONPATH": str(tree)},
+                # The scratch copy must shadow the editable installs of the real app/ and
+                # of the fault toolkit (toolkit/src).
+                env={**os.environ,
+                     "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "toolkit" / "src")])},
             )
         except subprocess.TimeoutExpired:
             return ["(the whole run hung past its time limit)"], time.monotonic() - started

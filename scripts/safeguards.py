@@ -57,6 +57,11 @@ SERIES = F + "test_metric_series.py::"
 ANSWERS = F + "test_error_answers.py::"
 DOOR = F + "test_limits_at_the_door.py::"
 GROUP = F + "test_group_commit.py::"
+TK = "tests/toolkit/"
+BATTERY = "toolkit/src/sqlite_faults/battery/test_battery.py"
+NAIVE_VERDICT = (TK + "test_battery_verdicts.py::test_the_battery_judges_the_naive_service_for_"
+                 "the_seed_reports_reasons[{}]")
+CLEANUP = TK + "test_plugin_cleanup.py::test_faults_are_removed_after_a_failing_test"
 
 _BLOCKING_HELPER = '''
 
@@ -816,4 +821,60 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/sqlite_backend.py", '"pysqlite3.dbapi2" if name == "pysqlite3" else '
                   '"sqlite3"', '"pysqlite3.dbapi2"'),
               (DB + "test_an_affected_sqlite_is_refused_at_start_up",)),
+
+    # The fault toolkit's own safeguards: a fault suite is worth what it catches, so each
+    # check of the battery and each fixture's clean-up has a mutant of its own.
+    Safeguard("fixture-error-left-armed", "fault toolkit", "inject_sql_error removes its "
+              "fault when the test ends, also when it failed",
+              one("toolkit/src/sqlite_faults/plugin.py",
+                  "return stack.enter_context(InjectSqlError(engine, kind, **options))",
+                  "return InjectSqlError(engine, kind, **options).__enter__()"),
+              (CLEANUP,)),
+    Safeguard("fixture-lock-left-held", "fault toolkit", "lock_holder lets go of its lock "
+              "when the test ends, also when it failed",
+              one("toolkit/src/sqlite_faults/plugin.py", "        for holder in holders:\n"
+                  "            holder.close()", "        pass"),
+              (CLEANUP,)),
+    Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
+              "registers every engine built from a ?plugin=sqlite_faults URL",
+              one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",
+                  "        pass"),
+              (TK + "test_engine_plugin.py::test_an_engine_from_a_plugin_url_is_registered_"
+               "and_the_dialect_never_sees_the_plugin",
+               NAIVE_VERDICT.format("test_the_engine_is_built_from_the_url_it_is_given"))),
+    Safeguard("outcome-5xx-definite", "fault toolkit", "a 5xx is indeterminate (it may have "
+              "committed), never a definite failure",
+              one("toolkit/src/sqlite_faults/outcome.py",
+                  "return 400 <= self.status < 500 and self.status not in (408, 429)",
+                  "return 400 <= self.status and self.status not in (408, 429)"),
+              (TK + "test_outcome.py::test_only_refusals_that_cannot_have_committed_are_"
+               "definite",)),
+    Safeguard("battery-wal-unchecked", "fault toolkit", "the battery fails a service not in "
+              "WAL mode", one(BATTERY, 'assert mode == [("wal",)], (', "assert mode, ("),
+              (NAIVE_VERDICT.format("test_wal_is_on"),)),
+    Safeguard("battery-5xx-on-bad-input-accepted", "fault toolkit", "the battery fails a "
+              "service answering malformed input with a 5xx",
+              one(BATTERY, "if answer.outcome.status >= 500 or not answer.outcome.answered]",
+                  "if not answer.outcome.answered]"),
+              (NAIVE_VERDICT.format("test_bad_input_never_gets_a_500"),)),
+    Safeguard("battery-late-answers-accepted", "fault toolkit", "the battery fails a service "
+              "that answers a lock past its deadline late, or with a 500 or a success",
+              (Edit(BATTERY, "    late = [a for a in answers if a.seconds > budget]",
+                    "    late: list[Answer] = []"),
+               Edit(BATTERY, "    unclear = [a for a in answers if a.outcome.status in (0, 500) "
+                    "or a.outcome.ok]", "    unclear = [a for a in answers "
+                    "if a.outcome.status == 0]")),
+              (NAIVE_VERDICT.format("test_a_lock_past_the_deadline_is_answered_in_time"),)),
+    Safeguard("battery-transient-500-accepted", "fault toolkit", "the battery fails a service "
+              "that turns one transient error into a failed request",
+              one(BATTERY, "              if not answer.outcome.ok]",
+                  "              if not answer.outcome.answered]"),
+              (NAIVE_VERDICT.format("test_transient_errors_are_retried_not_turned_into_"
+                                    "500s"),)),
+    Safeguard("battery-blocked-loop-accepted", "fault toolkit", "the battery fails a service "
+              "whose event loop stops answering while DB calls are stuck",
+              one(BATTERY, "assert during.outcome.ok and during.seconds < GRACE_S, (",
+                  "assert during.outcome.status != 500, ("),
+              (NAIVE_VERDICT.format("test_the_event_loop_keeps_answering_while_db_calls_are_"
+                                    "stuck"),)),
 )
