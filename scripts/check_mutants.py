@@ -2,8 +2,9 @@
 that catch it.
 
 Each mutant is a few textual edits in app/ (or in the fault toolkit, toolkit/src); the script
-applies them to a scratch copy of the tree (never to your work tree), runs tests there and lists those that went red. A mutant no
-test kills is a hole in the suite: the script then exits non-zero.
+applies them to a scratch copy of the tree (never to your work tree), runs tests there and
+lists those that went red. A mutant no test kills is a hole in the suite: the script then
+exits non-zero.
 
     .venv/bin/python scripts/check_mutants.py                 # quick: each row's own tests (CI)
     .venv/bin/python scripts/check_mutants.py --full          # unit + fault suites (nightly)
