@@ -4,7 +4,7 @@ goes through `Database` (app/db.py), which runs it on a worker lane under a dead
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
 
@@ -30,15 +30,18 @@ from .settings import Settings
 # here is a plain `def` a request would wait on.
 
 async def _db(request: Request) -> Database:
-    return request.app.state.db
+    db: Database = request.app.state.db
+    return db
 
 
 async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def _metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
 
 def _arrived(request: Request) -> float:
@@ -70,7 +73,7 @@ IdempotencyKeyHeader = Annotated[
     ),
 ]
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody}
     for code in (404, 409, 422, 500, 503, 504)
 }

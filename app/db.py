@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
@@ -324,7 +324,9 @@ class Database:
         except self.backend.driver_error as exc:
             # Raised by the driver directly, outside SQLAlchemy: wrapped as SQLAlchemy would,
             # so it is classified like any other.
-            wrapped = DBAPIError.instance(None, None, exc, self.backend.driver_error)
+            # A driver error always comes back as a DBAPIError (typed as StatementError).
+            wrapped = cast(DBAPIError, DBAPIError.instance(None, None, exc,
+                                                           self.backend.driver_error))
             raise self.backend.classify(wrapped, cancelled=handle.stopping) from exc
         except DBAPIError as exc:
             raise self.backend.classify(exc, cancelled=handle.stopping) from exc

@@ -8,6 +8,7 @@ from the database (SQL, driver text, parameters) or a stack trace ever is.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,7 @@ def http_error_for(exc: ServiceError) -> HttpError:
 
 def error_response(
     status: int, code: str, message: str, *, details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:

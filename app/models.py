@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -22,7 +21,8 @@ class User(Base):
     __tablename__ = "users"
     # AUTOINCREMENT: an id is never handed out twice, even after the newest row is gone, so a
     # client holding an id from a 201 can never read someone else's user under it.
-    __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
+    # Not ClassVar: SQLAlchemy's declarative base declares __table_args__ as an attribute.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)

@@ -127,12 +127,15 @@ class PostgresBackend:
         """End the read's transaction (psycopg began one at its first statement, the SET
         LOCALs included), so no snapshot is held between calls."""
         conn.commit()
-        conn.connection.dbapi_connection.commit()
+        dbapi_conn = conn.connection.dbapi_connection
+        assert dbapi_conn is not None  # checked out: the pool connection holds one
+        dbapi_conn.commit()
 
     def in_transaction(self, dbapi_conn: Any) -> bool:
         import psycopg
 
-        return dbapi_conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        busy: bool = dbapi_conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        return busy
 
     def write_group_limit(self) -> int:
         """One: the server runs this service's writers side by side on their own connections

@@ -296,6 +296,8 @@ class SqliteBackend:
         discarded.
         """
         try:
+            # Checked out, so the pool connection holds its driver connection.
+            assert conn.connection.dbapi_connection is not None
             conn.connection.dbapi_connection.execute("SELECT 1").fetchall()
         except self.driver_error:
             conn.invalidate()

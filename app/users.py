@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, Table, bindparam, insert, select
 
 from .db import Database
 from .errors import IdempotencyKeyReused, IntegrityViolation, NameTaken, UserNotFound
@@ -20,8 +20,9 @@ from .models import IdempotencyKey, User
 from .passwords import PasswordHasher
 from .resilience import Deadline
 
-_users = User.__table__
-_keys = IdempotencyKey.__table__
+# Declarative classes carry Tables; the ORM types __table__ as the wider FromClause.
+_users = cast(Table, User.__table__)
+_keys = cast(Table, IdempotencyKey.__table__)
 
 _SELECT_USER = select(_users.c.id, _users.c.name, _users.c.created_at).where(
     _users.c.id == bindparam("user_id"))

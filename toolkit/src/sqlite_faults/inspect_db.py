@@ -28,7 +28,8 @@ def query(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[t
     """Run one read-only statement in its own short-lived connection."""
     conn = dbapi.connect(str(db_path), isolation_level=None)
     try:
-        return conn.execute(sql, params).fetchall()
+        rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
+        return rows
     finally:
         conn.close()
 

@@ -19,7 +19,7 @@ import re
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
@@ -69,7 +69,7 @@ def make_driver_error(dbapi: Any, kind: str) -> Exception:
     if spec.errorcode is not None:
         error.sqlite_errorcode = spec.errorcode
         error.sqlite_errorname = spec.errorname
-    return error
+    return cast(Exception, error)
 
 
 class InjectSqlError:

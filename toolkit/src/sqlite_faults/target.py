@@ -85,7 +85,8 @@ class WriteContract:
     table: Table | None = None
 
     def body_for(self, unique: str, secret: str) -> dict[str, Any]:
-        return _fill(self.body, unique, secret)
+        body: dict[str, Any] = _fill(self.body, unique, secret)
+        return body
 
     def read_path(self, new_id: Any) -> str:
         return self.read.path.replace("{id}", str(new_id))

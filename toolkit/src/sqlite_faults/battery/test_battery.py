@@ -14,6 +14,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def _bad_bodies(target: Target, rng: random.Random) -> list[Any]:
         n = next(counter)
         return target.write.body_for(f"battery-bad-{n}-{rng.getrandbits(24):06x}", f"pw-{n}")
     bodies: list[Any] = [None, [], {}, "text", 12, [good()]]
+    value: Any
     for name in good():
         bodies.append({k: v for k, v in good().items() if k != name})
         for value in (None, 123, 1.5, [], {}, True, "", "x" * 100_000, "\x00",
@@ -110,18 +112,19 @@ def test_bad_input_never_gets_a_500(fresh: BatteryService, fault_rng: random.Ran
         async with fresh.client(timeout_s=10) as client:
             return what, await send(client)
 
+    async def send_raw(c: httpx.AsyncClient, content: bytes) -> Answer:
+        return await fresh._send(c, request.method, request.path, content=content,
+                                 headers={"Content-Type": "application/json"})
+
     async def run() -> list[tuple[str, Answer]]:
         seen = []
         for body in _bad_bodies(target, fault_rng):
             seen.append(await each(f"write body {str(body)[:60]!r}",
-                                   lambda c, b=body: fresh.write(c, body=b)))
+                                   partial(fresh.write, body=body)))
         for raw in (b"{not json", b"\xff\xfe", f'{{"{field}": "\\ud800"}}'.encode()):
-            seen.append(await each(f"write body {raw!r}", lambda c, r=raw: fresh._send(
-                c, request.method, request.path, content=r,
-                headers={"Content-Type": "application/json"})))
+            seen.append(await each(f"write body {raw!r}", partial(send_raw, content=raw)))
         for bad in BAD_IDS:
-            seen.append(await each(f"read id {bad[:40]!r}",
-                                   lambda c, i=bad: fresh.read(c, i)))
+            seen.append(await each(f"read id {bad[:40]!r}", partial(fresh.read, new_id=bad)))
         return seen
 
     bad = [f"{what}: {answer}" for what, answer in asyncio.run(run())
