@@ -29,11 +29,13 @@ process: `registered_engines()`) and opens no port.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import threading
 import weakref
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,10 +54,9 @@ PLUGIN_NAME = "sqlite_faults"
 class FaultEnginePlugin(CreateEnginePlugin):
     """Registered under `sqlalchemy.plugins` as "sqlite_faults" (toolkit/pyproject.toml)."""
 
-    def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
-        super().__init__(url, kwargs)
-
     def update_url(self, url: URL) -> URL:
+        # SQLAlchemy's base raises NotImplementedError; the plugin takes no URL parameters of
+        # its own (SQLAlchemy itself removes `plugin=`), so the URL passes on unchanged.
         return url
 
     def engine_created(self, engine: Engine) -> None:
@@ -237,6 +238,16 @@ class FaultControl:
                 raise ValueError(response.json()["error"])
             response.raise_for_status()
             return int(response.json()["armed"])
+
+    @contextlib.asynccontextmanager
+    async def armed(self, fault: str, **spec: Any) -> AsyncIterator[None]:
+        """The fault armed for the body of the `async with`; removed on the way out, also
+        when the body fails."""
+        await self.arm(fault, **spec)
+        try:
+            yield
+        finally:
+            await self.disarm()
 
     async def disarm(self) -> list[dict[str, Any]]:
         async with self._client() as client:

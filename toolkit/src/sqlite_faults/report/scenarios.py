@@ -102,12 +102,9 @@ ALL_AVAILABLE = {ROOT: "available", CREATE: "available", READ: "available"}
 
 @contextlib.asynccontextmanager
 async def sql_errors(ctx: FaultContext, probability: float) -> AsyncIterator[None]:
-    await ctx.control.arm("sql-error", kind="busy", probability=probability,
-                          seed=ctx.rng.randrange(2**31))
-    try:
+    async with ctx.control.armed("sql-error", kind="busy", probability=probability,
+                                 seed=ctx.rng.randrange(2**31)):
         yield
-    finally:
-        await ctx.control.disarm()
 
 
 @contextlib.asynccontextmanager
@@ -119,11 +116,8 @@ async def slow_reads(ctx: FaultContext) -> AsyncIterator[None]:
     table = ctx.target.write.table
     match = (rf"(?s)^\s*SELECT\b.*\bFROM {table.table}\s+WHERE\b" if table is not None
              else r"^\s*SELECT\b(?!\s+1\s*$)")
-    await ctx.control.arm("slow", seconds=2.0, match=match)
-    try:
+    async with ctx.control.armed("slow", seconds=2.0, match=match):
         yield
-    finally:
-        await ctx.control.disarm()
 
 
 @contextlib.asynccontextmanager
