@@ -19,6 +19,7 @@ from .schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_USER_ID,
     ErrorBody,
+    ReadyStatus,
     ServiceInfo,
     UserCreate,
     UserOut,
@@ -73,10 +74,49 @@ IdempotencyKeyHeader = Annotated[
     ),
 ]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody}
-    for code in (404, 409, 422, 500, 503, 504)
+# The error answers each route can give, all `{"error": {"code", "message", "details"?}}` JSON
+# (app/http_errors.py), described by their `code`s. FastAPI documents a `model` under the
+# route's own response_class media type: only JSON routes may use these.
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
+                                "schema": {"type": "integer"}}}
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description, **extra}
+
+
+_VALIDATION = _error("`validation_error`: the request is not valid; `details` says where")
+_INTERNAL = _error("`internal_error`")
+_UNAVAILABLE = _error("`storage_busy`, `overloaded` or `storage_unavailable`",
+                      headers=_RETRY_AFTER)
+_DEADLINE = _error("`deadline_exceeded`: the database did not answer within `DB_DEADLINE_S`")
+
+_CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("`http_error`: the body could not be parsed (e.g. not UTF-8)"),
+    408: _error("`request_timeout`: the body did not arrive within `HTTP_BODY_TIMEOUT_S`"),
+    409: _error("`name_taken`, or `conflict` (another constraint refused the write)"),
+    413: _error("`request_too_large`: the body is larger than `HTTP_MAX_BODY_BYTES`"),
+    422: _error("`validation_error` (`details` says where), or `idempotency_key_reused`: "
+                "the Idempotency-Key was used with a different name or password"),
+    500: _INTERNAL,
+    503: _UNAVAILABLE,
+    504: _DEADLINE,
 }
+_READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: _error("`user_not_found`"),
+    422: _VALIDATION,
+    500: _INTERNAL,
+    503: _UNAVAILABLE,
+    504: _DEADLINE,
+}
+
+
+class PrometheusText(Response):
+    """What /metrics answers: its media_type (CONTENT_TYPE without parameters) is what the
+    OpenAPI documents; the answer itself carries CONTENT_TYPE whole (the format's version)."""
+
+    media_type = CONTENT_TYPE.split(";", 1)[0].strip()
+
 
 router = APIRouter()
 
@@ -100,7 +140,7 @@ async def service_info(db: DbDep, settings: SettingsDep,
     "/users/",
     response_model=UserOut,
     status_code=status.HTTP_201_CREATED,
-    responses=_ERRORS,
+    responses=_CREATE_ERRORS,
     tags=["users"],
 )
 async def create_user(
@@ -116,7 +156,8 @@ async def create_user(
     return user_response(created.user, status.HTTP_201_CREATED, headers)
 
 
-@router.get("/users/{user_id}", response_model=UserOut, responses=_ERRORS, tags=["users"])
+@router.get("/users/{user_id}", response_model=UserOut, responses=_READ_ERRORS,
+            tags=["users"])
 async def read_user(user_id: UserId, request: Request) -> Response:
     user = await users.get_user(request.app.state.db, user_id, _deadline(request))
     return user_response(user, status.HTTP_200_OK)
@@ -134,7 +175,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["service"], responses={503: {"model": ErrorBody}})
+@router.get(
+    "/readyz",
+    response_model=ReadyStatus,
+    tags=["service"],
+    responses={503: _error("`not_ready`: the database did not answer within "
+                           "`READYZ_DEADLINE_S`", headers=_RETRY_AFTER)},
+)
 async def readyz(db: DbDep, settings: SettingsDep, deadline: ReadyDeadlineDep) -> Response:
     """One DB round trip within `readyz_deadline_s`, else 503."""
     try:
@@ -147,6 +194,14 @@ async def readyz(db: DbDep, settings: SettingsDep, deadline: ReadyDeadlineDep) -
     return Response('{"status":"ready"}', media_type="application/json")
 
 
-@router.get("/metrics", tags=["service"])
+# Prometheus text, not JSON: with the default response_class FastAPI would document the 200
+# as application/json; with PrometheusText its media type is the only one documented.
+@router.get(
+    "/metrics",
+    response_class=PrometheusText,
+    tags=["service"],
+    responses={200: {"description": "Prometheus text exposition format",
+                     "content": {PrometheusText.media_type: {"schema": {"type": "string"}}}}},
+)
 async def metrics(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE)

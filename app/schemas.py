@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,10 @@ class ServiceInfo(BaseModel):
     service: str
     version: str
     database: str  # "ok" or "unavailable"
+
+
+class ReadyStatus(BaseModel):
+    status: Literal["ready"]
 
 
 class ErrorDetail(BaseModel):
