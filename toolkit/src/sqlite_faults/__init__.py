@@ -37,7 +37,8 @@ PUBLIC_MODULES = frozenset({
     "slow", "slowsync", "sql_errors", "syscalls", "target", "drivers", "inspect_db",
     "postgres_server", "summary", "plugin", "powerloss.model", "powerloss.points",
     "powerloss.states", "powerloss.vfs", "powerloss.scratch", "report.backends",
-    "report.load", "report.render", "report.runner", "report.scenarios", "report.slo",
+    "report.load", "report.render", "report.retry", "report.runner", "report.scenarios",
+    "report.slo", "netproxy",
     "report.__main__",
 })
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ class LedgerReport:
     duplicated: int = 0  # names or keys present more than once
     phantoms: int = 0  # rows of creates that definitely failed
     unresolved: int = 0  # indeterminate creates whose retry did not end in one row
+    # Told "failed" with an error answer (5xx), yet the row exists: not a lost write (nothing
+    # acknowledged went missing) but the opposite lie, which a client without idempotency
+    # keys turns into a duplicate when it tries again.
+    committed_after_error: int = 0
     integrity_failures: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -88,7 +93,10 @@ class WriteLedger:
     def counts(self) -> Counter[str]:
         return Counter(c.outcome for c in self.creates)
 
-    async def send(self, client: httpx.AsyncClient, create: Create, with_key: bool = True) -> None:
+    async def send(self, client: httpx.AsyncClient, create: Create,
+                   with_key: bool = True) -> httpx.Response | None:
+        """Send `create` (again, when it is retried: the same key and body) and record what it
+        was told; returns the answer, None when none came."""
         contract = self.contract
         headers = ({contract.idempotency_header: create.key}
                    if with_key and contract.idempotency_header else {})
@@ -98,7 +106,8 @@ class WriteLedger:
                 json=contract.body_for(create.name, create.password), headers=headers)
         except httpx.HTTPError as exc:  # timeout, reset, refused: it may have committed
             create.outcome, create.detail = "indeterminate", outcome_of(None, exc).code
-            return
+            create.status = None
+            return None
         outcome = outcome_of(response)
         create.status = response.status_code
         if outcome.ok:
@@ -108,13 +117,14 @@ class WriteLedger:
             except (ValueError, KeyError, TypeError):
                 # Acknowledged, but with no id to read it back by: the ledger cannot check it.
                 create.outcome, create.detail = "indeterminate", "no-id-in-answer"
-                return
+                return response
             create.outcome, create.user = "acknowledged", body
             replayed = response.headers.get("Idempotent-Replayed") == "true"
             create.detail = "replayed" if replayed else ""
-            return
+            return response
         create.detail = outcome.code
         create.outcome = "failed" if outcome.definite_failure else "indeterminate"
+        return response
 
     async def drive(self, base_url: str, clients: int, stop: asyncio.Event,
                     request_timeout_s: float = 10.0) -> None:
@@ -148,6 +158,11 @@ class WriteLedger:
             report.problems.append(f"integrity_check: {integrity[:5]}")
         table = self.contract.table
         rows = _rows(db, table) if table is not None else None
+        if rows is not None:
+            # Only this ledger's rows: the report keeps one ledger per client profile on the
+            # same table, and each answers for its own writes (names are "<prefix>-<n>").
+            mine = re.compile(re.escape(self.prefix) + r"-\d+")
+            rows = [row for row in rows if mine.fullmatch(str(row[1]))]
         names = Counter(name for _, name, _ in rows or ())
         keys = Counter(key for *_, key in rows or () if key is not None)
         dup_names = [n for n, c in names.items() if c > 1]
@@ -157,6 +172,13 @@ class WriteLedger:
             report.problems.append(f"duplicated: {dup_names[:5]} {dup_keys[:5]}")
 
         ids = {name: row_id for row_id, name, _ in rows or ()}
+        # Checked before indeterminate writes are resolved (a resolving retry may create them).
+        for create in self.creates[self._checked:]:
+            if (create.outcome == "indeterminate" and (create.status or 0) >= 500
+                    and names[create.name]):
+                report.committed_after_error += 1
+                report.problems.append(
+                    f"answered {create.status} {create.detail} but committed: {create.name}")
         id_field = self.contract.id_field
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
             for index, create in enumerate(self.creates):

@@ -23,8 +23,10 @@ Everything else is optional (see `docs/toolkit.md` for the whole table): `name`,
 `deadline_s` (the service's own DB deadline, if it states one), `probe` (the cheap request
 the report's load mixes in; default: `ready`), `loop_probe` (a request that touches no
 database; default `GET /openapi.json`), `io_threads`, `[write] idempotency_header`,
-and `[database]` (`table`, `unique_column`, `id_column`, `keys_table`, `key_column`,
-`key_ref_column`) for the ledger's table-level checks (duplicates, phantom rows).
+`[database]` (`table`, `unique_column`, `id_column`, `keys_table`, `key_column`,
+`key_ref_column`) for the ledger's table-level checks (duplicates, phantom rows), and
+`[metrics]` (`request`, `busy`, `capacity`: Prometheus gauges of DB calls in flight and of
+lane workers) for the report's check that slow clients do not tie up the database lanes.
 
 In the write body, "{unique}" becomes a fresh unique string per request and "{secret}" a
 fresh password-like string; the read path's "{id}" becomes the id the write returned.
@@ -102,6 +104,17 @@ class WriteContract:
 
 
 @dataclass(frozen=True)
+class LaneMetrics:
+    """Where the service says how busy its database lanes are (Prometheus text): the report
+    samples these while a slow network holds the clients' connections open, to show the
+    lanes are not tied up by them."""
+
+    request: Request  # e.g. GET /metrics
+    busy: str  # a gauge of DB calls in flight (summed over its labels)
+    capacity: str  # a gauge of the lanes' workers (summed over its labels)
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     app: str | None  # import string; None when `launcher` starts the service itself
@@ -124,6 +137,7 @@ class Target:
     # Which threads do the database I/O, for syscall faults aimed at them: "workers" (every
     # thread but the main one: a service that keeps its event loop free of I/O) or "all".
     io_threads: str = "all"
+    metrics: LaneMetrics | None = None
 
     @property
     def read(self) -> Request:
@@ -161,7 +175,7 @@ _TOP = {"name", "app", "factory", "root", "database_url_env", "database_url", "r
         "probe", "loop_probe",
         "env",
         "launcher",
-        "deadline_s", "io_threads", "write", "read", "database"}
+        "deadline_s", "io_threads", "write", "read", "database", "metrics"}
 
 
 def target_from_dict(data: dict[str, Any], base: Path, where: str = "target") -> Target:
@@ -200,6 +214,7 @@ def target_from_dict(data: dict[str, Any], base: Path, where: str = "target") ->
     if io_threads not in ("all", "workers"):
         raise TargetError(f"{where}: io_threads must be 'all' or 'workers'")
     root = Path(data["root"]) if "root" in data else Path(".")
+    metrics = _lane_metrics(data.get("metrics"), where)
     return Target(
         name=str(data.get("name") or (app or "service").split(":")[0].split(".")[-1]),
         app=app, write=contract,
@@ -213,7 +228,19 @@ def target_from_dict(data: dict[str, Any], base: Path, where: str = "target") ->
         database_url=_url_template(data.get("database_url", "sqlite:///{path}"), where),
         env={str(k): str(v) for k, v in data.get("env", {}).items()},
         launcher=launcher, deadline_s=data.get("deadline_s"), io_threads=io_threads,
+        metrics=metrics,
     )
+
+
+def _lane_metrics(data: Any, where: str) -> LaneMetrics | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or set(data) != {"request", "busy", "capacity"}:
+        raise TargetError(f"{where}: [metrics] takes request = 'GET /metrics', busy = "
+                          "'<gauge of DB calls in flight>' and capacity = '<gauge of lane "
+                          f"workers>', got {data!r}")
+    return LaneMetrics(Request.parse(data["request"], f"{where}: [metrics] request"),
+                       str(data["busy"]), str(data["capacity"]))
 
 
 def _url_template(url: str, where: str) -> str:

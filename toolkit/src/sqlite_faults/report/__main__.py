@@ -28,10 +28,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlite_faults.target import Target, TargetError, load_target
 
 from .backends import BACKENDS, BackendUnavailable, open_backend
+from .load import CLOSED, OPEN, LoadSpec
 from .render import markdown, write_chart, write_json
 from .runner import Phases, Progress, ScenarioResult, run_target
 from .scenarios import SCENARIOS, matrix
@@ -51,7 +53,21 @@ def build_parser(prog: str = "sqlite-faults-report") -> argparse.ArgumentParser:
                         help="the services' database (postgres: a throwaway server "
                              "for the run); default sqlite")
     parser.add_argument("--seed", type=int, default=None, help="replay a run (printed)")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--load", choices=(OPEN, CLOSED), default=OPEN,
+                        help="open: requests at a fixed arrival rate, latency from the "
+                             "intended send time (default); closed: --clients clients, each "
+                             "waiting for its answer")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="open-loop requests/s for every target (default: "
+                             "--capacity-fraction of the first target's measured capacity; a "
+                             "baseline gets no more than that, and no more than the same "
+                             "fraction of its own)")
+    parser.add_argument("--capacity-fraction", type=float, default=0.5,
+                        help="the default open-loop rate as a fraction of measured capacity")
+    parser.add_argument("--clients", type=int, default=16,
+                        help="concurrent clients (closed loop)")
+    parser.add_argument("--timeout", type=float, default=3.0,
+                        help="the clients' timeout per attempt, in seconds")
     parser.add_argument("--phases", default="2,4,3",
                         help="seconds of steady state, fault window and recovery")
     parser.add_argument("--scenarios", default="",
@@ -92,30 +108,40 @@ def run(args: argparse.Namespace) -> int:
     objectives = Objectives.load(args.objectives)
     print(f"seed {seed} (replay with --seed {seed}), backend {args.backend}", file=sys.stderr)
 
+    spec = LoadSpec(args.load, args.rate, args.capacity_fraction, args.clients, args.timeout)
     started = time.monotonic()
     progress = Progress(len(scenarios) * len(targets))
     by_target: dict[str, list[ScenarioResult]] = {}
+    loads: dict[str, dict[str, Any]] = {}
+    ceiling: float | None = None
     rng = random.Random(seed)
     try:
         with (tempfile.TemporaryDirectory(prefix="resilience-report-") as workdir,
               open_backend(args.backend) as backend):
             for target in targets:
-                by_target[target.name] = asyncio.run(run_target(
+                run_ = asyncio.run(run_target(
                     target, scenarios, objectives, random.Random(rng.random()), phases,
-                    args.clients, Path(workdir), progress, backend))
+                    spec, Path(workdir), progress, backend, rate_ceiling=ceiling))
+                by_target[target.name] = run_.results
+                loads[target.name] = {"model": run_.load.kind, "rate": round(run_.load.rate, 1),
+                                      "clients": run_.load.clients,
+                                      "capacity_rps": round(run_.capacity_rps, 1),
+                                      "described": run_.load.describe()}
+                ceiling = ceiling if ceiling is not None else run_.load.rate
     except BackendUnavailable as exc:
         print(exc, file=sys.stderr)
         return 2
 
     meta = {"seed": seed, "backend": args.backend, "database": backend.label,
-            "clients": args.clients, "phases": args.phases,
+            "load": args.load, "loads": loads, "clients": args.clients,
+            "capacity_fraction": args.capacity_fraction, "phases": args.phases,
             "objectives_file": _shown(args.objectives),
             "seconds": round(time.monotonic() - started, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     report = markdown(by_target, objectives, meta)
     (args.out / "report.md").write_text(report)
     write_json(args.out / "report.json", by_target, objectives, meta)
-    write_chart(args.out / "report.png", by_target)
+    write_chart(args.out / "report.png", by_target, objectives)
     print(report)
     print(f"written to {args.out}/report.md, report.json and report.png "
           f"({meta['seconds']} s)", file=sys.stderr)

@@ -1,11 +1,24 @@
-"""A seeded asyncio load generator that records every request's outcome and latency.
+"""The report's load driver: a seeded mix of the target's three requests, open- or closed-loop,
+with a plain and a retrying client profile, recording every request's outcome and latency.
 
-Clients loop over a weighted mix of the target's three requests (sqlite_faults/target.py:
-its probe, its write and its read) with a short random think time. Writes go through the
-write ledger (each with its own idempotency key when the service takes one), so whatever a
-write was told can be checked against the database later; reads pick an acknowledged write.
-Client timeouts are bounded: a service that stops answering costs the run `timeout_s`, not
-its 30 s pool timeout.
+Two load models (docs/faults.md, "Open and closed loop"):
+
+- open (the default): requests are sent at a target arrival rate, on a schedule drawn from a
+  seeded Poisson process (exponential gaps), whatever the service is doing. Latency is
+  measured from the moment the schedule meant the request to be sent, as wrk2 and k6's
+  constant-arrival-rate executor do: a stall that holds requests back is counted in full,
+  instead of being hidden by clients that stopped sending (coordinated omission).
+- closed: `clients` clients, each sending its next request only after its last was answered
+  (and a short random think time); latency from the actual send. A stall slows the clients
+  down, so it contributes only a few samples: kept for comparison and for services too slow
+  for any useful rate.
+
+Writes go through the write ledger (each with its own idempotency key when the service takes
+one), so whatever a write was finally told can be checked against the database; reads pick an
+acknowledged write. Each attempt's client timeout is bounded (`timeout_s`): a service that
+stops answering costs a request that long, not its 30 s pool timeout. The retrying profile
+(retry.py) sends the same request again, with the same key, after the failures a retry can
+cure; its latency is the whole exchange, from the first intended send to the last answer.
 """
 
 from __future__ import annotations
@@ -13,14 +26,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
-from sqlite_faults.ledger import WriteLedger
-from sqlite_faults.outcome import outcome_of
+from sqlite_faults.ledger import Create, WriteLedger
+from sqlite_faults.outcome import Outcome, outcome_of
 from sqlite_faults.target import Target
+
+from .retry import PLAIN, RETRYING, RetryPolicy
 
 # The three roles a target's requests play; a report labels them with the target's own
 # method and path (Target.labels).
@@ -30,19 +44,63 @@ READ = "read"
 ENDPOINTS = (ROOT, CREATE, READ)
 DEFAULT_MIX = {ROOT: 0.2, CREATE: 0.3, READ: 0.5}
 
+OPEN = "open"
+CLOSED = "closed"
+
 
 @dataclass(frozen=True)
 class Sample:
     endpoint: str
     phase: str  # steady, fault or recovery (set by the runner from the fault window)
-    at: float  # seconds since the scenario started
-    latency: float  # seconds
+    at: float  # seconds since the scenario started: the intended send time (open loop)
+    latency: float  # seconds, from `at` to the final answer
     status: int  # 0 when no HTTP answer came (timeout, refused, reset)
     code: str  # the JSON error code, the exception name, or "" on success
+    profile: str = PLAIN
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    kind: str  # OPEN or CLOSED
+    rate: float = 0.0  # requests per second (open loop)
+    clients: int = 16  # concurrent clients (closed loop)
+    timeout_s: float = 3.0  # per attempt
+    think_s: float = 0.04  # closed loop: up to this long between a client's requests
+
+    def describe(self) -> str:
+        if self.kind == OPEN:
+            return (f"open loop: {self.rate:.0f} requests/s on a seeded Poisson schedule, "
+                    f"latency from the intended send time, {self.timeout_s:g} s client timeout")
+        return (f"closed loop: {self.clients} clients, each waiting for its answer (think time "
+                f"up to {self.think_s * 1000:.0f} ms), latency from the actual send, "
+                f"{self.timeout_s:g} s client timeout")
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """The load model asked for; the open-loop rate is settled per target (`settle`)."""
+
+    kind: str = OPEN
+    rate: float | None = None  # requests/s; None: a fraction of the measured capacity
+    capacity_fraction: float = 0.5
+    clients: int = 16  # closed loop
+    timeout_s: float = 3.0
+
+    def settle(self, capacity: float, ceiling: float | None) -> LoadModel:
+        """The model for one target: an explicit rate as given; otherwise the fraction of
+        this target's capacity, no higher than `ceiling` (the first target's rate, so a
+        baseline is never loaded harder than the service it is compared with)."""
+        rate = self.rate
+        if rate is None:
+            rate = max(1.0, self.capacity_fraction * capacity)
+            if ceiling is not None:
+                rate = min(rate, ceiling)
+        return LoadModel(self.kind, rate=rate, clients=self.clients, timeout_s=self.timeout_s)
 
 
 def labels(target: Target) -> dict[str, str]:
@@ -52,60 +110,124 @@ def labels(target: Target) -> dict[str, str]:
 
 
 class LoadGenerator:
-    def __init__(self, target: Target, ledger: WriteLedger, rng: random.Random,
-                 clients: int = 16,
-                 timeout_s: float = 3.0, think_s: float = 0.04,
-                 mix: dict[str, float] | None = None) -> None:
+    def __init__(self, target: Target, ledgers: dict[str, WriteLedger], rng: random.Random,
+                 model: LoadModel, profiles: tuple[str, ...] = (PLAIN,),
+                 mix: dict[str, float] | None = None,
+                 policy: RetryPolicy | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.target = target
-        self.ledger = ledger
+        self.ledgers = ledgers  # profile -> its own ledger, so duplicates are attributed
         self.rng = rng
-        self.clients = clients
-        self.timeout_s = timeout_s
-        self.think_s = think_s
+        self.model = model
+        self.profiles = profiles
         self.mix = mix or DEFAULT_MIX
+        self.policy = policy or RetryPolicy()
+        self.transport = transport  # None: real connections (an ASGI transport in tests)
         self.samples: list[Sample] = []
 
-    async def run(self, base_url: str, phase: Callable[[], str], stop: asyncio.Event,
-                  started: float) -> None:
+    async def run(self, base_url: str, stop: asyncio.Event, started: float) -> None:
         """Load until `stop` is set (a restarted server comes back on the same port)."""
-        limits = httpx.Limits(max_connections=self.clients * 2)
-        async with httpx.AsyncClient(base_url=base_url, timeout=self.timeout_s,
-                                     limits=limits) as client:
-            await asyncio.gather(*(
-                self._client(client, phase, stop, started, random.Random(self.rng.random()))
-                for _ in range(self.clients)
-            ))
+        connections = self.model.clients * 2 if self.model.kind == CLOSED else 512
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(base_url=base_url, timeout=self.model.timeout_s,
+                                     limits=limits, transport=self.transport) as client:
+            if self.model.kind == OPEN:
+                await self._open_loop(client, stop, started)
+            else:
+                await asyncio.gather(*(
+                    self._closed_client(client, stop, started, random.Random(self.rng.random()))
+                    for _ in range(self.model.clients)))
 
-    async def _client(self, client: httpx.AsyncClient, phase: Callable[[], str],
-                      stop: asyncio.Event, started: float, rng: random.Random) -> None:
+    async def _open_loop(self, client: httpx.AsyncClient, stop: asyncio.Event,
+                         started: float) -> None:
+        endpoints, weights = zip(*self.mix.items(), strict=True)
+        in_flight: set[asyncio.Task[None]] = set()
+        intended = started  # the schedule's offsets are exactly the seeded gaps
+        while not stop.is_set():
+            intended += self.rng.expovariate(self.model.rate)
+            delay = intended - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the schedule itself: the next arrival is due
+            endpoint = self.rng.choices(endpoints, weights)[0]
+            profile = self.rng.choice(self.profiles)
+            task = asyncio.create_task(self._exchange(
+                client, endpoint, profile, intended, started, random.Random(self.rng.random())))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await asyncio.gather(*in_flight)
+
+    async def _closed_client(self, client: httpx.AsyncClient, stop: asyncio.Event,
+                             started: float, rng: random.Random) -> None:
         endpoints, weights = zip(*self.mix.items(), strict=True)
         while not stop.is_set():
             endpoint = rng.choices(endpoints, weights)[0]
-            current_phase = phase()
-            t0 = time.monotonic()
-            status, code = await self._request(client, endpoint, rng)
-            self.samples.append(Sample(endpoint, current_phase, t0 - started,
-                                       time.monotonic() - t0, status, code))
-            await asyncio.sleep(rng.uniform(0, self.think_s))  # think time, part of the load
+            profile = rng.choice(self.profiles)
+            await self._exchange(client, endpoint, profile, time.monotonic(), started, rng)
+            await asyncio.sleep(rng.uniform(0, self.model.think_s))  # think time, part of the load
 
-    async def _request(self, client: httpx.AsyncClient, endpoint: str,
-                       rng: random.Random) -> tuple[int, str]:
-        if endpoint == CREATE:
-            create = self.ledger.new_create()
-            await self.ledger.send(client, create)
-            return create.status or 0, create.detail if create.outcome != "acknowledged" else ""
+    async def _exchange(self, client: httpx.AsyncClient, endpoint: str, profile: str,
+                        intended: float, started: float, rng: random.Random) -> None:
+        """One logical request: one attempt (plain), or as many as the policy allows."""
+        ledger = self.ledgers[profile]
+        create = ledger.new_create() if endpoint == CREATE else None
+        method, url = self._request_line(endpoint, rng)
+        keyed = bool(self.target.write.idempotency_header)
+        attempt = 0
+        while True:
+            attempt += 1
+            if create is not None:
+                response = await ledger.send(client, create)
+                outcome = _write_outcome(create)
+            else:
+                response, outcome = await _send(client, method, url)
+            retry_after = response.headers.get("Retry-After") if response is not None else None
+            if profile != RETRYING or not self.policy.should_retry(
+                    outcome, attempt, create is not None, keyed, time.monotonic() - intended):
+                break
+            await asyncio.sleep(self.policy.backoff_s(attempt, retry_after, rng))
+        self.samples.append(Sample(endpoint, "steady", intended - started,
+                                   time.monotonic() - intended, outcome.status, outcome.code,
+                                   profile, attempt))
+
+    def _request_line(self, endpoint: str, rng: random.Random) -> tuple[str, str]:
         if endpoint == READ:
             id_field = self.target.write.id_field
-            acked = [c.user for c in self.ledger.creates[-200:]
+            acked = [c.user for ledger in self.ledgers.values() for c in ledger.creates[-200:]
                      if c.outcome == "acknowledged" and c.user]
             new_id = rng.choice(acked)[id_field] if acked else 1
-            method, url = self.target.read.method, self.target.write.read_path(new_id)
-        else:
-            method, url = self.target.probe_request.method, self.target.probe_request.path
-        try:
-            response = await client.request(method, url)
-        except httpx.HTTPError as exc:
-            outcome = outcome_of(None, exc)
-        else:
-            outcome = outcome_of(response)
-        return outcome.status, outcome.code
+            return self.target.read.method, self.target.write.read_path(new_id)
+        if endpoint == ROOT:
+            return self.target.probe_request.method, self.target.probe_request.path
+        return self.target.write.request.method, self.target.write.request.path
+
+
+async def _send(client: httpx.AsyncClient, method: str,
+                url: str) -> tuple[httpx.Response | None, Outcome]:
+    try:
+        response = await client.request(method, url)
+    except httpx.HTTPError as exc:
+        return None, outcome_of(None, exc)
+    return response, outcome_of(response)
+
+
+def _write_outcome(create: Create) -> Outcome:
+    if create.outcome == "acknowledged":
+        return Outcome(create.status or 200, "")
+    return Outcome(create.status or 0, create.detail)
+
+
+async def measure_capacity(target: Target, base_url: str, ledger: WriteLedger,
+                           rng: random.Random, seconds: float = 2.0, clients: int = 8) -> float:
+    """Answered-with-success requests per second of the mix, closed loop without think time:
+    what the service sustains on this machine, measured before the scenarios (not through
+    the fault proxy) so the open-loop rate can be set below saturation."""
+    generator = LoadGenerator(target, {PLAIN: ledger}, rng,
+                              LoadModel(CLOSED, clients=clients, think_s=0.0))
+    stop = asyncio.Event()
+    started = time.monotonic()
+    task = asyncio.create_task(generator.run(base_url, stop, started))
+    await asyncio.sleep(seconds)  # the measurement's length
+    stop.set()
+    await task
+    elapsed = time.monotonic() - started
+    return sum(s.ok for s in generator.samples) / elapsed

@@ -8,9 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .load import ENDPOINTS
+from .load import CREATE, ENDPOINTS
+from .retry import PLAIN, RETRYING
 from .runner import ScenarioResult
-from .slo import Objectives, Verdict
+from .slo import LANES, Objectives, Verdict
 
 
 def _labels(by_target: dict[str, list[ScenarioResult]]) -> dict[str, str]:
@@ -26,6 +27,8 @@ def _labels(by_target: dict[str, list[ScenarioResult]]) -> dict[str, str]:
 
 
 def _endpoint_label(endpoint: str, labels: dict[str, str]) -> str:
+    if endpoint == LANES:
+        return "DB lanes"
     label = labels.get(endpoint, endpoint)
     return " / ".join(f"{m} `{p}`" for m, _, p in (part.partition(" ")
                                                     for part in label.split(" / ")))
@@ -34,22 +37,28 @@ def _endpoint_label(endpoint: str, labels: dict[str, str]) -> str:
 def _passed(results: list[ScenarioResult], endpoint: str) -> tuple[int, int]:
     """(scenarios passed, scenarios judged) for one endpoint: passed = every SLO met."""
     judged = [r for r in results if not r.skipped]
-    passed = sum(all(v.passed for v in r.verdicts if v.endpoint == endpoint) for r in judged)
+    passed = sum(all(v.passed for v in r.verdicts
+                     if v.endpoint == endpoint and v.profile == PLAIN) for r in judged)
     return passed, len(judged)
 
 
 def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
              meta: dict[str, Any]) -> str:
     labels = _labels(by_target)
-    lines = ["# Resilience report: database-layer faults", ""]
+    lines = ["# Resilience report: database, process and network faults", ""]
+    lines += [f"Load model: {_load_line(meta)}.", ""]
     lines += [
-        f"Seed {meta['seed']}, {meta['clients']} concurrent clients, phases "
+        f"Seed {meta['seed']}, phases "
         f"{meta['phases']} s (steady, fault, recovery), objectives from "
         f"`{meta['objectives_file']}`: p95 < {objectives.p95_latency_ms:g} ms and error rate "
         f"< {objectives.error_rate:.0%} where success is possible; failures as 503/504 within "
         f"the deadline + {objectives.deadline_grace_ms:g} ms where it is not; recovery "
         f"< {objectives.recovery_s:g} s; {objectives.acknowledged_writes_lost} acknowledged "
-        "writes lost.", "",
+        "writes lost, duplicated or committed after an error answer. Network scenarios "
+        "(marked *network*) put a fault proxy between the clients and the service; they and "
+        "the process faults run two client profiles side by side, half the requests each: "
+        "*plain* (one attempt) and *retrying* (backoff with full jitter, the same "
+        "idempotency key, Retry-After honoured).", "",
     ]
     if "database" in meta:
         lines += [f"Database: {meta['database']}.", ""]
@@ -77,12 +86,14 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
             lines.append(f"|{target}|• {_endpoint_label(endpoint, labels)}|{t}|{p}|{t - p}|")
     lines.append("")
 
+    lines += _seed_rows(by_target)
     if len(by_target) > 1:
         lines += _side_by_side(by_target, labels)
+    lines += _client_profiles(by_target, labels)
 
     lines += ["## SLO failures deep dive", "",
-              "|Service|Scenario|Endpoint|SLO Violated|Objective|Observed|Margin|"
-              "Failure Pattern|", "|---|---|---|---|---|---|---|---|"]
+              "|Service|Scenario|Endpoint|Client|SLO Violated|Objective|Observed|Margin|"
+              "Failure Pattern|", "|---|---|---|---|---|---|---|---|---|"]
     for target, results in by_target.items():
         for verdict in (v for r in results for v in r.verdicts if not v.passed):
             lines.append(_failure_row(target, verdict, labels))
@@ -113,14 +124,97 @@ def _side_by_side(by_target: dict[str, list[ScenarioResult]],
                 ok = all(v.passed for v in result.verdicts if v.endpoint == endpoint)
                 cells += [f"{stats.p95_ms:.0f}", f"{stats.error_rate:.1%}",
                           "pass" if ok else "**fail**"]
+    network = {r.scenario.name for results in by_target.values() for r in results
+               if r.scenario.network}
     for (scenario, endpoint), cells in rows.items():
-        lines.append(f"|{scenario}|{_endpoint_label(endpoint, labels)}|" + "|".join(cells) + "|")
+        name = f"{scenario} *network*" if scenario in network else scenario
+        lines.append(f"|{name}|{_endpoint_label(endpoint, labels)}|" + "|".join(cells) + "|")
     return [*lines, ""]
 
 
+def _seed_rows(by_target: dict[str, list[ScenarioResult]]) -> list[str]:
+    """The seed report's scenarios and the rows that reproduce them, with each service's
+    result for the plain client (the seed's load generator did not retry)."""
+    targets = list(by_target)
+    first = by_target[targets[0]]
+    seeded = [r for r in first if r.scenario.seed_row]
+    if not seeded:
+        return []
+    lines = ["## The seed report's scenarios", "",
+             "|Seed scenario|Scenario here|" + "|".join(f"{t} (plain)|{t} (retrying)"
+                                                         for t in targets) + "|",
+             "|---|---|" + "---|---|" * len(targets)]
+    for result in seeded:
+        cells = []
+        for target in targets:
+            match = [r for r in by_target[target] if r.scenario.name == result.scenario.name]
+            for profile in (PLAIN, RETRYING):
+                cells.append(_profile_verdict(match[0], profile) if match else "")
+        lines.append(f"|{result.scenario.seed_row}|{result.scenario.name}|"
+                     + "|".join(cells) + "|")
+    return [*lines, ""]
+
+
+def _profile_verdict(result: ScenarioResult, profile: str) -> str:
+    if result.skipped:
+        return "skipped"
+    if profile not in result.profiles:
+        return "n/a"
+    verdicts = [v for v in result.verdicts if v.profile == profile]
+    failed = sum(not v.passed for v in verdicts)
+    return "pass" if not failed else f"**fail** ({failed} of {len(verdicts)})"
+
+
+def _client_profiles(by_target: dict[str, list[ScenarioResult]],
+                     labels: dict[str, str]) -> list[str]:
+    """The plain and the retrying client through the same faults: errors, duplicates (each
+    profile's own ledger) and the latency the retries added."""
+    lines = ["## Client profiles", "",
+             "Fault window, plain client against retrying client (the same requests, half "
+             "each). *retried*: requests that took more than one attempt; *dup*: duplicate "
+             "writes found by that client's ledger.", "",
+             "|Service|Scenario|Endpoint|plain errors|retrying errors|plain p95 ms|"
+             "retrying p95 ms|added p95 ms|retried|dup plain|dup retrying|",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = 0
+    for target, results in by_target.items():
+        for result in results:
+            if result.skipped or RETRYING not in result.profiles:
+                continue
+            for endpoint in ENDPOINTS:
+                plain = result.stats(endpoint, "fault", PLAIN)
+                retrying = result.stats(endpoint, "fault", RETRYING)
+                dups = ["", ""]
+                if endpoint == CREATE:
+                    dups = [str(led.duplicated) if (led := result.ledgers.get(p)) else "?"
+                            for p in (PLAIN, RETRYING)]
+                lines.append(
+                    f"|{target}|{result.scenario.name}|{_endpoint_label(endpoint, labels)}|"
+                    f"{plain.error_rate:.1%}|{retrying.error_rate:.1%}|{plain.p95_ms:.0f}|"
+                    f"{retrying.p95_ms:.0f}|{retrying.p95_ms - plain.p95_ms:+.0f}|"
+                    f"{result.retried(endpoint, RETRYING)}|{dups[0]}|{dups[1]}|")
+                rows += 1
+    return [*lines, ""] if rows else []
+
+
+def _load_line(meta: dict[str, Any]) -> str:
+    loads = meta.get("loads") or {}
+    if not loads:
+        return str(meta.get("load", "?"))
+    parts = []
+    for target, load in loads.items():
+        capacity = f"measured capacity {load['capacity_rps']:.0f} requests/s"
+        if load["model"] == "open":
+            parts.append(f"**{target}**: {load['described']} ({capacity}; rate "
+                         f"{load['rate'] / max(load['capacity_rps'], 1e-9):.0%} of it)")
+        else:
+            parts.append(f"**{target}**: {load['described']} ({capacity})")
+    return "; ".join(parts)
+
+
 def _failure_row(target: str, v: Verdict, labels: dict[str, str]) -> str:
-    return (f"|{target}|{v.scenario}|{_endpoint_label(v.endpoint, labels)}|{v.slo}|{v.objective}|"
-            f"{v.observed}|{v.margin}|{v.pattern}|")
+    return (f"|{target}|{v.scenario}|{_endpoint_label(v.endpoint, labels)}|{v.profile}|"
+            f"{v.slo}|{v.objective}|{v.observed}|{v.margin}|{v.pattern}|")
 
 
 def _scenario_section(target: str, result: ScenarioResult,
@@ -128,23 +222,34 @@ def _scenario_section(target: str, result: ScenarioResult,
     title = f"### {target}: {result.scenario.name} ({result.scenario.title})"
     if result.skipped:
         return [title, "", f"Skipped: {result.skipped}", ""]
-    lines = [title, "", "|Endpoint|expect|phase|n|p50 ms|p95 ms|p99 ms|max ms|errors|statuses|",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    kind = "network fault, through the fault proxy" if result.scenario.network else ""
+    lines = [title, ""] + ([f"*{kind}*", ""] if kind else [])
+    lines += ["|Endpoint|client|expect|phase|n|p50 ms|p95 ms|p99 ms|max ms|errors|statuses|",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for endpoint in ENDPOINTS:
-        for phase in ("steady", "fault", "recovery"):
-            s = result.stats(endpoint, phase)
-            statuses = ", ".join(f"{k} x{n}" for k, n in list(s.statuses.items())[:4])
-            lines.append(f"|{_endpoint_label(endpoint, labels)}|{result.scenario.expect[endpoint]}|"
-                         f"{phase}|{s.count}|{s.p50_ms:.0f}|{s.p95_ms:.0f}|{s.p99_ms:.0f}|"
-                         f"{s.max_ms:.0f}|{s.error_rate:.1%}|{statuses}|")
-    if result.ledger is not None:
-        led = result.ledger
+        for profile in result.profiles:
+            for phase in ("steady", "fault", "recovery"):
+                s = result.stats(endpoint, phase, profile)
+                statuses = ", ".join(f"{k} x{n}" for k, n in list(s.statuses.items())[:4])
+                lines.append(
+                    f"|{_endpoint_label(endpoint, labels)}|{profile}|"
+                    f"{result.scenario.expect[endpoint]}|{phase}|{s.count}|{s.p50_ms:.0f}|"
+                    f"{s.p95_ms:.0f}|{s.p99_ms:.0f}|{s.max_ms:.0f}|{s.error_rate:.1%}|"
+                    f"{statuses}|")
+    for profile, led in result.ledgers.items():
         lines.append("")
-        lines.append(f"Write ledger so far: {led.acknowledged} acknowledged, {led.lost} lost, "
-                     f"{led.duplicated} duplicated, {led.indeterminate} indeterminate "
-                     f"({led.recovered} found committed, {led.resolved} created by a keyed "
-                     f"retry, {led.unresolved} unresolved), integrity failures "
-                     f"{led.integrity_failures}.")
+        lines.append(f"Write ledger of the {profile} client so far: {led.acknowledged} "
+                     f"acknowledged, {led.lost} acknowledged and lost, {led.duplicated} "
+                     f"duplicated, {led.phantoms + led.committed_after_error} told failed but "
+                     f"committed, {led.indeterminate} indeterminate ({led.recovered} found "
+                     f"committed, {led.resolved} created by a keyed retry, {led.unresolved} "
+                     f"unresolved), integrity failures {led.integrity_failures}.")
+    if result.lanes is not None:
+        lanes = result.lanes
+        lines.append("")
+        lines.append(f"DB lanes ({lanes.capacity:g} workers), calls in flight: steady mean "
+                     f"{lanes.mean('steady'):.2f} (peak {lanes.peak('steady'):g}), fault "
+                     f"window mean {lanes.mean('fault'):.2f} (peak {lanes.peak('fault'):g}).")
     lines += [f"Note: {note}" for note in result.notes]
     return [*lines, ""]
 
@@ -158,16 +263,25 @@ def write_json(path: Path, by_target: dict[str, list[ScenarioResult]],
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_chart(path: Path, by_target: dict[str, list[ScenarioResult]]) -> None:
+def write_chart(path: Path, by_target: dict[str, list[ScenarioResult]],
+                objectives: Objectives) -> None:
+    """Per endpoint, fault-window p95/p99 latency and error rate of the plain client, one
+    colour per service in every panel (p99 the lighter bar behind p95), the objectives drawn
+    and labelled, network scenarios on a shaded background."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render straight to the PNG
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     targets = list(by_target)
+    colours = {t: f"C{i}" for i, t in enumerate(targets)}
     labels = _labels(by_target)
-    scenarios = [r.scenario.name for r in next(iter(by_target.values()))]
-    fig, axes = plt.subplots(len(ENDPOINTS), 2, figsize=(16, 4 * len(ENDPOINTS)),
+    first = next(iter(by_target.values()))
+    scenarios = [r.scenario.name for r in first]
+    network = [i for i, r in enumerate(first) if r.scenario.network]
+    fig, axes = plt.subplots(len(ENDPOINTS), 2, figsize=(18, 4.2 * len(ENDPOINTS)),
                              squeeze=False)
     width = 0.8 / max(1, len(targets))
     for row, endpoint in enumerate(ENDPOINTS):
@@ -175,21 +289,36 @@ def write_chart(path: Path, by_target: dict[str, list[ScenarioResult]]) -> None:
         for i, target in enumerate(targets):
             stats = [r.stats(endpoint, "fault") for r in by_target[target]]
             xs = [x + i * width for x in range(len(scenarios))]
-            latency_ax.bar(xs, [s.p99_ms for s in stats], width, alpha=0.35,
-                           label=f"{target} p99")
-            latency_ax.bar(xs, [s.p95_ms for s in stats], width, label=f"{target} p95")
-            error_ax.bar(xs, [s.error_rate * 100 for s in stats], width, label=target)
-        for ax, title in ((latency_ax, "fault-window latency (ms, log)"),
-                          (error_ax, "fault-window error rate (%)")):
-            ax.set_title(f"{labels.get(endpoint, endpoint)}: {title}")
+            colour = colours[target]
+            latency_ax.bar(xs, [s.p99_ms for s in stats], width, color=colour, alpha=0.35)
+            latency_ax.bar(xs, [s.p95_ms for s in stats], width, color=colour)
+            error_ax.bar(xs, [s.error_rate * 100 for s in stats], width, color=colour)
+        latency_ax.axhline(objectives.p95_latency_ms, color="red", linewidth=1, linestyle="--")
+        error_ax.axhline(objectives.error_rate * 100, color="red", linewidth=1, linestyle="--")
+        for ax, title in ((latency_ax, "fault-window latency, ms (log scale)"),
+                          (error_ax, "fault-window error rate, %")):
+            ax.set_title(f"{labels.get(endpoint, endpoint)}: {title}", fontsize=10)
             ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(scenarios))])
-            ax.set_xticklabels(scenarios, rotation=30, ha="right", fontsize=8)
-            ax.legend(fontsize=8)
+            ax.set_xticklabels(scenarios, rotation=35, ha="right", fontsize=8)
+            for x in network:
+                ax.axvspan(x - 0.5 + width / 2, x + 0.5 + width / 2, color="0.92", zorder=0)
         latency_ax.set_yscale("log")
-        latency_ax.axhline(300, color="red", linewidth=0.8, linestyle="--")
-        error_ax.axhline(1, color="red", linewidth=0.8, linestyle="--")
+        service_keys = [Patch(color=colours[t], label=f"{t} p95") for t in targets] + [
+            Patch(color=colours[t], alpha=0.35, label=f"{t} p99") for t in targets]
+        latency_ax.legend(handles=[
+            *service_keys,
+            Line2D([], [], color="red", linestyle="--",
+                       label=f"objective: p95 < {objectives.p95_latency_ms:g} ms"),
+            Patch(color="0.92", label="network scenario")], fontsize=7, ncol=2)
+        error_ax.legend(handles=[
+            *(Patch(color=colours[t], label=t) for t in targets),
+            Line2D([], [], color="red", linestyle="--",
+                       label=f"objective: errors < {objectives.error_rate:.0%}"),
+            Patch(color="0.92", label="network scenario")], fontsize=7)
+    fig.suptitle("Plain client, fault window (the retrying client is in report.md's "
+                 "Client profiles table)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 

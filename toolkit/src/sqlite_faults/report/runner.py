@@ -8,6 +8,7 @@ import dataclasses
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,19 @@ from sqlite_faults.engine_plugin import FaultControl
 from sqlite_faults.ledger import LedgerReport, WriteLedger
 from sqlite_faults.libfiu import fiu_available, fiu_env, merge_preloads
 from sqlite_faults.locks import LockHolder
+from sqlite_faults.netproxy import NetworkFaults
+from sqlite_faults.observe import scrape
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.slowsync import SlowSync, compiler
 from sqlite_faults.syscalls import strace_path
 from sqlite_faults.target import Target
 
 from .backends import Backend
-from .load import ENDPOINTS, LoadGenerator, Sample
+from .load import ENDPOINTS, LoadGenerator, LoadModel, LoadSpec, Sample, measure_capacity
 from .load import labels as request_labels
+from .retry import PLAIN, PROFILES
 from .scenarios import FaultContext, Scenario
-from .slo import Objectives, PhaseStats, Verdict, judge
+from .slo import LaneSamples, Objectives, PhaseStats, Verdict, judge, lanes_verdict
 
 
 @dataclass(frozen=True)
@@ -44,29 +48,66 @@ class ScenarioResult:
     samples: list[Sample] = field(default_factory=list)
     fault_start: float = 0.0
     fault_end: float = 0.0
-    ledger: LedgerReport | None = None
+    ledgers: dict[str, LedgerReport] = field(default_factory=dict)  # profile -> its check
     verdicts: list[Verdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: str = ""
     labels: dict[str, str] = field(default_factory=dict)  # role -> "METHOD /path"
+    lanes: LaneSamples | None = None
 
-    def stats(self, endpoint: str, phase: str) -> PhaseStats:
+    @property
+    def ledger(self) -> LedgerReport | None:
+        """The plain client's ledger check."""
+        return self.ledgers.get(PLAIN)
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return self.scenario.profiles
+
+    def stats(self, endpoint: str, phase: str, profile: str | None = PLAIN) -> PhaseStats:
+        """One endpoint's requests in one phase, of one client profile (None: all)."""
         return PhaseStats.of([s for s in self.samples
-                              if s.endpoint == endpoint and s.phase == phase])
+                              if s.endpoint == endpoint and s.phase == phase
+                              and (profile is None or s.profile == profile)])
+
+    def retried(self, endpoint: str, profile: str) -> int:
+        """Requests of the fault window that needed more than one attempt."""
+        return sum(s.attempts > 1 for s in self.samples
+                   if s.endpoint == endpoint and s.phase == "fault" and s.profile == profile)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "target": self.target, "scenario": self.scenario.name,
             "title": self.scenario.title, "skipped": self.skipped, "notes": self.notes,
+            "network": self.scenario.network, "seed_row": self.scenario.seed_row,
             "expect": self.scenario.expect, "endpoints": self.labels,
+            "profiles": list(self.profiles),
+            # The plain client's figures, as before there were profiles.
             "stats": {
                 endpoint: {phase: vars(self.stats(endpoint, phase))
                            for phase in ("steady", "fault", "recovery")}
                 for endpoint in ENDPOINTS
             },
+            "stats_by_profile": {
+                profile: {endpoint: {phase: vars(self.stats(endpoint, phase, profile))
+                                     for phase in ("steady", "fault", "recovery")}
+                          for endpoint in ENDPOINTS}
+                for profile in self.profiles
+            },
             "ledger": self.ledger.as_dict() if self.ledger else None,
+            "ledgers": {profile: led.as_dict() for profile, led in self.ledgers.items()},
+            "lanes": self.lanes.as_dict() if self.lanes else None,
             "verdicts": [v.as_dict() for v in self.verdicts],
         }
+
+
+@dataclass
+class TargetRun:
+    """One target's scenarios, with the load it ran under."""
+
+    results: list[ScenarioResult]
+    load: LoadModel
+    capacity_rps: float
 
 
 class Progress:
@@ -90,8 +131,9 @@ class Progress:
 
 
 async def run_target(target: Target, scenarios: list[Scenario], objectives: Objectives,
-                     rng: random.Random, phases: Phases, clients: int, workdir: Path,
-                     progress: Progress, backend: Backend | None = None) -> list[ScenarioResult]:
+                     rng: random.Random, phases: Phases, spec: LoadSpec, workdir: Path,
+                     progress: Progress, backend: Backend | None = None,
+                     rate_ceiling: float | None = None) -> TargetRun:
     backend = backend or Backend("sqlite")
     database_url = backend.database_url(target.name)
     control = FaultControl.new()
@@ -113,10 +155,20 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                                       database_url=database_url)
     # What the lock holder and the ledger's check open: the SQLite file, or the URL.
     db = backend.ledger_db(database_url, server.db_path)
-    ledger = WriteLedger(random.Random(rng.random()), target.write, prefix=target.name)
+    # One ledger per client profile, so a duplicate is charged to the client that caused it.
+    ledgers = {profile: WriteLedger(random.Random(rng.random()), target.write,
+                                    prefix=f"{target.name}-{profile}")
+               for profile in PROFILES}
     server.start()
-    await _warm_up(server, ledger)
+    await _warm_up(server, ledgers[PLAIN])
+    progress.show(target.name, "capacity", "measuring (closed loop, no think time)")
+    capacity = await measure_capacity(target, server.base_url, ledgers[PLAIN],
+                                      random.Random(rng.random()))
+    model = spec.settle(capacity, rate_ceiling)
     results = []
+    # The load goes through the fault proxy; readiness checks and the ledger's checks go
+    # straight to the service, so a network fault never decides what the ledger finds.
+    network = NetworkFaults(("127.0.0.1", server.port), seed=rng.randrange(2**31))
     try:
         for scenario in scenarios:
             result = ScenarioResult(target.name, scenario, labels=request_labels(target))
@@ -130,28 +182,35 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                 progress.finish(target.name, scenario.name, 0, 0)
                 continue
             await _ensure_answering(server, result)
-            await _run_scenario(target, scenario, server, control, db, ledger, rng, phases,
-                                clients, result, progress, slowsync, backend)
-            for endpoint in ENDPOINTS:
-                result.verdicts += judge(
-                    scenario.name, endpoint, scenario.expect[endpoint],
-                    [s for s in result.samples if s.endpoint == endpoint],
-                    result.fault_end, objectives, target.deadline_s, result.ledger)
+            await _run_scenario(target, scenario, server, network, control, db, ledgers, rng,
+                                phases, model, result, progress, slowsync, backend)
+            for profile in scenario.profiles:
+                for endpoint in ENDPOINTS:
+                    result.verdicts += judge(
+                        scenario.name, endpoint, scenario.expect[endpoint],
+                        [s for s in result.samples
+                         if s.endpoint == endpoint and s.profile == profile],
+                        result.fault_end, objectives, target.deadline_s,
+                        result.ledgers.get(profile), profile)
+            if result.lanes is not None:
+                result.verdicts.append(lanes_verdict(scenario.name, result.lanes, objectives))
             failed = sum(not v.passed for v in result.verdicts)
             progress.finish(target.name, scenario.name, failed, len(result.verdicts))
     finally:
+        network.close()
         server.kill()
-    return results
+    return TargetRun(results, model, capacity)
 
 
 async def _run_scenario(target: Target, scenario: Scenario, server: ServerProcess,
-                        control: FaultControl, db: Path | str, ledger: WriteLedger,
-                        rng: random.Random, phases: Phases, clients: int, result: ScenarioResult,
-                        progress: Progress, slowsync: SlowSync | None,
-                        backend: Backend) -> None:
-    load = LoadGenerator(target, ledger, random.Random(rng.random()), clients=clients)
+                        network: NetworkFaults, control: FaultControl, db: Path | str,
+                        ledgers: dict[str, WriteLedger], rng: random.Random, phases: Phases,
+                        model: LoadModel, result: ScenarioResult, progress: Progress,
+                        slowsync: SlowSync | None, backend: Backend) -> None:
+    load = LoadGenerator(target, {p: ledgers[p] for p in scenario.profiles},
+                         random.Random(rng.random()), model, profiles=scenario.profiles)
     context = FaultContext(server, target, control, random.Random(rng.random()), phases.fault_s,
-                           slowsync=slowsync, postgres=backend.postgres)
+                           slowsync=slowsync, postgres=backend.postgres, network=network)
     if scenario.lock_mode is not None:
         # On PostgreSQL `db` is the URL: the holder takes the matching table lock on users.
         context.holder = LockHolder(db, scenario.lock_mode, acquire_timeout_s=phases.fault_s)
@@ -159,7 +218,12 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     phase = "steady"
     stop = asyncio.Event()
     started = time.monotonic()
-    loading = asyncio.create_task(load.run(server.base_url, lambda: phase, stop, started))
+    loading = asyncio.create_task(load.run(network.base_url, stop, started))
+    lanes = None
+    if scenario.observe_lanes and target.metrics is not None:
+        result.lanes = LaneSamples()
+        lanes = asyncio.create_task(_sample_lanes(server, target, result.lanes,
+                                                  lambda: phase, stop))
     try:
         progress.show(target.name, scenario.name, "steady state")
         await asyncio.sleep(phases.steady_s)  # phase lengths are the experiment's design
@@ -175,6 +239,8 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     finally:
         stop.set()
         await loading
+        if lanes is not None:
+            await lanes
         if context.holder is not None:
             await asyncio.to_thread(context.holder.close)
     result.samples = [
@@ -183,7 +249,24 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     ]
     progress.show(target.name, scenario.name, "checking acknowledged writes")
     await _ensure_answering(server, result)
-    result.ledger = await ledger.check(server.base_url, db)
+    for profile in scenario.profiles:
+        result.ledgers[profile] = await ledgers[profile].check(server.base_url, db)
+
+
+async def _sample_lanes(server: ServerProcess, target: Target, lanes: LaneSamples,
+                        phase: Callable[[], str], stop: asyncio.Event,
+                        every_s: float = 0.1) -> None:
+    """The service's DB calls in flight, straight from its metrics (not through the proxy),
+    every `every_s` until the scenario ends."""
+    metrics = target.metrics
+    assert metrics is not None
+    while not stop.is_set():
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            snapshot = await scrape(server.base_url, metrics.request.path, timeout_s=1.0)
+            lanes.capacity = snapshot.value(metrics.capacity)
+            lanes.busy.setdefault(phase(), []).append(snapshot.value(metrics.busy))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)  # the sampling period
 
 
 async def _through_the_fault(fault: contextlib.AbstractAsyncContextManager[None],

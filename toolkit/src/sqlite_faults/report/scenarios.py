@@ -8,6 +8,10 @@ Expectations:
 - "outage": the process is gone for part of the window; judged on recovery time and on
   losing nothing acknowledged.
 
+The network scenarios (`network=True`) are the seed report's own: faults of a TCP proxy between
+the load generator and the service (sqlite_faults/netproxy.py), judged by the same objectives.
+They and the process faults run with both client profiles (retry.py) side by side.
+
 The same matrix runs on either backend (backends.py). A scenario whose mechanism exists
 on one backend only says so (`only_on`, with the reason shown where it is skipped); one whose
 mechanism differs keeps its expectations and names the PostgreSQL form in `pg_title`.
@@ -29,6 +33,7 @@ from sqlite_faults.engine_plugin import FaultControl
 from sqlite_faults.inspect_db import query
 from sqlite_faults.libfiu import FiuFault, fiu_available
 from sqlite_faults.locks import LockHolder
+from sqlite_faults.netproxy import NetworkFaults
 from sqlite_faults.postgres_server import PostgresServer
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.slowsync import SlowSync
@@ -36,6 +41,7 @@ from sqlite_faults.syscalls import AttachedSyscallFault, SyscallFault, threads_o
 from sqlite_faults.target import Target
 
 from .load import CREATE, READ, ROOT
+from .retry import PLAIN, PROFILES
 
 
 @dataclass
@@ -50,6 +56,8 @@ class FaultContext:
     holder: LockHolder | None = None
     slowsync: SlowSync | None = None  # preloaded into the server when a compiler exists
     postgres: PostgresServer | None = None  # the database server, on the postgres backend
+    # The fault proxy between the load and the service (sqlite_faults/netproxy.py).
+    network: NetworkFaults | None = None
 
     def io_threads(self) -> list[int]:
         """The threads that do the service's database I/O: every thread but the main one for
@@ -83,6 +91,17 @@ class Scenario:
     only_on: str | None = None  # the one backend this fault exists for; None: both
     why_only: str = ""  # shown in the report where the scenario is skipped
     pg_title: str | None = None  # the title on PostgreSQL, where the mechanism differs
+    # A fault between client and service (the fault proxy), as in the seed report's own
+    # table; the others are injected in the database layer or the process.
+    network: bool = False
+    # The client profiles whose requests run through it (retry.py): the plain one always;
+    # the retrying one too where a retry may cure what the fault does (the network and
+    # the process faults).
+    profiles: tuple[str, ...] = (PLAIN,)
+    # Sample the service's lane gauges (target [metrics]) through the window: does a slow
+    # network tie up the database lanes?
+    observe_lanes: bool = False
+    seed_row: str = ""  # the seed report's scenario this one reproduces, if any
 
     def skip_reason(self, backend: str) -> str:
         """Why this scenario cannot run on `backend` ("" when it can)."""
@@ -217,6 +236,49 @@ async def postgres_stopped(ctx: FaultContext) -> AsyncIterator[None]:
         await asyncio.to_thread(postgres.start)
 
 
+@contextlib.asynccontextmanager
+async def network_fault(ctx: FaultContext, fault: str, hold_s: float | None = None,
+                        **params: float) -> AsyncIterator[None]:
+    """A fault of the proxy between the load and the service, for the window (or for the
+    first `hold_s` of it: the seed's black-hole lasted 1 s)."""
+    assert ctx.network is not None
+    if hold_s is None:
+        async with ctx.network.during(fault, **params):
+            yield
+        return
+    async with ctx.network.during(fault, **params):
+        await asyncio.sleep(hold_s)  # the fault's own length, inside the window
+    yield
+
+
+def _network(name: str, title: str, seed_row: str, fault: str, hold_s: float | None = None,
+             observe_lanes: bool = False, **params: float) -> Scenario:
+    return Scenario(name, title, lambda ctx: network_fault(ctx, fault, hold_s, **params),
+                    ALL_AVAILABLE, network=True, profiles=PROFILES,
+                    observe_lanes=observe_lanes, seed_row=seed_row)
+
+
+# The seed report's network scenarios, row for row, through the fault proxy. Its table
+# lists the failing rows; the rest are named in its summary ("latency spikes, jitter,
+# bandwidth caps and random HTTP 500 errors").
+NETWORK_SCENARIOS = [
+    _network("net-latency", "Network latency: +50 ms each way on every packet",
+             "latency spikes", "latency", ms=50),
+    _network("net-latency-pulses", "Network latency pulses: +150-250 ms for 1 s in every 2 s",
+             "Periodic 150-250 ms latency pulses during load", "latency-pulses",
+             low_ms=150, high_ms=250, pulse_ms=1000, gap_ms=1000),
+    _network("net-jitter", "Network jitter: every packet delayed 0-100 ms",
+             "jitter", "jitter", ms=100),
+    _network("net-bandwidth", "Bandwidth cap: 4 KiB/s each way per connection",
+             "bandwidth caps", "bandwidth", observe_lanes=True, kib_per_s=4),
+    _network("net-packet-loss", "5 % packet loss (a lost packet waits a 200 ms retransmission)",
+             "5 % packet loss for 4 s", "packet-loss", probability=0.05, rto_ms=200),
+    _network("net-blackhole", "Full black-hole for 1 s (nothing forwarded, nothing answered)",
+             "Full black-hole for 1 s", "blackhole", hold_s=1.0),
+    _network("net-http-500", "Random HTTP 500s on 5 % of requests, from the proxy",
+             "random HTTP 500 errors", "http-500", probability=0.05),
+]
+
 _FILES_ARE_THE_SERVERS = ("on PostgreSQL the service process writes no database files: the "
                           "server's own processes write and sync them, and this fault is "
                           "injected into the service process")
@@ -266,7 +328,8 @@ SCENARIOS = [
              pg_title="A long REPEATABLE READ transaction in another session holds its "
                       "snapshot"),
     Scenario("sigkill-restart", "SIGKILL of the server process, restarted at once",
-             sigkill_and_restart, {ROOT: "outage", CREATE: "outage", READ: "outage"}),
+             sigkill_and_restart, {ROOT: "outage", CREATE: "outage", READ: "outage"},
+             profiles=PROFILES),
     # GET / stays 200 (it reports "database": "unavailable" within its own deadline); reads
     # and writes must fail fast while the server is down and work again without a restart of
     # the service.
@@ -275,7 +338,8 @@ SCENARIOS = [
              "restarted", postgres_stopped,
              {ROOT: "available", CREATE: "fail-fast", READ: "fail-fast"}, only_on="postgres",
              why_only="PostgreSQL-only: it stops the database server, and embedded SQLite has "
-                      "none (sigkill-restart is the nearest fault)"),
+                      "none (sigkill-restart is the nearest fault)", profiles=PROFILES),
+    *NETWORK_SCENARIOS,
 ]
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlite_faults.ledger import LedgerReport
 from sqlite_faults.summary import percentile
 
 from .load import CREATE, Sample
+from .retry import PLAIN
 
 DEFAULT_OBJECTIVES = Path(__file__).with_name("objectives.toml")
 RECOVERY_BUCKET_S = 0.5
@@ -24,12 +26,21 @@ class Objectives:
     deadline_grace_ms: float
     recovery_s: float
     acknowledged_writes_lost: int
+    # Newer objectives: an objectives file written before them still loads, at these values.
+    duplicate_writes: int = 0
+    errors_that_committed: int = 0
+    lanes_busy_fraction: float = 0.5
 
     @classmethod
     def load(cls, path: Path = DEFAULT_OBJECTIVES) -> Objectives:
         with open(path, "rb") as f:
             data = tomllib.load(f)
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        defaults = {"duplicate_writes", "errors_that_committed", "lanes_busy_fraction"}
+        missing = [name for name in cls.__dataclass_fields__
+                   if name not in data and name not in defaults]
+        if missing:
+            raise ValueError(f"{path}: missing objectives {missing}")
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class Verdict:
     margin: str
     passed: bool
     pattern: str = ""
+    profile: str = PLAIN  # the client profile whose requests were judged
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,8 +86,9 @@ class PhaseStats:
 
 def judge(scenario: str, endpoint: str, expect: str, samples: list[Sample],
           fault_end: float, objectives: Objectives, deadline_s: float | None,
-          ledger: LedgerReport | None) -> list[Verdict]:
-    """Every verdict for one scenario and endpoint (passed ones included)."""
+          ledger: LedgerReport | None, profile: str = PLAIN) -> list[Verdict]:
+    """Every verdict for one scenario, endpoint and client profile (passed ones included);
+    `samples` are that profile's, `ledger` its own write ledger's check."""
     by_phase = {phase: [s for s in samples if s.phase == phase]
                 for phase in ("steady", "fault", "recovery")}
     verdicts = _available(scenario, endpoint, "steady", by_phase["steady"], objectives)
@@ -86,15 +99,31 @@ def judge(scenario: str, endpoint: str, expect: str, samples: list[Sample],
                                    deadline_s))
     verdicts.append(_recovery(scenario, endpoint, by_phase["recovery"], fault_end, objectives))
     if endpoint == CREATE and ledger is not None:
-        lost = ledger.lost + ledger.duplicated + ledger.phantoms + ledger.unresolved
-        verdicts.append(Verdict(
-            scenario, endpoint, "acknowledged writes lost",
-            f"= {objectives.acknowledged_writes_lost}", str(lost),
-            f"+{lost - objectives.acknowledged_writes_lost}",
-            lost <= objectives.acknowledged_writes_lost,
-            "; ".join(ledger.problems[:3]),
-        ))
-    return verdicts
+        verdicts += ledger_verdicts(scenario, endpoint, ledger, objectives)
+    return [dataclasses.replace(v, profile=profile) for v in verdicts]
+
+
+def ledger_verdicts(scenario: str, endpoint: str, ledger: LedgerReport,
+                    objectives: Objectives) -> list[Verdict]:
+    """What the write ledger found, each kind of wrong answer under its own name: a write
+    acknowledged and then missing or changed is not the same failure as one told "failed"
+    that committed anyway, nor as a retry that wrote twice."""
+    checks = [
+        # Acknowledged (2xx), then missing or changed; or an unresolvable indeterminate write.
+        ("acknowledged writes lost", ledger.lost, objectives.acknowledged_writes_lost,
+         [p for p in ledger.problems if p.startswith("lost ")]),
+        ("duplicate writes", ledger.duplicated, objectives.duplicate_writes,
+         [p for p in ledger.problems if p.startswith("duplicated")]),
+        # Told "failed" (a definite refusal, or a 5xx), and the row exists.
+        ("errors that committed", ledger.phantoms + ledger.committed_after_error,
+         objectives.errors_that_committed,
+         [p for p in ledger.problems if p.startswith(("row for failed", "answered "))]),
+        ("indeterminate writes unresolved", ledger.unresolved, 0,
+         [p for p in ledger.problems if p.startswith("unresolved")]),
+    ]
+    return [Verdict(scenario, endpoint, name, f"= {limit}", str(count), f"+{count - limit}",
+                    count <= limit, "; ".join(problems[:3]))
+            for name, count, limit, problems in checks]
 
 
 def _available(scenario: str, endpoint: str, phase: str, samples: list[Sample],
@@ -175,3 +204,45 @@ def pattern(samples: list[Sample]) -> str:
         return f"{len(failures)} of {len(samples)} failed: {top}"
     stats = PhaseStats.of(samples)
     return f"tail latency up: p50 {stats.p50_ms:.0f} ms, p99 {stats.p99_ms:.0f} ms"
+
+
+@dataclass
+class LaneSamples:
+    """The service's lane gauges, sampled through a scenario (target [metrics])."""
+
+    capacity: float = 0.0
+    busy: dict[str, list[float]] = field(default_factory=dict)  # phase -> samples
+
+    def mean(self, phase: str) -> float:
+        values = self.busy.get(phase, [])
+        return sum(values) / len(values) if values else 0.0
+
+    def peak(self, phase: str) -> float:
+        return max(self.busy.get(phase, []), default=0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lanes": self.capacity, **{
+            phase: {"mean_busy": round(self.mean(phase), 3), "max_busy": self.peak(phase),
+                    "samples": len(self.busy.get(phase, []))}
+            for phase in ("steady", "fault", "recovery")}}
+
+
+
+LANES = "lanes"  # the endpoint a lane verdict is filed under: the service's DB lanes
+
+
+def lanes_verdict(scenario: str, lanes: LaneSamples, objectives: Objectives) -> Verdict:
+    """Slow clients must not hold the database: DB calls in flight, averaged over the fault
+    window, stay below `lanes_busy_fraction` of the lanes. A service that held a lane while
+    its answer crawled out to the client would keep every lane busy for the whole window."""
+    limit = objectives.lanes_busy_fraction * lanes.capacity
+    fault_mean = lanes.mean("fault")
+    observed = (f"mean {fault_mean:.2f} busy of {lanes.capacity:g} (steady "
+                f"{lanes.mean('steady'):.2f}, peak {lanes.peak('fault'):g})")
+    sampled = bool(lanes.busy.get("fault"))
+    passed = sampled and lanes.capacity > 0 and fault_mean < limit
+    return Verdict(scenario, LANES, "DB lanes busy (fault)",
+                   f"mean < {objectives.lanes_busy_fraction:.0%} of lanes", observed,
+                   f"{fault_mean - limit:+.2f}", passed,
+                   "" if passed else ("no lane samples in the fault window" if not sampled
+                                      else "lanes held while clients were slow"))
