@@ -59,6 +59,8 @@ DOOR = F + "test_limits_at_the_door.py::"
 GROUP = F + "test_group_commit.py::"
 TK = "tests/toolkit/"
 BATTERY = "toolkit/src/sqlite_faults/battery/test_battery.py"
+LOAD = "toolkit/src/sqlite_faults/report/load.py"
+RETRY = "toolkit/src/sqlite_faults/report/retry.py"
 NAIVE_VERDICT = (TK + "test_battery_verdicts.py::test_the_battery_judges_the_naive_service_for_"
                  "the_seed_reports_reasons[{}]")
 CLEANUP = TK + "test_plugin_cleanup.py::test_faults_are_removed_after_a_failing_test"
@@ -877,4 +879,43 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "assert during.outcome.status != 500, ("),
               (NAIVE_VERDICT.format("test_the_event_loop_keeps_answering_while_db_calls_are_"
                                     "stuck"),)),
+    # The report as an instrument: its load model, its retrying client and its verdicts.
+    Safeguard("load-coordinated-omission", "fault toolkit", "open-loop latency is measured "
+              "from the intended send time, so a stall that holds requests back counts in full",
+              one(LOAD, "client, endpoint, profile, intended, started,",
+                  "client, endpoint, profile, time.monotonic(), started,"),
+              (TK + "test_report_load.py::test_open_loop_counts_a_stall_in_full_from_the_"
+               "intended_send_times",)),
+    Safeguard("retry-new-key", "fault toolkit", "the retrying client resends a write with the "
+              "first attempt's idempotency key",
+              one(LOAD, "response = await ledger.send(client, create)",
+                  "response = await ledger.send(\n                    client, create if "
+                  "attempt == 1 else ledger.new_create())"),
+              (TK + "test_report_load.py::test_the_retrying_client_resends_a_write_with_the_"
+               "same_key_after_a_503",)),
+    Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
+              "the Retry-After the service sent",
+              one(RETRY, "wait = max(wait, min(told, self.retry_after_cap_s))", "wait = wait"),
+              (TK + "test_report_load.py::test_the_retrying_client_resends_a_write_with_the_"
+               "same_key_after_a_503",
+               TK + "test_report_load.py::test_backoff_is_full_jitter_under_a_growing_cap_and_"
+               "honours_retry_after")),
+    Safeguard("retry-unkeyed-write", "fault toolkit", "the retrying client never resends a "
+              "write without a key that may have committed",
+              one(RETRY, "return not is_write or keyed or outcome.code in NEVER_SENT",
+                  "return True"),
+              (TK + "test_report_load.py::test_only_retries_that_cannot_write_twice",)),
+    Safeguard("committed-error-uncounted", "fault toolkit", "the ledger counts a write told "
+              "5xx that committed anyway",
+              one("toolkit/src/sqlite_faults/ledger.py",
+                  "report.committed_after_error += 1", "pass"),
+              (TK + "test_report_verdicts.py::test_the_ledger_counts_a_500_whose_write_"
+               "committed",)),
+    Safeguard("lanes-unjudged", "fault toolkit", "the report fails a service whose DB lanes "
+              "are held while clients are slow",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  "passed = sampled and lanes.capacity > 0 and fault_mean < limit",
+                  "passed = sampled"),
+              (TK + "test_report_verdicts.py::test_lanes_held_by_slow_clients_fail_and_free_"
+               "lanes_pass",)),
 )

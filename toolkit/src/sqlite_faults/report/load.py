@@ -58,6 +58,9 @@ class Sample:
     code: str  # the JSON error code, the exception name, or "" on success
     profile: str = PLAIN
     attempts: int = 1
+    # Seconds between the intended and the actual send: the generator's own lateness (a
+    # starved machine), which latency from the intended time would charge to the service.
+    lag: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -172,14 +175,25 @@ class LoadGenerator:
         create = ledger.new_create() if endpoint == CREATE else None
         method, url = self._request_line(endpoint, rng)
         keyed = bool(self.target.write.idempotency_header)
+        lag = time.monotonic() - intended
         attempt = 0
         while True:
             attempt += 1
-            if create is not None:
-                response = await ledger.send(client, create)
-                outcome = _write_outcome(create)
-            else:
-                response, outcome = await _send(client, method, url)
+            # The client timeout bounds the whole attempt: httpx's own applies to each of
+            # connect, pool wait, write and read in turn, which lets one attempt run to a
+            # multiple of it.
+            try:
+                async with asyncio.timeout(self.model.timeout_s):
+                    if create is not None:
+                        response = await ledger.send(client, create)
+                        outcome = _write_outcome(create)
+                    else:
+                        response, outcome = await _send(client, method, url)
+            except TimeoutError:
+                response, outcome = None, Outcome(0, "ClientTimeout")
+                if create is not None:  # it may have committed
+                    create.outcome, create.status, create.detail = ("indeterminate", None,
+                                                                    "ClientTimeout")
             retry_after = response.headers.get("Retry-After") if response is not None else None
             if profile != RETRYING or not self.policy.should_retry(
                     outcome, attempt, create is not None, keyed, time.monotonic() - intended):
@@ -187,7 +201,7 @@ class LoadGenerator:
             await asyncio.sleep(self.policy.backoff_s(attempt, retry_after, rng))
         self.samples.append(Sample(endpoint, "steady", intended - started,
                                    time.monotonic() - intended, outcome.status, outcome.code,
-                                   profile, attempt))
+                                   profile, attempt, lag))
 
     def _request_line(self, endpoint: str, rng: random.Random) -> tuple[str, str]:
         if endpoint == READ:

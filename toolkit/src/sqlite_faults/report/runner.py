@@ -54,6 +54,7 @@ class ScenarioResult:
     skipped: str = ""
     labels: dict[str, str] = field(default_factory=dict)  # role -> "METHOD /path"
     lanes: LaneSamples | None = None
+    seconds: float = 0.0  # wall time of the scenario, checks included
 
     @property
     def ledger(self) -> LedgerReport | None:
@@ -123,8 +124,10 @@ class Progress:
         sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
         sys.stderr.flush()
 
-    def finish(self, target: str, scenario: str, failed: int, verdicts: int) -> None:
-        self.show(target, scenario, f"done: {verdicts - failed}/{verdicts} SLOs met")
+    def finish(self, target: str, scenario: str, failed: int, verdicts: int,
+               seconds: float = 0.0) -> None:
+        self.show(target, scenario, f"done: {verdicts - failed}/{verdicts} SLOs met"
+                  + (f" ({seconds:g} s)" if seconds else ""))
         if self.tty:
             sys.stderr.write("\n")
         self.done += 1
@@ -161,15 +164,18 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                for profile in PROFILES}
     server.start()
     await _warm_up(server, ledgers[PLAIN])
-    progress.show(target.name, "capacity", "measuring (closed loop, no think time)")
-    capacity = await measure_capacity(target, server.base_url, ledgers[PLAIN],
-                                      random.Random(rng.random()))
-    model = spec.settle(capacity, rate_ceiling)
-    results = []
     # The load goes through the fault proxy; readiness checks and the ledger's checks go
     # straight to the service, so a network fault never decides what the ledger finds.
     network = NetworkFaults(("127.0.0.1", server.port), seed=rng.randrange(2**31))
+    results = []
     try:
+        # Through the proxy, as the scenarios' load will go: on a small machine the proxy and
+        # the load generator share the CPU with the service, and the rate must leave room
+        # for all three.
+        progress.show(target.name, "capacity", "measuring (closed loop, no think time)")
+        capacity = await measure_capacity(target, network.base_url, ledgers[PLAIN],
+                                          random.Random(rng.random()))
+        model = spec.settle(capacity, rate_ceiling)
         for scenario in scenarios:
             result = ScenarioResult(target.name, scenario, labels=request_labels(target))
             results.append(result)
@@ -181,6 +187,7 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
             if result.skipped:
                 progress.finish(target.name, scenario.name, 0, 0)
                 continue
+            scenario_started = time.monotonic()
             await _ensure_answering(server, result)
             await _run_scenario(target, scenario, server, network, control, db, ledgers, rng,
                                 phases, model, result, progress, slowsync, backend)
@@ -195,7 +202,9 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
             if result.lanes is not None:
                 result.verdicts.append(lanes_verdict(scenario.name, result.lanes, objectives))
             failed = sum(not v.passed for v in result.verdicts)
-            progress.finish(target.name, scenario.name, failed, len(result.verdicts))
+            result.seconds = round(time.monotonic() - scenario_started, 1)
+            progress.finish(target.name, scenario.name, failed, len(result.verdicts),
+                            result.seconds)
     finally:
         network.close()
         server.kill()

@@ -1,0 +1,63 @@
+"""What the report's verdicts call each wrong answer, and what the ledger counts as one."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlite_faults.ledger import LedgerReport, WriteLedger
+from sqlite_faults.report.load import CREATE
+from sqlite_faults.report.slo import LaneSamples, Objectives, lanes_verdict, ledger_verdicts
+from sqlite_faults.target import target_from_dict
+
+OBJECTIVES = Objectives(p95_latency_ms=300, error_rate=0.01, deadline_grace_ms=100,
+                        recovery_s=3.0, acknowledged_writes_lost=0)
+TARGET = {"app": "x:app", "write": {"request": "POST /users/", "json": {"name": "{unique}"},
+                                    "id_field": "id"},
+          "read": {"request": "GET /users/{id}"},
+          "database": {"table": "users", "unique_column": "name"}}
+
+
+def failed(report: LedgerReport) -> set[str]:
+    return {v.slo for v in ledger_verdicts("s", CREATE, report, OBJECTIVES) if not v.passed}
+
+
+def test_an_error_that_committed_is_not_called_an_acknowledged_write_lost() -> None:
+    assert failed(LedgerReport(committed_after_error=1)) == {"errors that committed"}
+    assert failed(LedgerReport(phantoms=1)) == {"errors that committed"}
+    assert failed(LedgerReport(lost=1)) == {"acknowledged writes lost"}
+    assert failed(LedgerReport(duplicated=2)) == {"duplicate writes"}
+    assert failed(LedgerReport(unresolved=1)) == {"indeterminate writes unresolved"}
+    assert failed(LedgerReport()) == set()
+
+
+@pytest.mark.timeout(30)
+async def test_the_ledger_counts_a_500_whose_write_committed(tmp_path: Path) -> None:
+    db = tmp_path / "users.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users (name) VALUES ('t-0'), ('t-1')")
+    target = target_from_dict(TARGET, tmp_path)
+    ledger = WriteLedger(random.Random(1), target.write, prefix="t")
+    told_500, timed_out = ledger.new_create(), ledger.new_create()
+    told_500.outcome, told_500.status, told_500.detail = "indeterminate", 500, "http-500"
+    timed_out.outcome, timed_out.detail = "indeterminate", "ReadTimeout"
+    # No service answers there: the resolving retries fail, which is not what is counted.
+    report = await ledger.check("http://127.0.0.1:9", db)
+    # The 500's row exists: the client was told "failed" and it committed. The timeout's
+    # row exists too, but that client was told nothing.
+    assert report.committed_after_error == 1
+    assert report.lost == 0
+
+
+def lanes(steady: list[float], fault: list[float], capacity: float = 4) -> LaneSamples:
+    return LaneSamples(capacity, {"steady": steady, "fault": fault})
+
+
+def test_lanes_held_by_slow_clients_fail_and_free_lanes_pass() -> None:
+    assert lanes_verdict("s", lanes([0.2] * 10, [0.3, 0.0, 1.0] * 5), OBJECTIVES).passed
+    held = lanes_verdict("s", lanes([0.2] * 10, [4.0] * 10), OBJECTIVES)
+    assert not held.passed and "4.00 busy of 4" in held.observed
+    assert not lanes_verdict("s", lanes([0.2] * 10, []), OBJECTIVES).passed  # unobserved
