@@ -60,7 +60,8 @@ GROUP = F + "test_group_commit.py::"
 TK = "tests/toolkit/"
 BATTERY = "toolkit/src/sqlite_faults/battery/test_battery.py"
 LOAD = "toolkit/src/sqlite_faults/report/load.py"
-RETRY = "toolkit/src/sqlite_faults/report/retry.py"
+RETRY_POLICY = "toolkit/src/sqlite_faults/report/retry.py"
+PROXY = "toolkit/src/sqlite_faults/netproxy.py"
 NAIVE_VERDICT = (TK + "test_battery_verdicts.py::test_the_battery_judges_the_naive_service_for_"
                  "the_seed_reports_reasons[{}]")
 CLEANUP = TK + "test_plugin_cleanup.py::test_faults_are_removed_after_a_failing_test"
@@ -895,14 +896,14 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                "same_key_after_a_503",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
-              one(RETRY, "wait = max(wait, min(told, self.retry_after_cap_s))", "wait = wait"),
+              one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))", "wait = wait"),
               (TK + "test_report_load.py::test_the_retrying_client_resends_a_write_with_the_"
                "same_key_after_a_503",
                TK + "test_report_load.py::test_backoff_is_full_jitter_under_a_growing_cap_and_"
                "honours_retry_after")),
     Safeguard("retry-unkeyed-write", "fault toolkit", "the retrying client never resends a "
               "write without a key that may have committed",
-              one(RETRY, "return not is_write or keyed or outcome.code in NEVER_SENT",
+              one(RETRY_POLICY, "return not is_write or keyed or outcome.code in NEVER_SENT",
                   "return True"),
               (TK + "test_report_load.py::test_only_retries_that_cannot_write_twice",)),
     Safeguard("committed-error-uncounted", "fault toolkit", "the ledger counts a write told "
@@ -918,4 +919,14 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "passed = sampled"),
               (TK + "test_report_verdicts.py::test_lanes_held_by_slow_clients_fail_and_free_"
                "lanes_pass",)),
+    Safeguard("proxy-500-forwarded", "fault toolkit", "the fault proxy's injected 500 is "
+              "answered by the proxy, never sent on to the service",
+              one(PROXY, "                    await self._answer_500(now)",
+                  "                    pass"),
+              (TK + "test_netproxy.py::test_an_injected_500_never_reaches_the_service",)),
+    Safeguard("proxy-loss-without-delay", "fault toolkit", "a lost packet waits a "
+              "retransmission timeout (packet loss above TCP is delay)",
+              one(PROXY, 'return _Plan(self.values["rto_ms"] / 1000 if lost else 0.0)',
+                  "return _Plan(0.0)"),
+              (TK + "test_netproxy.py::test_a_lost_packet_waits_one_retransmission_timeout",)),
 )

@@ -28,8 +28,8 @@ class Upstream:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 upstream.seen += 1
-                size = int(self.path.rpartition("/")[2] or 0) if self.path.startswith("/big") else 2
-                body = b"x" * size if self.path.startswith("/big") else b"ok"
+                big = self.path.startswith("/big")
+                body = b"x" * int(self.path.rpartition("/")[2]) if big else b"ok"
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -61,7 +61,8 @@ def proxy(upstream: Upstream) -> Iterator[NetworkFaults]:
         yield faults
 
 
-def timed_get(proxy: NetworkFaults, path: str = "/", timeout: float = 10.0) -> tuple[float, httpx.Response]:
+def timed_get(proxy: NetworkFaults, path: str = "/",
+              timeout: float = 10.0) -> tuple[float, httpx.Response]:
     started = time.monotonic()
     with httpx.Client(base_url=proxy.base_url, timeout=timeout) as client:
         response = client.get(path)
