@@ -181,7 +181,7 @@ class WriteLedger:
                     f"answered {create.status} {create.detail} but committed: {create.name}")
         id_field = self.contract.id_field
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
-            read_back = []
+            read_back, unsettled = [], []
             for index, create in enumerate(self.creates):
                 if create.outcome == "acknowledged":
                     report.acknowledged += 1
@@ -198,13 +198,19 @@ class WriteLedger:
                         report.problems.append(f"row for failed create {create.name}")
                 elif create.outcome == "indeterminate":
                     report.indeterminate += 1
-                    await self._resolve(client, create, db, report, resolve_with_key)
-            # Read back a few at a time: the check is not the experiment, only its cost.
+                    unsettled.append(create)
+            # A few at a time: the check is not the experiment, only its cost (a service that
+            # stalls each request for its pool timeout would otherwise cost that per write).
             lanes = asyncio.Semaphore(8)
 
             async def read(create: Create) -> None:
                 async with lanes:
                     await self._check_acknowledged(client, create, report)
+
+            async def resolve(create: Create) -> None:
+                async with lanes:
+                    await self._resolve(client, create, db, report, resolve_with_key)
+            await asyncio.gather(*(resolve(c) for c in unsettled))
             await asyncio.gather(*(read(c) for c in read_back))
         self._checked = len(self.creates)
         return report

@@ -68,7 +68,7 @@ def build_parser(prog: str = "sqlite-faults-report") -> argparse.ArgumentParser:
                         help="concurrent clients (closed loop)")
     parser.add_argument("--timeout", type=float, default=3.0,
                         help="the clients' timeout per attempt, in seconds")
-    parser.add_argument("--phases", default="1.5,3,3",
+    parser.add_argument("--phases", default="1,3,3",
                         help="seconds of steady state, fault window and recovery")
     parser.add_argument("--scenarios", default="",
                         help="comma-separated scenario names (default: all)")

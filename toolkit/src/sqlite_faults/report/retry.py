@@ -38,7 +38,7 @@ class RetryPolicy:
     base_s: float = 0.1
     cap_s: float = 2.0
     retry_after_cap_s: float = 2.0
-    budget_s: float = 8.0  # no new attempt once this long has passed since the first
+    budget_s: float = 4.0  # no new attempt once this long has passed since the first
 
     def should_retry(self, outcome: Outcome, attempt: int, is_write: bool, keyed: bool,
                      elapsed_s: float = 0.0) -> bool:
