@@ -46,6 +46,9 @@ DEFAULT_MIX = {ROOT: 0.2, CREATE: 0.3, READ: 0.5}
 
 OPEN = "open"
 CLOSED = "closed"
+# Open loop: requests in flight at once (one connection each); a request that finds none
+# free within its timeout is a client timeout, as a user who gave up waiting.
+MAX_IN_FLIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -127,10 +130,15 @@ class LoadGenerator:
         self.policy = policy or RetryPolicy()
         self.transport = transport  # None: real connections (an ASGI transport in tests)
         self.samples: list[Sample] = []
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def run(self, base_url: str, stop: asyncio.Event, started: float) -> None:
         """Load until `stop` is set (a restarted server comes back on the same port)."""
-        connections = self.model.clients * 2 if self.model.kind == CLOSED else 512
+        connections = self.model.clients * 2 if self.model.kind == CLOSED else MAX_IN_FLIGHT
+        # Requests wait for a slot here, not in httpcore's pool: its queue costs time per
+        # waiting request on every hand-over, and a backlog of hundreds (an open loop
+        # against a stalled service) made the generator itself the bottleneck.
+        self._slots = asyncio.Semaphore(connections)
         limits = httpx.Limits(max_connections=connections)
         async with httpx.AsyncClient(base_url=base_url, timeout=self.model.timeout_s,
                                      limits=limits, transport=self.transport) as client:
@@ -183,7 +191,7 @@ class LoadGenerator:
             # connect, pool wait, write and read in turn, which lets one attempt run to a
             # multiple of it.
             try:
-                async with asyncio.timeout(self.model.timeout_s):
+                async with asyncio.timeout(self.model.timeout_s), self._slots:
                     if create is not None:
                         response = await ledger.send(client, create)
                         outcome = _write_outcome(create)
