@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_report(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "report", "--phases", "0.5,1.5,1", "--clients", "4",
+        [sys.executable, "-m", "report", "--phases", "0.5,1.5,1", "--load", "closed",
+         "--clients", "4",
          "--seed", "7", "--out", str(out), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
