@@ -51,7 +51,9 @@ def _arrived(request: Request) -> float:
 
 
 def _deadline(request: Request) -> Deadline:
-    return Deadline(_arrived(request) + request.app.state.settings.db_deadline_s)
+    """The request's budget: from its first byte, and only while its client is there."""
+    return Deadline(_arrived(request) + request.app.state.settings.db_deadline_s,
+                    getattr(request.state, "gone", None))
 
 
 async def _ready_deadline(request: Request) -> Deadline:

@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .backend import Backend
 from .errors import (
+    ClientGone,
     DeadlineExceeded,
     IntegrityViolation,
     LockTimeout,
@@ -246,6 +247,9 @@ class Database:
                 ) from exc
             outcome = "ok"
             return result
+        except ClientGone:
+            outcome = "client_gone"
+            raise
         except StorageError as exc:
             outcome = _OUTCOMES.get(type(exc), "error")
             if isinstance(exc, DeadlineExceeded):

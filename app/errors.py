@@ -10,6 +10,7 @@
     │   ├── StorageUnavailable         disk full, I/O error, cannot open -> 503
     │   ├── IntegrityViolation         a constraint refused the write -> 409
     │   └── StorageBug                 schema, programming or unknown DB errors -> 500
+    ├── ClientGone                     the client disconnected; its queued work was dropped
     └── DomainError                    the request is well formed but cannot be served
         ├── UserNotFound                 -> 404
         ├── NameTaken                    -> 409
@@ -65,6 +66,10 @@ class IntegrityViolation(StorageError):
 
 class StorageBug(StorageError):
     """Schema, programming or unclassified DB error: a defect, never retried."""
+
+
+class ClientGone(ServiceError):
+    """The client disconnected while its work was queued; the work was never started."""
 
 
 class DomainError(ServiceError):

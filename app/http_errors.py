@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import (
+    ClientGone,
     DeadlineExceeded,
     IdempotencyKeyReused,
     IntegrityViolation,
@@ -52,6 +53,8 @@ ERROR_MAP: tuple[tuple[type[ServiceError], HttpError], ...] = (
     # the honest answer to the client is "busy, try again".
     (TransientStorageError, HttpError(503, "storage_busy", retry_after=True)),
     (QueueFull, HttpError(503, "overloaded", retry_after=True)),
+    # Nobody reads it (the connection is gone); nginx's code for the case, for the log.
+    (ClientGone, HttpError(499, "client_closed_request")),
     (StorageUnavailable, HttpError(503, "storage_unavailable", retry_after=True)),
     (IntegrityViolation, HttpError(409, "conflict")),
     (StorageBug, HttpError(500, "internal_error")),

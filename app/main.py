@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
+from .admission import Admission
 from .api import router
 from .db import Database
 from .errors import ServiceError
@@ -47,14 +48,16 @@ def create_app(settings: Settings | None = None, *, retry: RetryPolicy | None = 
     db = Database.open(settings, metrics, retry or retry_policy(settings))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Admission]]:
         checkpoints = (
             asyncio.create_task(_checkpoint_loop(db, settings.sqlite_checkpoint_interval_s))
             if settings.sqlite_checkpoint_interval_s > 0 and db.backend.supports_checkpoints
             else None
         )
         try:
-            yield
+            # The lifespan state reaches the HTTP protocol (uvicorn hands it to each
+            # connection): that is how app/serve.py finds the gate.
+            yield {"admission": admission}
         finally:
             if checkpoints is not None:
                 checkpoints.cancel()
@@ -75,25 +78,52 @@ def create_app(settings: Settings | None = None, *, retry: RetryPolicy | None = 
     app.state.hasher = hasher = PasswordHasher(settings)
     metrics.watch_password_hashing(lambda: hasher.running, lambda: hasher.waiting,
                                    hasher.slots)
+    admission = admission_gate(settings, db, hasher, metrics)
     install_error_handlers(app, settings.retry_after_s)
     app.include_router(router)
     app.add_middleware(LimitRequestBody, max_bytes=settings.http_max_body_bytes,
                        timeout_s=settings.http_body_timeout_s)
-    app.add_middleware(StampArrival)  # outermost: the arrival is stamped first
+    app.add_middleware(StampArrival, metrics=metrics)  # outermost: stamped first
     return app
+
+
+def admission_gate(settings: Settings, db: Database, hasher: PasswordHasher,
+                   metrics: Metrics) -> Admission:
+    """The routes that queue for a lane, and on which lanes, for the door's judgement."""
+    gate = Admission(settings.admission_wait_s, settings.retry_after_s,
+                     on_refusal=metrics.http_refusals.labels("overloaded").inc)
+    gate.route("POST", "/users/", [hasher.lane, db.writer])
+    gate.route("GET", "/users/", [db.readers], prefix=True)
+    gate.route("GET", "/", [db.readers])
+    gate.route("GET", "/readyz", [db.readers])
+    return gate
 
 
 class StampArrival:
     """Records when each request arrived: its deadline counts from there, so time spent
-    queueing in the event loop or hashing a password is inside the budget, not added to it."""
+    queueing in the event loop or hashing a password is inside the budget, not added to it.
+    Served by app/serve.py, the stamp is the request's first byte, set by the protocol; the
+    time from there to here is the request's wait before the app (a histogram). Otherwise
+    (an in-process client, another server) it is now. It also tells the door's admission
+    count (app/admission.py) that a request it admitted has been answered."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.waited = metrics.http_queue_seconds.observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["arrived"] = time.monotonic()
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        now = time.monotonic()
+        self.waited(now - state.setdefault("arrived", now))
+        route = state.get("admitted")  # the door's count of requests it let in (serve.py)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if route is not None:
+                route.leave()
 
 
 async def _checkpoint_loop(db: Database, interval_s: float) -> None:

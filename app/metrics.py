@@ -72,6 +72,15 @@ class Metrics:
             "password_hash_slots", "Password hashes computed at once at most "
             "(PASSWORD_HASH_CONCURRENCY)", registry=r,
         )
+        self.http_refusals = Counter(
+            "http_refusals", "Requests refused at the door (503 overloaded before any work), "
+            "by reason", ["reason"], registry=r,
+        )
+        self.http_queue_seconds = Histogram(
+            "http_request_queue_seconds",
+            "Seconds from a request's first byte to the app (the event loop's backlog)",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
         self.wal_bytes = Gauge("sqlite_wal_bytes", "Size of the -wal file", registry=r)
         self.journal_size_limit_bytes = Gauge(
             "sqlite_journal_size_limit_bytes",

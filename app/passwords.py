@@ -1,14 +1,24 @@
-"""Salted password hashes (argon2id via argon2-cffi), computed off the event loop."""
+"""Salted password hashes (argon2id via argon2-cffi), computed off the event loop, under the
+request's deadline: a hash still queued when its deadline passes (or its client goes) is never
+computed, so a burst of creates leaves no hashing behind for clients who have stopped waiting."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .resilience import WorkerLane, await_until
+from .errors import DeadlineExceeded
+from .resilience import CallHandle, Deadline, WorkerLane, await_until
 from .settings import Settings
+
+T = TypeVar("T")
+_NO_DEADLINE = Deadline(float("inf"))
+
 
 
 class PasswordHasher:
@@ -25,7 +35,20 @@ class PasswordHasher:
         )
         # As many may wait as requests can be in flight at once (uvicorn's limit).
         self._lane = WorkerLane("hash", settings.password_hash_concurrency,
-                                settings.http_limit_concurrency, thread_prefix="password-hash")
+                                settings.http_limit_concurrency, skip_late=True,
+                                thread_prefix="password-hash")
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """A first measure of a hash's time, before any request has measured one, so
+        admission (app/admission.py) is right from the first burst."""
+        began = time.thread_time()
+        self._argon2.hash("calibration")
+        self._lane.call_seconds = self._lane.call_cpu_seconds = time.thread_time() - began
+
+    @property
+    def lane(self) -> WorkerLane:
+        return self._lane
 
     @property
     def slots(self) -> int:
@@ -39,12 +62,18 @@ class PasswordHasher:
     def waiting(self) -> int:
         return self._lane.queued
 
-    async def hash(self, password: str) -> str:
-        return await await_until(self._lane.submit(partial(self._hash, password)))
+    async def hash(self, password: str, deadline: Deadline | None = None) -> str:
+        return await self._run(partial(self._hash, password), deadline)
 
-    async def verify(self, password_hash: str, password: str) -> bool:
-        return await await_until(
-            self._lane.submit(partial(self._verify, password_hash, password)))
+    async def verify(self, password_hash: str, password: str,
+                     deadline: Deadline | None = None) -> bool:
+        return await self._run(partial(self._verify, password_hash, password), deadline)
+
+    async def _run(self, work: Callable[[], T], deadline: Deadline | None) -> T:
+        deadline = deadline or _NO_DEADLINE
+        if deadline.expired:  # spent already (a backlog before the handler): do not queue
+            raise DeadlineExceeded("the request outlived its deadline before hashing")
+        return await await_until(self._lane.submit(work, CallHandle(deadline)))
 
     def close(self) -> None:
         self._lane.shutdown(wait=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import threading
 import time
@@ -21,16 +22,19 @@ from typing import Any, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.wait import wait_base
 
-from .errors import DeadlineExceeded, QueueFull, TransientStorageError
+from .errors import ClientGone, DeadlineExceeded, QueueFull, TransientStorageError
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Deadline:
-    """An absolute point on the monotonic clock by which a call must be answered."""
+    """An absolute point on the monotonic clock by which a call must be answered, and, for a
+    request, the future its connection settles when the client goes away (app/serve.py): work
+    still queued for a client who has gone is never started."""
 
     at: float
+    gone: asyncio.Future[None] | None = field(default=None, compare=False)
 
     @classmethod
     def after(cls, seconds: float) -> Deadline:
@@ -243,8 +247,13 @@ class WorkerLane:
         batch_limit: int = 1,
         run_batch: BatchRunner = run_each,
         thread_prefix: str | None = None,
+        skip_late: bool = False,
     ) -> None:
         self.name = name
+        # Withdraw a call whose deadline passed while it waited, when a worker takes it (the
+        # event loop's timer, which withdraws it too, may be behind): for work that checks
+        # no deadline of its own, like a password hash. (The DB runners check theirs.)
+        self.skip_late = skip_late
         self.workers = workers
         self.capacity = workers + queue_limit
         self.batch_limit = batch_limit
@@ -259,6 +268,12 @@ class WorkerLane:
         # Batches taken and the calls in them (their ratio is the mean batch size).
         self.batches = 0
         self.batched_calls = 0
+        # Seconds per call, wall-clock and CPU (the worker thread's own), moving averages
+        # over batches: what the admission gate (app/admission.py) turns a queue length
+        # into an expected wait with (`drain_seconds`).
+        self.call_seconds = 0.0
+        self.call_cpu_seconds = 0.0
+        self._cpus = len(os.sched_getaffinity(0))
         self._stopping = False
         # Read and written on the event loop's thread only.
         self._wake_scheduled = False
@@ -285,6 +300,16 @@ class WorkerLane:
     @property
     def queued(self) -> int:
         return self._pending - self._running
+
+    @property
+    def drain_seconds(self) -> float:
+        """Seconds the lane takes to drain one more call when its workers are all busy. The
+        wall time per call, shared among the workers, is the answer for work that waits
+        (I/O, locks); the CPU time per call, shared among the CPUs the workers can use, for
+        work that computes (a hash measured alone takes the same wall time as its CPU time,
+        but four at once on one core take four times as long). The larger of the two."""
+        return max(self.call_seconds / self.workers,
+                   self.call_cpu_seconds / min(self.workers, self._cpus))
 
     def submit(self, fn: Callable[..., T], handle: CallHandle | None = None) -> LaneCall:
         """Queue `fn` (on the event loop's thread); await `await_until(call)` for its result."""
@@ -329,6 +354,10 @@ class WorkerLane:
     def _start(self, call: LaneCall) -> bool:
         with self._lock:
             if call.state == _TAKEN:
+                if self.skip_late and call.handle.stopping:
+                    call.state = _WITHDRAWN  # its caller gets its 504 from the loop's timer
+                    self._release(1)
+                    return False
                 call.state = _RUNNING
             return call.state == _RUNNING  # True again for a call its runner runs anew
 
@@ -354,13 +383,19 @@ class WorkerLane:
                 self.batches += 1
                 self.batched_calls += len(batch)
             self._on_change(self)
+            began, began_cpu = time.monotonic(), time.thread_time()
             try:
                 self._run_batch(worker, batch)
             except BaseException as exc:  # a runner's defect fails its calls, not the lane
                 for call in batch:
                     if call.error is None and call.result is None:
                         call.fail(exc)
+            elapsed, cpu = time.monotonic() - began, time.thread_time() - began_cpu
             with self._lock:
+                ran = sum(1 for call in batch if call.state != _WITHDRAWN)
+                if ran:  # withdrawn calls took no time: they would drag the averages down
+                    self.call_seconds += _EWMA_WEIGHT * (elapsed / ran - self.call_seconds)
+                    self.call_cpu_seconds += _EWMA_WEIGHT * (cpu / ran - self.call_cpu_seconds)
                 finished = [call for call in batch if call.state != _WITHDRAWN]
                 for call in finished:
                     call.state = _DONE
@@ -399,6 +434,12 @@ class WorkerLane:
             for thread in self._threads:
                 if thread is not threading.current_thread():
                     thread.join()
+
+
+# Weight of the newest batch in a lane's moving average of worker time per call: about the
+# last ten batches count, so the estimate follows a change of load within a fraction of a
+# second at the rates where admission matters.
+_EWMA_WEIGHT = 0.1
 
 
 def _settle_soon(batch: list[LaneCall]) -> None:
@@ -442,6 +483,12 @@ async def await_until(call: LaneCall, interrupter: Executor | None = None) -> T:
     remaining = call.handle.deadline.remaining()
     timer = (None if math.isinf(remaining)
              else call.loop.call_later(remaining, _expire, call, interrupter))
+    gone = call.handle.deadline.gone
+    on_gone = None
+    if gone is not None:
+        def on_gone(_: object) -> None:
+            _client_gone(call)
+        gone.add_done_callback(on_gone)
     try:
         return await call.future  # type: ignore[no-any-return]
     except asyncio.CancelledError:
@@ -450,6 +497,16 @@ async def await_until(call: LaneCall, interrupter: Executor | None = None) -> T:
     finally:
         if timer is not None:
             timer.cancel()
+        if on_gone is not None:
+            gone.remove_done_callback(on_gone)  # type: ignore[union-attr]
+
+
+def _client_gone(call: LaneCall) -> None:
+    """The client disconnected: a call not yet started never starts. One that runs finishes
+    (a write may be committing; stopping it would change nothing for a client who is gone)."""
+    if not call.future.done() and call.lane.withdraw(call):
+        call.handle.mark_cancelled()
+        call.future.set_exception(ClientGone("the client disconnected before its work began"))
 
 
 def _expire(call: LaneCall, interrupter: Executor | None) -> None:

@@ -12,6 +12,22 @@ values; 431 past it) and `HTTP_HEADER_TIMEOUT_S` (from the connection's first by
 previous response to the end of the head; the connection is closed with 408). Bodies are
 bounded in app/request_limits.py; idle keep-alive connections and concurrency by uvicorn's own
 `timeout_keep_alive` and `limit_concurrency`. Every value is a setting (README's table).
+
+It is also where a request's budget starts and where overload is refused (docs/architecture.md,
+"Overload"):
+
+- **The deadline counts from the request's first byte** as the server reads it, not from the
+  ASGI call: time in the event loop's backlog before the handler runs is inside the budget.
+  The stamp travels in the scope's state (`arrived`), read by app/api.py.
+- **Admission at the door**: once the head has arrived, and before a task is made or the body
+  read, the app's gate (app/admission.py, handed over in the lifespan state as `admission`)
+  judges whether the request can start its work in time; if not, the protocol writes a
+  prebuilt `503 overloaded` itself. The connection stays open for the next request unless the
+  refused one announced a body larger than `HTTP_MAX_BODY_BYTES` or a chunked one (then it is
+  closed rather than read).
+- **Clients who leave**: each admitted request gets a future in its state (`gone`), settled
+  when the connection is lost before its response is complete; work still queued for it is
+  then withdrawn (app/resilience.py's await_until).
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from typing import Any
 
 import uvicorn
@@ -31,6 +48,19 @@ from .settings import Settings
 
 class HeadTooLarge(Exception):
     pass
+
+
+class _Answered:
+    """Stands in for the request-response cycle of a request the protocol answered itself:
+    complete from the start, so the parser's body callbacks drop what the client still
+    sends, and the next request on the connection starts as usual."""
+
+    response_complete = True
+    disconnected = False
+    message_event = asyncio.Event()  # set on connection loss; nobody waits on it
+
+
+_ANSWERED: Any = _Answered()
 
 
 def _json_response(status: int, reason: bytes, code: str, message: str) -> bytes:
@@ -49,6 +79,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     max_head_bytes = 16 * 1024
     head_timeout_s = 10.0
+    max_body_bytes = 16 * 1024
 
     def __init__(self, config: Config, server_state: ServerState,
                  app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -57,6 +88,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_too_large = False
+        self._received_at = 0.0
+        self._first_byte_at = 0.0
+        self._held_since: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,7 +98,20 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        unanswered = [cycle for cycle in (self.cycle, *(c for c, _ in self.pipeline))
+                      if cycle is not None and not cycle.response_complete]
         super().connection_lost(exc)
+        for cycle in unanswered:
+            gone = cycle.scope["state"].get("gone")
+            if gone is not None and not gone.done():
+                gone.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        # The earliest moment this process sees a request: its deadline counts from here;
+        # after a refusal's hold, from when reading stopped (the bytes may have come then).
+        self._received_at = self._held_since or time.monotonic()
+        self._held_since = None
+        super().data_received(data)
 
     def _arm_head_timer(self) -> None:
         self._disarm_head_timer()
@@ -87,6 +134,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     # same packet are not head bytes).
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._first_byte_at = self._received_at
         self._in_head = True
         self._head_bytes = 0
         if self._head_timer is None:
@@ -109,7 +157,54 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm_head_timer()
+        if self.transport.is_closing():  # answered already (a refusal that closed)
+            self.cycle = _ANSWERED
+            return
+        gate = self.app_state.get("admission")
+        route = None if gate is None else gate.route_of(self.parser.get_method(), self.url)
+        if route is not None:
+            in_order = self.cycle is None or self.cycle.response_complete
+            if in_order and not gate.admits(route, self._first_byte_at):
+                self._refuse(gate)
+                return
+            route.enter()  # left by app.main.StampArrival when the request is answered
         super().on_headers_complete()
+        state = self.scope["state"]
+        state["arrived"] = self._first_byte_at
+        state["gone"] = self.loop.create_future()
+        state["admitted"] = route
+
+    def _refuse(self, gate: Any) -> None:
+        """Answer the request from here, before its body is read and without an ASGI task.
+        (Only when no earlier request of this connection is still being answered: responses
+        go out in order.)"""
+        self.cycle = _ANSWERED
+        if self._body_to_skip_is_large():
+            self.transport.write(gate.refusal_bytes_closing)
+            self.transport.close()
+            return
+        self.transport.write(gate.refusal_bytes)
+        self.on_response_complete()  # the keep-alive timer, as after any answer
+        # The refusal went out at once; this connection's next request is read only after
+        # a short hold. A client that ignores Retry-After and asks again at once would
+        # otherwise spend the CPU the admitted requests need on refusals (closed-loop load
+        # generators do exactly that). Its deadline counts from the hold's start.
+        self.flow.pause_reading()
+        self._held_since = time.monotonic()
+        self.loop.call_later(gate.refusal_hold_s, self.flow.resume_reading)
+
+    def _body_to_skip_is_large(self) -> bool:
+        """Whether the refused request's body is one not worth reading to keep the
+        connection: chunked, larger than a body the app would accept, or an HTTP/1.0 or
+        `Connection: close` request."""
+        if not self.parser.should_keep_alive():
+            return True
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                return True
+            if name == b"content-length":
+                return not value.isdigit() or int(value) > self.max_body_bytes
+        return False
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -133,6 +228,7 @@ def protocol_for(settings: Settings) -> type[GuardedHttpTools]:
     return type("GuardedHttpTools", (GuardedHttpTools,), {
         "max_head_bytes": settings.http_max_header_bytes,
         "head_timeout_s": settings.http_header_timeout_s,
+        "max_body_bytes": settings.http_max_body_bytes,
     })
 
 

@@ -53,8 +53,16 @@ class Settings(BaseSettings):
     # (measured on 2 cores: 1, 2 and 4 readers within noise of each other; 2 keeps reads
     # going beside one long one).
     db_read_workers: PositiveInt = 2
-    # Calls allowed to wait for a worker, per lane, before new ones get 503 at once.
-    db_queue_limit: int = Field(default=64, ge=0)
+    # Calls allowed to wait for a worker, per lane, before new ones get 503 at once: a bound
+    # on memory, as many as requests can be in flight. What bounds the wait is time
+    # (ADMISSION_MAX_WAIT_S): a thousand point reads drain in well under a second.
+    db_queue_limit: int = Field(default=1024, ge=0)
+    # Admission at the door (app/admission.py): a request whose expected wait before its
+    # work starts (time since its first byte plus the measured drain time of the lanes it will
+    # queue on) is longer than this gets 503 overloaded before its body is read. Unset, it is
+    # half of DB_DEADLINE_S: an admitted request then has the other half for its own work and
+    # for an estimate that was short.
+    admission_max_wait_s: Seconds | None = None
 
     # Transient errors (SQLITE_BUSY family) are retried with full-jitter exponential backoff,
     # bounded by attempts and by the call's remaining deadline.
@@ -101,6 +109,12 @@ class Settings(BaseSettings):
         if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
             raise ValueError("argon2 needs password_hash_memory_kib >= 8 * parallelism")
         return self
+
+    @property
+    def admission_wait_s(self) -> float:
+        if self.admission_max_wait_s is not None:
+            return self.admission_max_wait_s
+        return self.db_deadline_s / 2
 
     @property
     def graceful_shutdown_s(self) -> float:

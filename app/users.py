@@ -99,7 +99,7 @@ async def create_user(
     argon2). A repeat with the same key must carry the same name and password: the password is
     checked against the stored hash, so no other derivative of it is ever stored.
     """
-    password_hash = await hasher.hash(password)
+    password_hash = await hasher.hash(password, deadline)
     work = _insert_user(name, password_hash, key)
     try:
         outcome = await db.write("create_user", work, deadline)
@@ -113,7 +113,8 @@ async def create_user(
         except IntegrityViolation as again:
             raise NameTaken(f"a user named {name!r} already exists") from again
     if isinstance(outcome, _Replay):
-        same = outcome.user.name == name and await hasher.verify(outcome.password_hash, password)
+        same = outcome.user.name == name and await hasher.verify(
+            outcome.password_hash, password, deadline)
         if not same:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used with a different request body"

@@ -89,12 +89,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline")),
     Safeguard("deadline-from-handler", "deadlines", "the deadline counts from the request's "
               "arrival (StampArrival), not from when the handler starts",
-              one("app/main.py", "    app.add_middleware(StampArrival)  # outermost: the "
-                  "arrival is stamped first\n", ""),
+              one("app/main.py", "    app.add_middleware(StampArrival, metrics=metrics)  "
+                  "# outermost: stamped first\n", ""),
               (ACCOUNT + "test_time_before_the_handler_runs_is_inside_the_budget",)),
     Safeguard("db-deadline-setting-ignored", "deadlines", "DB_DEADLINE_S sets the deadline "
               "of user requests",
-              one("app/api.py", "request.app.state.settings.db_deadline_s)", "5.0)"),
+              one("app/api.py", "request.app.state.settings.db_deadline_s,", "5.0,"),
               (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",)),
     Safeguard("readyz-deadline-setting-ignored", "deadlines", "READYZ_DEADLINE_S (not "
               "DB_DEADLINE_S) bounds /readyz and GET /",
@@ -335,8 +335,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (LOCKED + "test_event_loop_answers_while_db_calls_wait_on_a_lock",),
               append={"app/resilience.py": _BLOCKING_HELPER}),
     Safeguard("hash-on-event-loop", "event loop", "password hashing runs off the event loop",
-              one("app/passwords.py", "        return await await_until(self._lane.submit(partial("
-                  "self._hash, password)))", "        return self._hash(password)"),
+              one("app/passwords.py", "        return await self._run(partial(self._hash, "
+                  "password), deadline)", "        return self._hash(password)"),
               (WIRING + "test_hashing_runs_off_the_event_loop",)),
     Safeguard("checkpoint-on-writer-lane", "event loop", "checkpoints run on their own lane "
               "and connection, never in front of writes",
@@ -436,8 +436,9 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     # -- idempotency and data --------------------------------------------------------------
     Safeguard("replay-ignores-password", "idempotency", "a replay under a key must carry the "
               "same password (checked against the hash)",
-              one("app/users.py", "same = outcome.user.name == name and await hasher.verify("
-                  "outcome.password_hash, password)", "same = outcome.user.name == name"),
+              one("app/users.py", "same = outcome.user.name == name and await hasher.verify(\n"
+                  "            outcome.password_hash, password, deadline)",
+                  "same = outcome.user.name == name"),
               (ROUTES + "test_same_idempotency_key_with_another_body_is_422",)),
     Safeguard("key-not-stored", "idempotency", "the key is stored with the user, in the same "
               "transaction",

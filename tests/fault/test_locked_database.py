@@ -19,6 +19,8 @@ from sqlite_faults.inspect_db import query_url
 from sqlite_faults.locks import LockHolder
 from sqlite_faults.observe import MetricsSnapshot
 
+from app.resilience import Deadline
+
 # Margins for a loaded 2-core CI machine. SQLite's busy handler sleeps in steps of up to
 # 100 ms, so a waiting writer notices a released lock up to ~100 ms late.
 LATE_MARGIN_S = 0.35
@@ -213,7 +215,7 @@ async def test_the_deadline_counts_from_the_request_s_arrival(
     hasher = app.state.hasher
     fast_hash = hasher.hash
 
-    async def slow_hash(password: str) -> str:
+    async def slow_hash(password: str, deadline: Deadline | None = None) -> str:
         await asyncio.sleep(hash_s)  # the fault: a hash that takes this long
         return await fast_hash(password)
 

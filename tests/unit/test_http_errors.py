@@ -28,6 +28,8 @@ EXPECTED: dict[str, tuple[int, str, bool]] = {
     "QueueFull": (503, "overloaded", True),
     "StorageUnavailable": (503, "storage_unavailable", True),
     "StorageBug": (500, "internal_error", False),
+    # Never read: its connection is gone.
+    "ClientGone": (499, "client_closed_request", False),
     # Bases are never raised on their own; if one is, it is an internal error.
     "StorageError": (500, "internal_error", False),
     "DomainError": (500, "internal_error", False),

@@ -43,7 +43,9 @@ def test_defaults() -> None:
     assert settings.sqlite_allow_affected_version is False
     assert settings.db_deadline_s == 5.0
     assert settings.db_read_workers == 2
-    assert settings.db_queue_limit == 64
+    assert settings.db_queue_limit == 1024
+    assert settings.admission_max_wait_s is None
+    assert settings.admission_wait_s == settings.db_deadline_s / 2
     assert settings.retry_max_attempts == 5
     assert settings.retry_backoff_initial_s == 0.01
     assert settings.retry_backoff_max_s == 0.25

@@ -1,0 +1,130 @@
+"""The door policy: refuse at once what the service cannot answer in time.
+
+Past capacity a queue only turns "slow" into "late": every request admitted beyond what the
+workers can drain within the deadline waits, is answered 504 at its deadline, and has cost a
+parse, a task and a slot on the way (Fail at Scale's "a queue is only useful while it drains";
+the SRE book's handling-overload chapter). So each request is judged when its head has arrived,
+before a task is made for it or its body read (app/serve.py calls `refusal` from the HTTP
+protocol): a request is admitted when the time it has already spent since its first byte plus
+the expected wait on every lane it will queue on (the password-hash lane, then a DB lane) stays
+within `max_wait_s`; otherwise it gets a `503 overloaded` with `Retry-After`, built once, as
+cheap as an answer can be.
+
+The bound is on time, not on queue length: a lane's expected wait is the number of calls ahead
+times the time the lane measures it takes to drain one (app/resilience.py), so the same bound
+lets a thousand point reads wait (a fraction of a ms each) and a few dozen password hashes
+(tens of ms each).
+
+Requests the gate knows nothing about (health, metrics, the OpenAPI) are always admitted: they
+touch no lane, and an operator needs them most when the service is overloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+
+class Lane(Protocol):
+    """What the gate reads of a worker lane (app/resilience.py's WorkerLane)."""
+
+    workers: int
+
+    @property
+    def drain_seconds(self) -> float: ...
+
+    @property
+    def queued(self) -> int: ...
+
+
+class Route:
+    """A method and path whose requests queue on `lanes`, and how many of them are admitted
+    and not yet answered. That count, not the lanes' queues, is what the next request waits
+    behind: a burst of requests is admitted within one turn of the event loop, before any
+    of their handlers has queued anything."""
+
+    def __init__(self, method: bytes, path: bytes, lanes: tuple[Lane, ...],
+                 prefix: bool) -> None:
+        self.method = method
+        self.path = path
+        self.lanes = lanes
+        self.prefix = prefix  # `path` is a prefix (a path parameter follows)
+        self.admitted = 0
+
+    def matches(self, method: bytes, path: bytes) -> bool:
+        if method != self.method:
+            return False
+        return path.startswith(self.path) if self.prefix else path == self.path
+
+    def expected_wait(self) -> float:
+        """Seconds a request admitted now would wait for workers, lane after lane: the calls
+        ahead of it (queued ones, or admitted requests that have not reached the lane yet,
+        whichever are more) times the time the lane takes to drain one, as it measures it."""
+        wait = 0.0
+        for lane in self.lanes:
+            ahead = max(lane.queued, self.admitted - lane.workers)
+            wait += ahead * lane.drain_seconds
+        return wait
+
+    def enter(self) -> None:
+        self.admitted += 1
+
+    def leave(self) -> None:
+        self.admitted -= 1
+
+
+class Admission:
+    """Judges each request at the door; `on_refusal` counts what it refused (a metric)."""
+
+    def __init__(self, max_wait_s: float, retry_after_s: int,
+                 on_refusal: Callable[[], None] = lambda: None) -> None:
+        self.max_wait_s = max_wait_s
+        # How long a refused connection is not read again (app/serve.py): the Retry-After
+        # its client was given, but at most half the admission bound, so a request read
+        # after the hold can still be admitted.
+        self.refusal_hold_s = min(float(retry_after_s), max_wait_s / 2)
+        self._on_refusal = on_refusal
+        self._routes: list[Route] = []
+        self.refusal_bytes = _refusal_response(retry_after_s, max_wait_s, close=False)
+        self.refusal_bytes_closing = _refusal_response(retry_after_s, max_wait_s, close=True)
+
+    def route(self, method: str, path: str, lanes: Sequence[Lane], *,
+              prefix: bool = False) -> None:
+        self._routes.append(Route(method.encode(), path.encode(), tuple(lanes), prefix))
+
+    def route_of(self, method: bytes, url: bytes) -> Route | None:
+        """The route a request queues on, or None: it queues on no lane, and is admitted."""
+        path = url.split(b"?", 1)[0]
+        for route in self._routes:
+            if route.matches(method, path):
+                return route
+        return None
+
+    def admits(self, route: Route, first_byte_at: float) -> bool:
+        """Whether a request of `route` whose first byte came at `first_byte_at` can start its
+        work within the bound. The caller enters the route when admitted and leaves it when
+        the request is answered."""
+        if time.monotonic() - first_byte_at + route.expected_wait() <= self.max_wait_s:
+            return True
+        self._on_refusal()
+        return False
+
+
+def _refusal_response(retry_after_s: int, max_wait_s: float, *, close: bool) -> bytes:
+    """The whole answer to a refused request, headers and JSON body, made once."""
+    body = json.dumps({"error": {
+        "code": "overloaded",
+        "message": f"the service cannot start this request within {max_wait_s:g} s; "
+                   "try again after Retry-After",
+    }}).encode()
+    return b"".join([
+        b"HTTP/1.1 503 Service Unavailable\r\n",
+        b"content-type: application/json\r\n",
+        b"retry-after: %d\r\n" % retry_after_s,
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n" if close else b"",
+        b"\r\n",
+        body,
+    ])
