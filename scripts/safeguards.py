@@ -58,6 +58,7 @@ ANSWERS = F + "test_error_answers.py::"
 DOOR = F + "test_limits_at_the_door.py::"
 GROUP = F + "test_group_commit.py::"
 TK = "tests/toolkit/"
+OVERLOAD = F + "test_overload.py::"
 BATTERY = "toolkit/src/sqlite_faults/battery/test_battery.py"
 LOAD = "toolkit/src/sqlite_faults/report/load.py"
 RETRY_POLICY = "toolkit/src/sqlite_faults/report/retry.py"
@@ -826,6 +827,52 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   '"sqlite3"', '"pysqlite3.dbapi2"'),
               (DB + "test_an_affected_sqlite_is_refused_at_start_up",)),
 
+    # Overload (app/admission.py, app/serve.py): every answer by its deadline at any load,
+    # and no work for clients who have gone.
+    Safeguard("hash-without-deadline", "overload", "a password hash waits under the "
+              "request's deadline and is never computed past it",
+              one("app/passwords.py", "self._lane.submit(work, CallHandle(deadline))",
+                  "self._lane.submit(work)"),
+              (OVERLOAD + "test_a_hash_queued_past_its_deadline_is_never_computed",)),
+    Safeguard("hash-lane-starts-late-calls", "overload", "the hash lane's worker skips a call "
+              "already past its deadline (the loop's timer may be late)",
+              one("app/passwords.py", "skip_late=True,", "skip_late=False,"),
+              (OVERLOAD + "test_a_late_call_is_skipped_by_the_worker_when_the_loop_is_too_"
+               "busy_to_withdraw_it",)),
+    Safeguard("client-gone-ignored", "overload", "queued work of a client who disconnected "
+              "is withdrawn, never started",
+              one("app/resilience.py", "        gone.add_done_callback(on_gone)",
+                  "        pass"),
+              (OVERLOAD + "test_a_queued_call_whose_client_went_away_is_never_started",
+               OVERLOAD + "test_a_create_whose_client_disconnected_while_queued_is_never_"
+               "started")),
+    Safeguard("disconnect-not-signalled", "overload", "the protocol tells a request's "
+              "handler when its connection is lost",
+              one("app/serve.py", "                gone.set_result(None)",
+                  "                pass"),
+              (OVERLOAD + "test_a_create_whose_client_disconnected_while_queued_is_never_"
+               "started",)),
+    Safeguard("deadline-from-asgi-call", "overload", "the deadline counts from the request's "
+              "first byte as the server reads it, not from the ASGI call",
+              one("app/serve.py", '        state["arrived"] = self._first_byte_at\n', ""),
+              (OVERLOAD + "test_time_before_the_handler_counts_against_the_deadline",)),
+    Safeguard("no-admission", "overload", "requests that cannot start in time are refused at "
+              "the door, before their body is read",
+              one("app/main.py", 'yield {"admission": admission}', "yield {}"),
+              (OVERLOAD + "test_a_refusal_is_sent_before_the_body_is_read",
+               OVERLOAD + "test_a_burst_far_past_capacity_is_answered_by_the_deadline")),
+    Safeguard("admission-blind-to-a-burst", "overload", "the door counts the requests it "
+              "admitted that have not reached their lane yet",
+              one("app/admission.py", "ahead = max(lane.queued, self.admitted - lane.workers)",
+                  "ahead = lane.queued"),
+              (OVERLOAD + "test_a_burst_far_past_capacity_is_answered_by_the_deadline",)),
+    Safeguard("refused-large-body-read", "overload", "a refused request announcing a large "
+              "body gets its connection closed rather than read",
+              one("app/serve.py", "return not value.isdigit() or int(value) > "
+                  "self.max_body_bytes", "return False"),
+              (OVERLOAD + "test_a_refused_request_announcing_a_large_body_closes_the_"
+               "connection",)),
+
     # The fault toolkit's own safeguards: a fault suite is worth what it catches, so each
     # check of the battery and each fixture's clean-up has a mutant of its own.
     Safeguard("fixture-error-left-armed", "fault toolkit", "inject_sql_error removes its "
@@ -897,7 +944,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                "same_key_after_a_503",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
-              one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))", "wait = wait"),
+              one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",
+                  "wait = wait"),
               (TK + "test_report_load.py::test_the_retrying_client_resends_a_write_with_the_"
                "same_key_after_a_503",
                TK + "test_report_load.py::test_backoff_is_full_jitter_under_a_growing_cap_and_"
