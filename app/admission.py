@@ -76,10 +76,12 @@ class Route:
 
 
 class Admission:
-    """Judges each request at the door; `on_refusal` counts what it refused (a metric)."""
+    """Judges each request at the door; `on_refusal(reason)` counts what it refused (a
+    metric): "overloaded" (it could not start in time) or "connections" (past the server's
+    connection limit, app/serve.py)."""
 
     def __init__(self, max_wait_s: float, retry_after_s: int,
-                 on_refusal: Callable[[], None] = lambda: None) -> None:
+                 on_refusal: Callable[[str], None] = lambda reason: None) -> None:
         self.max_wait_s = max_wait_s
         # How long a refused connection is not read again (app/serve.py): the Retry-After
         # its client was given, but at most half the admission bound, so a request read
@@ -108,8 +110,12 @@ class Admission:
         the request is answered."""
         if time.monotonic() - first_byte_at + route.expected_wait() <= self.max_wait_s:
             return True
-        self._on_refusal()
+        self._on_refusal("overloaded")
         return False
+
+    def refuse_connection(self) -> None:
+        """Counts a request refused because the server holds too many connections."""
+        self._on_refusal("connections")
 
 
 def _refusal_response(retry_after_s: int, max_wait_s: float, *, close: bool) -> bytes:

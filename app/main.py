@@ -91,7 +91,7 @@ def admission_gate(settings: Settings, db: Database, hasher: PasswordHasher,
                    metrics: Metrics) -> Admission:
     """The routes that queue for a lane, and on which lanes, for the door's judgement."""
     gate = Admission(settings.admission_wait_s, settings.retry_after_s,
-                     on_refusal=metrics.http_refusals.labels("overloaded").inc)
+                     on_refusal=lambda reason: metrics.http_refusals.labels(reason).inc())
     gate.route("POST", "/users/", [hasher.lane, db.writer])
     gate.route("GET", "/users/", [db.readers], prefix=True)
     gate.route("GET", "/", [db.readers])

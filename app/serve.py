@@ -161,11 +161,17 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.cycle = _ANSWERED
             return
         gate = self.app_state.get("admission")
+        in_order = self.cycle is None or self.cycle.response_complete
+        if gate is not None and in_order and self._past_connection_limit():
+            # uvicorn would refuse this too, but through an ASGI task of its own and as
+            # plain text; this costs no task, and closing sheds the connection itself.
+            gate.refuse_connection()
+            self._refuse(gate, close=True)
+            return
         route = None if gate is None else gate.route_of(self.parser.get_method(), self.url)
         if route is not None:
-            in_order = self.cycle is None or self.cycle.response_complete
             if in_order and not gate.admits(route, self._first_byte_at):
-                self._refuse(gate)
+                self._refuse(gate, close=self._body_to_skip_is_large())
                 return
             route.enter()  # left by app.main.StampArrival when the request is answered
         super().on_headers_complete()
@@ -174,12 +180,17 @@ class GuardedHttpTools(HttpToolsProtocol):
         state["gone"] = self.loop.create_future()
         state["admitted"] = route
 
-    def _refuse(self, gate: Any) -> None:
+    def _past_connection_limit(self) -> bool:
+        limit = self.limit_concurrency
+        return limit is not None and (len(self.connections) >= limit
+                                      or len(self.tasks) >= limit)
+
+    def _refuse(self, gate: Any, *, close: bool) -> None:
         """Answer the request from here, before its body is read and without an ASGI task.
         (Only when no earlier request of this connection is still being answered: responses
         go out in order.)"""
         self.cycle = _ANSWERED
-        if self._body_to_skip_is_large():
+        if close:
             self.transport.write(gate.refusal_bytes_closing)
             self.transport.close()
             return

@@ -36,14 +36,68 @@ from benchmarks.bench_app import HASH_ONLY_PATH
 # is judged by asking the server right after the run (`answered_after`). Percentiles are in
 # µs, after wrk's own correction for coordinated omission.
 _DONE = r"""
+threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("thread_no", #threads)
+end
 function done(summary, latency, requests)
   io.write(string.format(
     "BENCH_JSON {\"requests\":%d,\"duration_us\":%d,\"p50_us\":%.0f,\"p95_us\":%.0f," ..
     "\"p99_us\":%.0f,\"max_us\":%.0f,\"connect\":%d,\"read\":%d,\"write\":%d," ..
-    "\"status\":%d,\"timeout\":%d}\n",
+    "\"status\":%d,\"timeout\":%d%s}\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
     latency:percentile(99), latency.max, summary.errors.connect, summary.errors.read,
-    summary.errors.write, summary.errors.status, summary.errors.timeout))
+    summary.errors.write, summary.errors.status, summary.errors.timeout,
+    extra_figures and extra_figures(latency) or ""))
+end
+"""
+
+# Answers by status class, for the overload benchmark (benchmarks/overload.py), where a fast
+# 503 and a 2xx must not be one "request": a `response` hook per thread counts 2xx, 503, 504
+# and other statuses in that thread's Lua state; `done` (main state) adds them up through the
+# thread objects `setup` kept. Defining `response` makes wrk keep every response's headers and
+# body for the hook, a client cost the plain scripts do not pay, so it is opt-in.
+#
+# wrk has no per-class latency, and `done` sees only its latency histogram, corrected for
+# coordinated omission (synthetic samples added below each slow one): so the share of answers
+# later than LATE_AFTER_US is found by bisection over latency:percentile(p) (the smallest p
+# whose percentile is above it). It is an estimate (the synthetic samples are in it); it is
+# exactly 0 when latency.max is not above the limit, and max is always a real answer.
+_ANSWER_CLASSES = r"""
+answers_2xx, answers_503, answers_504, answers_other = 0, 0, 0, 0
+function response(status, headers, body)
+  if status >= 200 and status < 300 then answers_2xx = answers_2xx + 1
+  elseif status == 503 then answers_503 = answers_503 + 1
+  elseif status == 504 then answers_504 = answers_504 + 1
+  else answers_other = answers_other + 1 end
+end
+local late_after_us = LATE_AFTER_US
+local function above(latency, p)
+  local value = latency:percentile(p)
+  return value == 0 or value > late_after_us  -- 0: the rank is past the last sample (max)
+end
+function late_share(latency)
+  if latency.max <= late_after_us then return 0 end
+  local low, high = 0, 100  -- above(high) holds; above(low) may not
+  for _ = 1, 30 do  -- 100 / 2^30: finer than one answer in 10^9
+    local mid = (low + high) / 2
+    if above(latency, mid) then high = mid else low = mid end
+  end
+  return (100 - high) / 100
+end
+function extra_figures(latency)
+  local sums = {0, 0, 0, 0}
+  for _, thread in ipairs(threads) do
+    sums[1] = sums[1] + thread:get("answers_2xx")
+    sums[2] = sums[2] + thread:get("answers_503")
+    sums[3] = sums[3] + thread:get("answers_504")
+    sums[4] = sums[4] + thread:get("answers_other")
+  end
+  return string.format(
+    ",\"answers_2xx\":%d,\"answers_503\":%d,\"answers_504\":%d,\"answers_other\":%d," ..
+    "\"late_after_us\":%d,\"late_share\":%.9f",
+    sums[1], sums[2], sums[3], sums[4], late_after_us, late_share(latency))
 end
 """
 
@@ -51,11 +105,6 @@ end
 # thread (handed out by `setup`, which runs in the main Lua state) and a counter per thread.
 # POST_PATH is replaced per endpoint: a create and the hash-only reference send the same body.
 _POST_UNIQUE_NAMES = _DONE + r"""
-local next_thread = 0
-function setup(thread)
-  next_thread = next_thread + 1
-  thread:set("thread_no", next_thread)
-end
 local prefix
 local counter = 0
 function init(args)
@@ -104,11 +153,20 @@ ENDPOINT_PATHS = {"healthz": "/healthz", "get_user": "/users/", "create_user": "
                   "hash_only": HASH_ONLY_PATH}
 
 
-def write_scripts(folder: Path) -> dict[str, Path]:
+def write_scripts(folder: Path, answer_classes: bool = False,
+                  late_after_s: float | None = None) -> dict[str, Path]:
+    """Every endpoint's script in `folder`. `answer_classes` adds the answers-by-status hook
+    and the share of answers later than `late_after_s` (its figures join the BENCH_JSON line:
+    answers_2xx, answers_503, answers_504, answers_other, late_after_us, late_share)."""
     paths = {}
+    extra = ""
+    if answer_classes:
+        if late_after_s is None:
+            raise ValueError("answer_classes needs late_after_s")
+        extra = _ANSWER_CLASSES.replace("LATE_AFTER_US", str(round(late_after_s * 1e6)))
     for name, text in SCRIPTS.items():
         paths[name] = folder / f"{name}.lua"
-        paths[name].write_text(text)
+        paths[name].write_text(extra + text)
     return paths
 
 

@@ -145,16 +145,29 @@ def affinity(cpus: tuple[int, ...] | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
+# How each service is started when it is served "as deployed" (`serving(deployed=True)`): the
+# hardened service through its own launcher, app/serve.py, which adds the limits at the door
+# and admission control that bare `uvicorn APP --factory` leaves out. The others have no
+# launcher of their own: bare uvicorn is how they are deployed.
+DEPLOYED_LAUNCHERS = {
+    "hardened": [sys.executable, "-m", "app.serve", "--app", SERVICES["hardened"]],
+}
+
+
 @contextlib.contextmanager
 def serving(variant: Variant, database_url: str | None = None,
-            wrapper: list[str] | None = None) -> Iterator[ServerProcess]:
-    """A server on an SQLite file in a temporary folder, or on `database_url`."""
+            wrapper: list[str] | None = None, env: dict[str, str] | None = None,
+            deployed: bool = False) -> Iterator[ServerProcess]:
+    """A server on an SQLite file in a temporary folder, or on `database_url`. `env` replaces
+    QUICK_ENV (the cheap hash and quiet log every other benchmark uses); `deployed` starts the
+    service through its own launcher where it has one (DEPLOYED_LAUNCHERS)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        env = {**QUICK_ENV, **variant.env}
+        env = {**(QUICK_ENV if env is None else env), **variant.env}
         if database_url:
             env["DATABASE_URL"] = database_url
+        launcher = DEPLOYED_LAUNCHERS.get(variant.service) if deployed else None
         server = ServerProcess(Path(tmp), app=SERVICES[variant.service], env=env,
-                               wrapper=wrapper)
+                               wrapper=wrapper, launcher=launcher)
         server.start()
         try:
             yield server

@@ -866,6 +866,11 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/admission.py", "ahead = max(lane.queued, self.admitted - lane.workers)",
                   "ahead = lane.queued"),
               (OVERLOAD + "test_a_burst_far_past_capacity_is_answered_by_the_deadline",)),
+    Safeguard("connection-limit-refused-by-uvicorn", "overload", "past HTTP_LIMIT_CONCURRENCY "
+              "the protocol refuses at once (JSON, no task) and sheds the connection",
+              one("app/serve.py", "if gate is not None and in_order and self._past_"
+                  "connection_limit():", "if False:"),
+              (DOOR + "test_connections_past_the_concurrency_limit_get_503_at_once",)),
     Safeguard("refused-large-body-read", "overload", "a refused request announcing a large "
               "body gets its connection closed rather than read",
               one("app/serve.py", "return not value.isdigit() or int(value) > "

@@ -192,8 +192,12 @@ def test_connections_past_the_concurrency_limit_get_503_at_once(server: ServerPr
             sock.sendall(b"GET /healthz HTTP/1.1\r\n")
         with connect(server) as sock:
             sock.sendall(head("GET", "/healthz"))
-            status, _, _ = read_response(sock)
-        assert status == 503
+            status, headers, body = read_response(sock)
+            # Refused by the protocol itself (no task), as JSON, and the connection shed.
+            assert status == 503
+            assert json.loads(body)["error"]["code"] == "overloaded"
+            assert headers["retry-after"]
+            assert closed_by_server(sock)
     finally:
         for sock in held:
             sock.close()
