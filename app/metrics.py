@@ -76,6 +76,8 @@ class Metrics:
             "http_refusals", "Requests refused at the door (503 overloaded before any work), "
             "by reason", ["reason"], registry=r,
         )
+        for reason in ("overloaded", "connections"):  # present at 0 from the start
+            self.http_refusals.labels(reason)
         self.http_queue_seconds = Histogram(
             "http_request_queue_seconds",
             "Seconds from a request's first byte to the app (the event loop's backlog)",

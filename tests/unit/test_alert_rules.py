@@ -70,6 +70,14 @@ CASES: dict[str, Case] = {
         Series('db_calls_total{operation="create_user",outcome="overloaded"}', "0+10x30",
                "0+0.5x30"),
     ), at="15m"),
+    "UsersSheddingLoad": Case((
+        Series('db_calls_total{operation="get_user",outcome="ok"}', "0+1000x30", "0+1000x30"),
+        Series('http_refusals_total{reason="overloaded"}', "0+100x30", "0+2x30"),
+    ), at="15m"),
+    "UsersRequestsQueueing": Case((
+        Series("http_request_queue_seconds_sum", "0+30x20", "0+1x20"),
+        Series("http_request_queue_seconds_count", "0+60x20", "0+60x20"),
+    ), at="15m"),
     "UsersLaneSaturated": Case((
         Series('db_inflight{lane="reader"}', "4x10", "3x10"),
         Series('db_lane_workers{lane="reader"}', "4x10", "4x10"),
