@@ -436,6 +436,10 @@ def summarize(run: OpenLoop, rate: float, duration_s: float, seed: int, late_aft
         "max_open_connections": run.max_open, "connections_opened": run.opened,
         "driver_cpu_s": round(cpu_s, 3), "driver_wall_s": round(wall_s, 3),
         "started_at": t0, "send_end_at": max(end, run.last_dispatch),
+        # When the last request ended (answered, failed or given up): from here on the
+        # server works for nobody, which is what "busy after the clients stop" measures.
+        "clients_done_at": max([end, run.last_dispatch,
+                                *(t for t in run.done_at if not math.isnan(t))]),
     }
 
 

@@ -20,7 +20,10 @@ Per service (`--services`: hardened, tutorial, async) and endpoint (`--endpoints
    --timeout (15 s) so late answers are counted as answers; answers by status class from a
    Lua response hook (benchmarks/load.py).
 3. Open-loop levels (`--levels-open`, default 0.5,1,2,5,10,30 x the peak): seeded Poisson
-   arrivals from benchmarks/openloop.py, latency from each request's intended send time.
+   arrivals from the open-loop driver, latency from each request's intended send time. The
+   driver is benchmarks/openloop.c (built on first use; several times the Python one's
+   ceiling) when a C compiler is present, else benchmarks/openloop.py; each level records
+   which ran.
 4. After each level: the seconds until the server's process is idle (benchmarks/busy.py).
 
 The server runs pinned to one core and the load generator on another (benchmarks/servers.py's

@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks.busy import CpuWatch
 from benchmarks.load import WrkRun, answers, script_args
+from benchmarks.openloop_native import driver_command
 from benchmarks.servers import Served
 
 CLASSES = ("2xx", "503", "504", "other")
@@ -75,6 +76,9 @@ class Level:
     overload: bool = False  # offered more than capacity (set once the peak is known)
     peak_run: bool = False  # one of the closed-loop runs the peak is taken from
     failure: str = ""  # the instrument failed (wrk crashed, the driver printed nothing)
+    # Open loop: which driver ran, "c" (benchmarks/openloop.c) or "python"
+    # (benchmarks/openloop.py); also in `raw`. "" for wrk.
+    driver: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -159,12 +163,17 @@ def _fill_from_wrk(level: Level, figures: dict[str, Any], cfg: RunConfig) -> Non
 
 def open_level(cfg: RunConfig, entry: Served, service: str, endpoint: str, multiple: float,
                capacity: float, seed: int) -> Level:
-    """The open-loop driver (benchmarks/openloop.py), in a process of its own, at `multiple`
-    times `capacity` requests a second."""
+    """The open-loop driver, in a process of its own, at `multiple` times `capacity` requests a
+    second: the C one (benchmarks/openloop.c, built on first use) when a C compiler is present,
+    else the Python one (benchmarks/openloop.py); same flags, same summary. `driver` says which
+    ran (OPENLOOP_DRIVER=python forces the Python one)."""
     rate = multiple * capacity
+    # Before the clocks start: the first call may compile the C driver.
+    prefix, driver = driver_command()
     level = Level(service, endpoint, "open", multiple=multiple, rate=round(rate, 2),
-                  duration_s=cfg.duration_s)
-    command = [sys.executable, "-m", "benchmarks.openloop", "--url", entry.server.base_url,
+                  duration_s=cfg.duration_s, driver=driver)
+    level.raw["driver"] = driver
+    command = [*prefix, "--url", entry.server.base_url,
                "--rate", f"{rate:.4f}", "--duration", str(cfg.duration_s),
                "--endpoint", endpoint, "--seed", str(seed),
                "--timeout", str(cfg.client_timeout_s), "--late-after", str(cfg.late_after_s),
@@ -183,10 +192,13 @@ def open_level(cfg: RunConfig, entry: Served, service: str, endpoint: str, multi
         if done.returncode == 0 and done.stdout.strip():
             summary = json.loads(done.stdout.strip().splitlines()[-1])
         else:
-            level.failure = f"driver exited {done.returncode}: {done.stderr[-300:]}"
+            level.failure = f"{driver} driver exited {done.returncode}: {done.stderr[-300:]}"
     except subprocess.TimeoutExpired:
-        level.failure = "driver did not finish in time"
-    end_at = summary["send_end_at"] if summary else started + cfg.duration_s
+        level.failure = f"{driver} driver did not finish in time"
+    # The clients stop when the last of them has its answer or gives up; the server's work
+    # after that is for nobody. (Work for requests still queued after the last send is work
+    # for clients still waiting, not "after the clients stop".)
+    end_at = summary["clients_done_at"] if summary else started + cfg.duration_s
     _settle(level, entry, watch, end_at, cfg, cpu_before, started)
     if summary is not None:
         _fill_from_driver(level, summary)
