@@ -126,7 +126,8 @@ def tables_markdown(levels: list[Level], peaks: dict[tuple[str, str], Peak],
                "includes its answers after --timeout, and wrk cannot count client timeouts "
                "(n/a): what is unanswered when it stops is dropped uncounted. Busy after stop: "
                "seconds from the end of the load (wrk: its -d, when it closes its connections; "
-               "open loop: when the last request was answered or given up) until the server's process used < 5 % of a core over 100 ms; `stalled`: idle "
+               "open loop: when the last request was answered or given up) until the server's "
+               "process used < 5 % of a core over 100 ms; `stalled`: idle "
                "but not answering GET /readyz afterwards (restarted). † the load "
                "generator was the bottleneck: the instrument's figure, not the service's.\n")
     return "\n".join(out)
