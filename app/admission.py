@@ -89,6 +89,10 @@ class Admission:
         self.refusal_hold_s = min(float(retry_after_s), max_wait_s / 2)
         self._on_refusal = on_refusal
         self._routes: list[Route] = []
+        # Seconds from a request's first byte to the app (tasks waiting for the event loop),
+        # a moving average that StampArrival feeds: when the loop itself is the bottleneck
+        # the lanes are short, and only this shows the wait.
+        self.door_delay_s = 0.0
         self.refusal_bytes = _refusal_response(retry_after_s, max_wait_s, close=False)
         self.refusal_bytes_closing = _refusal_response(retry_after_s, max_wait_s, close=True)
 
@@ -104,11 +108,16 @@ class Admission:
                 return route
         return None
 
+    def observe_door_delay(self, seconds: float) -> None:
+        self.door_delay_s += _DOOR_WEIGHT * (seconds - self.door_delay_s)
+
     def admits(self, route: Route, first_byte_at: float) -> bool:
         """Whether a request of `route` whose first byte came at `first_byte_at` can start its
-        work within the bound. The caller enters the route when admitted and leaves it when
-        the request is answered."""
-        if time.monotonic() - first_byte_at + route.expected_wait() <= self.max_wait_s:
+        work within the bound: the time it has spent, the loop's recent delay before the app,
+        and the wait on its lanes. The caller enters the route when admitted and leaves it
+        when the request is answered."""
+        spent = time.monotonic() - first_byte_at
+        if spent + self.door_delay_s + route.expected_wait() <= self.max_wait_s:
             return True
         self._on_refusal("overloaded")
         return False
@@ -116,6 +125,11 @@ class Admission:
     def refuse_connection(self) -> None:
         """Counts a request refused because the server holds too many connections."""
         self._on_refusal("connections")
+
+
+# Weight of the newest request in the door delay's moving average: the last hundred or so
+# requests count (a few tens of ms at the rates where the loop is the bottleneck).
+_DOOR_WEIGHT = 0.01
 
 
 def _refusal_response(retry_after_s: int, max_wait_s: float, *, close: bool) -> bytes:

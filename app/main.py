@@ -83,7 +83,8 @@ def create_app(settings: Settings | None = None, *, retry: RetryPolicy | None = 
     app.include_router(router)
     app.add_middleware(LimitRequestBody, max_bytes=settings.http_max_body_bytes,
                        timeout_s=settings.http_body_timeout_s)
-    app.add_middleware(StampArrival, metrics=metrics)  # outermost: stamped first
+    # Outermost: stamped first.
+    app.add_middleware(StampArrival, metrics=metrics, admission=admission)
     return app
 
 
@@ -104,12 +105,13 @@ class StampArrival:
     queueing in the event loop or hashing a password is inside the budget, not added to it.
     Served by app/serve.py, the stamp is the request's first byte, set by the protocol; the
     time from there to here is the request's wait before the app (a histogram). Otherwise
-    (an in-process client, another server) it is now. It also tells the door's admission
-    count (app/admission.py) that a request it admitted has been answered."""
+    (an in-process client, another server) it is now. It tells the door (app/admission.py)
+    that wait, and when a request it admitted has been answered."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, admission: Admission) -> None:
         self.app = app
-        self.waited = metrics.http_queue_seconds.observe
+        self.metrics = metrics
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,7 +119,9 @@ class StampArrival:
             return
         state = scope.setdefault("state", {})
         now = time.monotonic()
-        self.waited(now - state.setdefault("arrived", now))
+        waited = now - state.setdefault("arrived", now)
+        self.metrics.http_queue_seconds.observe(waited)
+        self.admission.observe_door_delay(waited)
         route = state.get("admitted")  # the door's count of requests it let in (serve.py)
         try:
             await self.app(scope, receive, send)

@@ -245,7 +245,7 @@ def protocol_for(settings: Settings) -> type[GuardedHttpTools]:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
-        "loop": "uvloop",
+        "loop": settings.http_event_loop,
         "http": protocol_for(settings),
         "timeout_keep_alive": settings.http_keep_alive_s,
         "limit_concurrency": settings.http_limit_concurrency,

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     # uvicorn: idle keep-alive connections are closed after this; past `limit_concurrency`
     # connections or requests at once, new requests get 503 at once.
     http_keep_alive_s: Seconds = 5.0
+    # The event loop behind `python -m app.serve`. uvloop answers about 15 % more requests a
+    # second at a few dozen clients and, busy, leaves new connections in the kernel's accept
+    # queue (which spares a saturated loop the cost of accepting them, but can leave a
+    # connection's first request unread for seconds); asyncio accepts them eagerly, which
+    # under open-loop overload turns into a storm of connections refused and reopened
+    # (docs/architecture.md, "Overload", has both measured).
+    http_event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     http_limit_concurrency: PositiveInt = 1024
     # On SIGTERM: requests in flight get this long to finish before their connections are
     # cut. Each is bounded by its own deadline, so it must be longer than DB_DEADLINE_S;

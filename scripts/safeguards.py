@@ -90,8 +90,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline")),
     Safeguard("deadline-from-handler", "deadlines", "the deadline counts from the request's "
               "arrival (StampArrival), not from when the handler starts",
-              one("app/main.py", "    app.add_middleware(StampArrival, metrics=metrics)  "
-                  "# outermost: stamped first\n", ""),
+              one("app/main.py", "    app.add_middleware(StampArrival, metrics=metrics, "
+                  "admission=admission)\n", ""),
               (ACCOUNT + "test_time_before_the_handler_runs_is_inside_the_budget",)),
     Safeguard("db-deadline-setting-ignored", "deadlines", "DB_DEADLINE_S sets the deadline "
               "of user requests",
@@ -871,6 +871,11 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/serve.py", "if gate is not None and in_order and self._past_"
                   "connection_limit():", "if False:"),
               (DOOR + "test_connections_past_the_concurrency_limit_get_503_at_once",)),
+    Safeguard("admission-blind-to-the-loop", "overload", "the door counts the event loop's "
+              "recent delay before the app (the loop as the bottleneck)",
+              one("app/admission.py", "if spent + self.door_delay_s + route.expected_wait()",
+                  "if spent + route.expected_wait()"),
+              (U + "test_admission.py::test_a_loop_that_is_behind_makes_the_door_refuse",)),
     Safeguard("refused-large-body-read", "overload", "a refused request announcing a large "
               "body gets its connection closed rather than read",
               one("app/serve.py", "return not value.isdigit() or int(value) > "
