@@ -22,7 +22,7 @@ _NO_DEADLINE = Deadline(float("inf"))
 
 
 class PasswordHasher:
-    """Hashes and verifies passwords on its own worker threads, `password_hash_concurrency` of
+    """Hashes and verifies passwords on its own worker threads, `hash_concurrency` of
     them: each hash holds a CPU and `password_hash_memory_kib` of memory for its whole
     duration. The threads are started here and live as long as the hasher, so a burst of
     creates leaves no extra threads behind (AnyIO's pool would keep up to 40 idle ones)."""
@@ -34,7 +34,7 @@ class PasswordHasher:
             parallelism=settings.password_hash_parallelism,
         )
         # As many may wait as requests can be in flight at once (uvicorn's limit).
-        self._lane = WorkerLane("hash", settings.password_hash_concurrency,
+        self._lane = WorkerLane("hash", settings.hash_concurrency,
                                 settings.http_limit_concurrency, skip_late=True,
                                 thread_prefix="password-hash")
         self._calibrate()

@@ -325,7 +325,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
     Safeguard("hash-concurrency-unbounded", "back-pressure", "PASSWORD_HASH_CONCURRENCY "
               "bounds the hashes computed at once",
-              one("app/passwords.py", 'WorkerLane("hash", settings.password_hash_concurrency,',
+              one("app/passwords.py", 'WorkerLane("hash", settings.hash_concurrency,',
                   'WorkerLane("hash", 64,'),
               (WIRING + "test_hash_concurrency_bounds_the_hashes_computed_at_once",)),
     Safeguard("blocking-on-event-loop", "event loop", "a handler awaits its DB call without "

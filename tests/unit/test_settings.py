@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,11 @@ def test_defaults() -> None:
         settings.password_hash_memory_kib,
         settings.password_hash_parallelism,
     ) == (2, 19456, 1)
+    # One hash per CPU this process may use, at most 4; the event loop is the default's.
+    assert settings.password_hash_concurrency is None
+    assert settings.hash_concurrency == min(4, len(os.sched_getaffinity(0)))
+    assert Settings(password_hash_concurrency=7).hash_concurrency == 7
+    assert settings.http_event_loop == "uvloop"
 
 
 @pytest.mark.parametrize("mode", ["NORMAL", "FULL", "EXTRA"])
