@@ -952,6 +952,11 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "attempt == 1 else ledger.new_create())"),
               (TK + "test_report_load.py::test_the_retrying_client_resends_a_write_with_the_"
                "same_key_after_a_503",)),
+    Safeguard("report-exit-gate-ignores-scope", "fault toolkit", "--fail-on "
+              "non-network-breach leaves the seed's network scenarios out of the exit gate",
+              one("toolkit/src/sqlite_faults/report/__main__.py",
+                  'if fail_on == "breach" or not r.scenario.network]', "]"),
+              (TK + "test_report_verdicts.py::test_the_exit_gate_is_opt_in_and_scoped",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
               one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",

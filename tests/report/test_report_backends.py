@@ -56,7 +56,7 @@ def test_the_report_judges_the_matrix_on_a_throwaway_postgres_server(tmp_path: P
     out = tmp_path / "report"
     proc = run_report(out, "--backend", "postgres",
                       "--scenarios", "steady-state,lock-past-deadline,disk-full")
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-2000:]  # produced: 0, whatever it found
     assert "backend postgres" in proc.stderr
 
     data = json.loads((out / "report.json").read_text())

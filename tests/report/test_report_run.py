@@ -22,7 +22,7 @@ def run_report(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_report_judges_a_fault_and_writes_markdown_json_and_a_chart(tmp_path: Path) -> None:
     out = tmp_path / "report"
     proc = run_report(out, "--scenarios", "steady-state,lock-past-deadline")
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-2000:]  # produced: 0, whatever it found
     assert "seed 7" in proc.stderr
 
     data = json.loads((out / "report.json").read_text())

@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlite_faults.ledger import LedgerReport, WriteLedger
+from sqlite_faults.report.__main__ import gate_fails
 from sqlite_faults.report.load import CREATE
 from sqlite_faults.report.slo import LaneSamples, Objectives, lanes_verdict, ledger_verdicts
 from sqlite_faults.target import target_from_dict
@@ -61,3 +64,24 @@ def test_lanes_held_by_slow_clients_fail_and_free_lanes_pass() -> None:
     held = lanes_verdict("s", lanes([0.2] * 10, [4.0] * 10), OBJECTIVES)
     assert not held.passed and "4.00 busy of 4" in held.observed
     assert not lanes_verdict("s", lanes([0.2] * 10, []), OBJECTIVES).passed  # unobserved
+
+
+def _result(network: bool, *passed: bool) -> Any:
+    """A scenario's result as the exit gate reads it: its kind and its verdicts."""
+    return SimpleNamespace(scenario=SimpleNamespace(network=network),
+                           verdicts=[SimpleNamespace(passed=p) for p in passed])
+
+
+def test_the_exit_gate_is_opt_in_and_scoped() -> None:
+    clean = [_result(False, True, True), _result(True, True)]
+    network_breach = [_result(False, True), _result(True, True, False)]
+    db_breach = [_result(False, False), _result(True, True)]
+    # Default: a produced report exits 0 whatever it found.
+    assert not gate_fails(db_breach, "nothing")
+    # `breach`: any breach fails, a clean run does not.
+    assert gate_fails(network_breach, "breach")
+    assert gate_fails(db_breach, "breach")
+    assert not gate_fails(clean, "breach")
+    # `non-network-breach`: the seed's network scenarios do not count.
+    assert not gate_fails(network_breach, "non-network-breach")
+    assert gate_fails(db_breach, "non-network-breach")
