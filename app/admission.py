@@ -4,7 +4,7 @@ Past capacity a queue only turns "slow" into "late": every request admitted beyo
 workers can drain within the deadline waits, is answered 504 at its deadline, and has cost a
 parse, a task and a slot on the way (Fail at Scale's "a queue is only useful while it drains";
 the SRE book's handling-overload chapter). So each request is judged when its head has arrived,
-before a task is made for it or its body read (app/serve.py calls `refusal` from the HTTP
+before a task is made for it or its body read (app/serve.py calls `admits` from the HTTP
 protocol): a request is admitted when the time it has already spent since its first byte plus
 the expected wait on every lane it will queue on (the password-hash lane, then a DB lane) stays
 within `max_wait_s`; otherwise it gets a `503 overloaded` with `Retry-After`, built once, as

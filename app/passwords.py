@@ -20,7 +20,6 @@ T = TypeVar("T")
 _NO_DEADLINE = Deadline(float("inf"))
 
 
-
 class PasswordHasher:
     """Hashes and verifies passwords on its own worker threads, `hash_concurrency` of
     them: each hash holds a CPU and `password_hash_memory_kib` of memory for its whole

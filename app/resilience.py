@@ -392,11 +392,11 @@ class WorkerLane:
                         call.fail(exc)
             elapsed, cpu = time.monotonic() - began, time.thread_time() - began_cpu
             with self._lock:
-                ran = sum(1 for call in batch if call.state != _WITHDRAWN)
-                if ran:  # withdrawn calls took no time: they would drag the averages down
+                finished = [call for call in batch if call.state != _WITHDRAWN]
+                if finished:  # withdrawn calls took no time: they would drag the averages down
+                    ran = len(finished)
                     self.call_seconds += _EWMA_WEIGHT * (elapsed / ran - self.call_seconds)
                     self.call_cpu_seconds += _EWMA_WEIGHT * (cpu / ran - self.call_cpu_seconds)
-                finished = [call for call in batch if call.state != _WITHDRAWN]
                 for call in finished:
                     call.state = _DONE
                 self._running -= 1
@@ -484,10 +484,11 @@ async def await_until(call: LaneCall, interrupter: Executor | None = None) -> T:
     timer = (None if math.isinf(remaining)
              else call.loop.call_later(remaining, _expire, call, interrupter))
     gone = call.handle.deadline.gone
-    on_gone = None
+
+    def on_gone(_: object) -> None:
+        _client_gone(call)
+
     if gone is not None:
-        def on_gone(_: object) -> None:
-            _client_gone(call)
         gone.add_done_callback(on_gone)
     try:
         return await call.future  # type: ignore[no-any-return]
@@ -497,8 +498,8 @@ async def await_until(call: LaneCall, interrupter: Executor | None = None) -> T:
     finally:
         if timer is not None:
             timer.cancel()
-        if on_gone is not None:
-            gone.remove_done_callback(on_gone)  # type: ignore[union-attr]
+        if gone is not None:
+            gone.remove_done_callback(on_gone)
 
 
 def _client_gone(call: LaneCall) -> None:

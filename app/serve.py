@@ -169,16 +169,22 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._refuse(gate, close=True)
             return
         route = None if gate is None else gate.route_of(self.parser.get_method(), self.url)
-        if route is not None:
-            if in_order and not gate.admits(route, self._first_byte_at):
-                self._refuse(gate, close=self._body_to_skip_is_large())
-                return
-            route.enter()  # left by app.main.StampArrival when the request is answered
+        if route is not None and in_order and not gate.admits(route, self._first_byte_at):
+            self._refuse(gate, close=self._body_to_skip_is_large())
+            return
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is previous:  # an upgrade: no request cycle, nothing to stamp or count
+            return
         state = self.scope["state"]
         state["arrived"] = self._first_byte_at
         state["gone"] = self.loop.create_future()
-        state["admitted"] = route
+        if route is not None and in_order:
+            # Counted from now until app.main.StampArrival sees it answered. Only a request
+            # whose task starts now: a pipelined one may never start (its connection lost
+            # first), and a count nothing ever decrements would close the door for good.
+            route.enter()
+            state["admitted"] = route
 
     def _past_connection_limit(self) -> bool:
         limit = self.limit_concurrency
@@ -202,7 +208,11 @@ class GuardedHttpTools(HttpToolsProtocol):
         # generators do exactly that). Its deadline counts from the hold's start.
         self.flow.pause_reading()
         self._held_since = time.monotonic()
-        self.loop.call_later(gate.refusal_hold_s, self.flow.resume_reading)
+        self.loop.call_later(gate.refusal_hold_s, self._end_hold)
+
+    def _end_hold(self) -> None:
+        if not self.transport.is_closing():
+            self.flow.resume_reading()
 
     def _body_to_skip_is_large(self) -> bool:
         """Whether the refused request's body is one not worth reading to keep the

@@ -87,14 +87,17 @@ async def _request(server: ServerProcess, head: bytes, body: bytes = b""
         writer.close()
 
 
-async def _hash_lane_idle(server: ServerProcess, timeout_s: float) -> bool:
-    """Polls the server's own gauges until nothing hashes or waits to hash."""
+async def _hash_gauges_reach(server: ServerProcess, running: int, waiting: int,
+                             timeout_s: float) -> bool:
+    """Polls the server's own hash-lane gauges until they read `running` and `waiting` (a
+    process's state has no event to wait on from outside)."""
     give_up = time.monotonic() + timeout_s
     while time.monotonic() < give_up:
         snap = await scrape(server.base_url)
-        if snap.value("password_hash_running") == 0 and snap.value("password_hash_waiting") == 0:
+        if (snap.value("password_hash_running"), snap.value("password_hash_waiting")) == (
+                running, waiting):
             return True
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     return False
 
 
@@ -183,27 +186,16 @@ async def test_a_create_whose_client_disconnected_while_queued_is_never_started(
     server = slow_hash_server
     head, body = _post("occupies-the-lane")
     first = asyncio.ensure_future(_request(server, head, body))
-    give_up = time.monotonic() + 20
-    while True:  # wait until the first create is hashing (the server's own gauge)
-        snap = await scrape(server.base_url)
-        if snap.value("password_hash_running") == 1:
-            break
-        assert time.monotonic() < give_up, "the first create never started hashing"
-        await asyncio.sleep(0.02)
+    assert await _hash_gauges_reach(server, 1, 0, 20), "the first create never hashed"
     _, writer = await _open(server)
     head, body = _post("left-while-queued")
     writer.write(head + body)
     await writer.drain()
-    while True:  # queued behind the first
-        snap = await scrape(server.base_url)
-        if snap.value("password_hash_waiting") == 1:
-            break
-        assert time.monotonic() < give_up, "the second create never queued"
-        await asyncio.sleep(0.02)
+    assert await _hash_gauges_reach(server, 1, 1, 20), "the second create never queued"
     writer.close()  # the client goes away
     status, _, _ = await asyncio.wait_for(first, 30)
     assert status == 201
-    assert await _hash_lane_idle(server, 30)
+    assert await _hash_gauges_reach(server, 0, 0, 30)
     # Had its hash run, its write would have followed: the name would be taken.
     status, _, answer = await _request(server, *_post("left-while-queued"))
     assert status == 201, answer
@@ -308,6 +300,6 @@ async def test_a_burst_far_past_capacity_is_answered_by_the_deadline(tmp_path: P
                    if status == 503)
         slowest = max(elapsed for _, _, elapsed in answers)
         assert slowest < deadline_s + LATE_S, f"an answer took {slowest:.2f} s"
-        assert await _hash_lane_idle(server, 1 + LATE_S)
+        assert await _hash_gauges_reach(server, 0, 0, 1 + LATE_S)
     finally:
         server.kill()
