@@ -24,12 +24,16 @@ cure; its latency is the whole exchange, from the first intended send to the las
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import random
+import resource
 import time
 from dataclasses import dataclass
 
 import httpx
 
+from sqlite_faults.http11 import Http11Transport
 from sqlite_faults.ledger import Create, WriteLedger
 from sqlite_faults.outcome import Outcome, outcome_of
 from sqlite_faults.target import Target
@@ -46,9 +50,18 @@ DEFAULT_MIX = {ROOT: 0.2, CREATE: 0.3, READ: 0.5}
 
 OPEN = "open"
 CLOSED = "closed"
-# Open loop: requests in flight at once (one connection each); a request that finds none
-# free within its timeout is a client timeout, as a user who gave up waiting.
-MAX_IN_FLIGHT = 256
+# Open loop: requests in flight at once, one connection each. Enough that the schedule never
+# waits for one (every request of a `timeout_s` stall still in flight), within what the
+# process may open: a request that waits for a free connection waits for the instrument,
+# not the service (its `waited` says how long, and a window where that mattered is judged
+# inconclusive).
+MIN_IN_FLIGHT = 64
+# Descriptors kept back from the in-flight budget: the process's own files, the proxy's
+# control pipes, the ledger's checks.
+RESERVED_FILES = 128
+# The generator's own event loop is probed this often: how late a timer fires is how late
+# every answer is read.
+LOOP_PROBE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,13 @@ class Sample:
     # Seconds between the intended and the actual send: the generator's own lateness (a
     # starved machine), which latency from the intended time would charge to the service.
     lag: float = 0.0
+    # Seconds the request waited for a free connection of the generator's (all in flight).
+    waited: float = 0.0
+
+    @property
+    def instrument_s(self) -> float:
+        """The part of `latency` the instrument itself is known to have added."""
+        return self.lag + self.waited
 
     @property
     def ok(self) -> bool:
@@ -77,6 +97,13 @@ class LoadModel:
     clients: int = 16  # concurrent clients (closed loop)
     timeout_s: float = 3.0  # per attempt
     think_s: float = 0.04  # closed loop: up to this long between a client's requests
+
+    def in_flight_limit(self) -> int:
+        """Connections the generator may hold at once (one request each)."""
+        if self.kind == CLOSED:
+            return self.clients * 2
+        wanted = max(MIN_IN_FLIGHT, math.ceil(self.rate * self.timeout_s * 1.2))
+        return max(MIN_IN_FLIGHT, min(wanted, open_files_budget()))
 
     def describe(self) -> str:
         if self.kind == OPEN:
@@ -109,6 +136,20 @@ class LoadSpec:
         return LoadModel(self.kind, rate=rate, clients=self.clients, timeout_s=self.timeout_s)
 
 
+def open_files_budget() -> int:
+    """Connections this process may hold: its open-files limit, raised to the hard limit
+    (children started later, such as the fault proxy, inherit it), less a reserve. Each
+    connection costs the fault proxy two descriptors to this process's one, so half."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(0, (soft - RESERVED_FILES) // 2)
+
+
 def labels(target: Target) -> dict[str, str]:
     """Role -> the target's own request, e.g. {"write": "POST /users/", ...}."""
     return {ROOT: target.probe_request.label, CREATE: target.write.request.label,
@@ -130,24 +171,41 @@ class LoadGenerator:
         self.policy = policy or RetryPolicy()
         self.transport = transport  # None: real connections (an ASGI transport in tests)
         self.samples: list[Sample] = []
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        # (when, seconds late) of the generator's loop, every LOOP_PROBE_S while it runs
+        self.loop_lag: list[tuple[float, float]] = []
+        self._slots = asyncio.Semaphore(MIN_IN_FLIGHT)
 
     async def run(self, base_url: str, stop: asyncio.Event, started: float) -> None:
         """Load until `stop` is set (a restarted server comes back on the same port)."""
-        connections = self.model.clients * 2 if self.model.kind == CLOSED else MAX_IN_FLIGHT
+        connections = self.model.in_flight_limit()
         # Requests wait for a slot here, not in httpcore's pool: its queue costs time per
         # waiting request on every hand-over, and a backlog of hundreds (an open loop
         # against a stalled service) made the generator itself the bottleneck.
         self._slots = asyncio.Semaphore(connections)
         limits = httpx.Limits(max_connections=connections)
+        # The lean transport (http11.py): httpcore's pool costs time per pooled connection on
+        # every request, and made the generator the bottleneck once a fault raised the
+        # connections in use.
+        transport = self.transport or Http11Transport()
+        probe = asyncio.create_task(self._probe_loop(stop, started))
         async with httpx.AsyncClient(base_url=base_url, timeout=self.model.timeout_s,
-                                     limits=limits, transport=self.transport) as client:
+                                     limits=limits, transport=transport) as client:
             if self.model.kind == OPEN:
                 await self._open_loop(client, stop, started)
             else:
                 await asyncio.gather(*(
                     self._closed_client(client, stop, started, random.Random(self.rng.random()))
                     for _ in range(self.model.clients)))
+        await probe
+
+    async def _probe_loop(self, stop: asyncio.Event, started: float) -> None:
+        """How late the generator's own timers fire: a loop busy with its own work reads every
+        answer that late, and charges it to the service unless the report knows."""
+        while not stop.is_set():
+            asked = time.monotonic()
+            await asyncio.sleep(LOOP_PROBE_S)  # the probe's period
+            now = time.monotonic()
+            self.loop_lag.append((now - started, max(0.0, now - asked - LOOP_PROBE_S)))
 
     async def _open_loop(self, client: httpx.AsyncClient, stop: asyncio.Event,
                          started: float) -> None:
@@ -184,24 +242,30 @@ class LoadGenerator:
         method, url = self._request_line(endpoint, rng)
         keyed = bool(self.target.write.idempotency_header)
         lag = time.monotonic() - intended
+        waited = 0.0
         attempt = 0
         while True:
             attempt += 1
             # The client timeout bounds the whole attempt: httpx's own applies to each of
             # connect, pool wait, write and read in turn, which lets one attempt run to a
             # multiple of it.
+            waiting_since, slot_at = time.monotonic(), None
             try:
-                async with asyncio.timeout(self.model.timeout_s), self._slots:
-                    if create is not None:
-                        response = await ledger.send(client, create)
-                        outcome = _write_outcome(create)
-                    else:
-                        response, outcome = await _send(client, method, url)
+                async with asyncio.timeout(self.model.timeout_s):
+                    async with self._slots:
+                        slot_at = time.monotonic()
+                        if create is not None:
+                            response = await ledger.send(client, create)
+                            outcome = _write_outcome(create)
+                        else:
+                            response, outcome = await _send(client, method, url)
             except TimeoutError:
                 response, outcome = None, Outcome(0, "ClientTimeout")
                 if create is not None:  # it may have committed
                     create.outcome, create.status, create.detail = ("indeterminate", None,
                                                                     "ClientTimeout")
+            finally:
+                waited += (slot_at or time.monotonic()) - waiting_since
             retry_after = response.headers.get("Retry-After") if response is not None else None
             if profile != RETRYING or not self.policy.should_retry(
                     outcome, attempt, create is not None, keyed, time.monotonic() - intended):
@@ -209,7 +273,7 @@ class LoadGenerator:
             await asyncio.sleep(self.policy.backoff_s(attempt, retry_after, rng))
         self.samples.append(Sample(endpoint, "steady", intended - started,
                                    time.monotonic() - intended, outcome.status, outcome.code,
-                                   profile, attempt, lag))
+                                   profile, attempt, lag, waited))
 
     def _request_line(self, endpoint: str, rng: random.Random) -> tuple[str, str]:
         if endpoint == READ:
