@@ -12,7 +12,13 @@ import pytest
 from sqlite_faults.ledger import LedgerReport, WriteLedger
 from sqlite_faults.report.__main__ import gate_fails
 from sqlite_faults.report.load import CREATE
-from sqlite_faults.report.slo import LaneSamples, Objectives, lanes_verdict, ledger_verdicts
+from sqlite_faults.report.slo import (
+    LaneSamples,
+    Objectives,
+    Verdict,
+    lanes_verdict,
+    ledger_verdicts,
+)
 from sqlite_faults.target import target_from_dict
 
 OBJECTIVES = Objectives(p95_latency_ms=300, error_rate=0.01, deadline_grace_ms=100,
@@ -66,10 +72,11 @@ def test_lanes_held_by_slow_clients_fail_and_free_lanes_pass() -> None:
     assert not lanes_verdict("s", lanes([0.2] * 10, []), OBJECTIVES).passed  # unobserved
 
 
-def _result(network: bool, *passed: bool) -> Any:
+def _result(network: bool, *passed: bool, inconclusive: str = "") -> Any:
     """A scenario's result as the exit gate reads it: its kind and its verdicts."""
-    return SimpleNamespace(scenario=SimpleNamespace(network=network),
-                           verdicts=[SimpleNamespace(passed=p) for p in passed])
+    return SimpleNamespace(scenario=SimpleNamespace(network=network), verdicts=[
+        Verdict("s", "read", "p95", "", "", "", p, inconclusive=inconclusive if not p else "")
+        for p in passed])
 
 
 def test_the_exit_gate_is_opt_in_and_scoped() -> None:
@@ -85,3 +92,6 @@ def test_the_exit_gate_is_opt_in_and_scoped() -> None:
     # `non-network-breach`: the seed's network scenarios do not count.
     assert not gate_fails(network_breach, "non-network-breach")
     assert gate_fails(db_breach, "non-network-breach")
+    # A check the instrument could have decided is not the service's breach.
+    assert not gate_fails([_result(False, True, False, inconclusive="generator late")],
+                          "breach")

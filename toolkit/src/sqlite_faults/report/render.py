@@ -11,7 +11,7 @@ from typing import Any
 from .load import CREATE, ENDPOINTS
 from .retry import PLAIN, RETRYING
 from .runner import ScenarioResult
-from .slo import LANES, Objectives, Verdict
+from .slo import BREACHED, INCONCLUSIVE, LANES, MET, Objectives, Verdict
 
 
 def _labels(by_target: dict[str, list[ScenarioResult]]) -> dict[str, str]:
@@ -34,12 +34,20 @@ def _endpoint_label(endpoint: str, labels: dict[str, str]) -> str:
                                                     for part in label.split(" / ")))
 
 
-def _passed(results: list[ScenarioResult], endpoint: str) -> tuple[int, int]:
-    """(scenarios passed, scenarios judged) for one endpoint: passed = every SLO met."""
+def _scenario_status(verdicts: Iterable[Verdict]) -> str:
+    """One status for several verdicts: breached if any is, else inconclusive if any is."""
+    statuses = {v.status for v in verdicts}
+    return next((s for s in (BREACHED, INCONCLUSIVE) if s in statuses), MET)
+
+
+def _tally(results: list[ScenarioResult], endpoint: str) -> dict[str, int]:
+    """Scenarios judged for one endpoint (plain client), by status: met = every SLO met."""
     judged = [r for r in results if not r.skipped]
-    passed = sum(all(v.passed for v in r.verdicts
-                     if v.endpoint == endpoint and v.profile == PLAIN) for r in judged)
-    return passed, len(judged)
+    tally = dict.fromkeys((MET, BREACHED, INCONCLUSIVE), 0)
+    for r in judged:
+        tally[_scenario_status(v for v in r.verdicts
+                               if v.endpoint == endpoint and v.profile == PLAIN)] += 1
+    return tally
 
 
 def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
@@ -65,11 +73,13 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
     lines += ["## Overall resilience posture", ""]
     for target, results in by_target.items():
         verdicts = [v for r in results for v in r.verdicts]
-        failed = [v for v in verdicts if not v.passed]
-        scenarios_failed = sorted({v.scenario for v in failed})
+        met = sum(v.passed for v in verdicts)
+        unsure = [v for v in verdicts if v.status == INCONCLUSIVE]
+        scenarios_failed = sorted({v.scenario for v in verdicts if v.breached})
         lines.append(
-            f"- **{target}**: {len(verdicts) - len(failed)} of {len(verdicts)} SLO checks "
-            f"met; scenarios with a breach: {', '.join(scenarios_failed) or 'none'}.")
+            f"- **{target}**: {met} of {len(verdicts)} SLO checks met, {len(unsure)} "
+            f"inconclusive (the instrument's own delays could explain them); scenarios with "
+            f"a breach: {', '.join(scenarios_failed) or 'none'}.")
         # Up front, not only in the scenario sections at the end: a skipped scenario is a
         # fault this run did not judge, which the totals alone would hide.
         lines += [f"  - skipped **{r.scenario.name}**: {r.skipped}"
@@ -77,13 +87,16 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
     lines.append("")
 
     lines += ["## Dashboard summary", ""]
-    lines += ["|Service|Scope|Total Scenarios|Passed|Failed|", "|---|---|---|---|---|"]
+    lines += ["|Service|Scope|Total Scenarios|Passed|Failed|Inconclusive|",
+              "|---|---|---|---|---|---|"]
     for target, results in by_target.items():
-        totals = [_passed(results, e) for e in ENDPOINTS]
-        passed, total = sum(p for p, _ in totals), sum(t for _, t in totals)
-        lines.append(f"|{target}|All endpoints|{total}|{passed}|{total - passed}|")
-        for endpoint, (p, t) in zip(ENDPOINTS, totals, strict=True):
-            lines.append(f"|{target}|• {_endpoint_label(endpoint, labels)}|{t}|{p}|{t - p}|")
+        tallies = [_tally(results, e) for e in ENDPOINTS]
+        scopes = [("All endpoints", {k: sum(t[k] for t in tallies) for k in tallies[0]})]
+        scopes += [(f"• {_endpoint_label(e, labels)}", t)
+                   for e, t in zip(ENDPOINTS, tallies, strict=True)]
+        for scope, t in scopes:
+            lines.append(f"|{target}|{scope}|{sum(t.values())}|{t[MET]}|{t[BREACHED]}|"
+                         f"{t[INCONCLUSIVE]}|")
     lines.append("")
 
     lines += _seed_rows(by_target)
@@ -95,9 +108,10 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
               "|Service|Scenario|Endpoint|Client|SLO Violated|Objective|Observed|Margin|"
               "Failure Pattern|", "|---|---|---|---|---|---|---|---|---|"]
     for target, results in by_target.items():
-        for verdict in (v for r in results for v in r.verdicts if not v.passed):
+        for verdict in (v for r in results for v in r.verdicts if v.breached):
             lines.append(_failure_row(target, verdict, labels))
     lines.append("")
+    lines += _inconclusive(by_target, labels)
 
     lines += ["## Scenarios", ""]
     for target, results in by_target.items():
@@ -121,9 +135,8 @@ def _side_by_side(by_target: dict[str, list[ScenarioResult]],
                     cells += ["skipped", "", ""]
                     continue
                 stats = result.stats(endpoint, "fault")
-                ok = all(v.passed for v in result.verdicts if v.endpoint == endpoint)
-                cells += [f"{stats.p95_ms:.0f}", f"{stats.error_rate:.1%}",
-                          "pass" if ok else "**fail**"]
+                status = _scenario_status(v for v in result.verdicts if v.endpoint == endpoint)
+                cells += [f"{stats.p95_ms:.0f}", f"{stats.error_rate:.1%}", _SHOWN[status]]
     network = {r.scenario.name for results in by_target.values() for r in results
                if r.scenario.network}
     for (scenario, endpoint), cells in rows.items():
@@ -161,8 +174,39 @@ def _profile_verdict(result: ScenarioResult, profile: str) -> str:
     if profile not in result.profiles:
         return "n/a"
     verdicts = [v for v in result.verdicts if v.profile == profile]
-    failed = sum(not v.passed for v in verdicts)
-    return "pass" if not failed else f"**fail** ({failed} of {len(verdicts)})"
+    failed = sum(v.breached for v in verdicts)
+    if failed:
+        return f"**fail** ({failed} of {len(verdicts)})"
+    return _SHOWN[_scenario_status(verdicts)]
+
+
+_SHOWN = {MET: "pass", BREACHED: "**fail**", INCONCLUSIVE: "inconclusive"}
+
+
+def _inconclusive(by_target: dict[str, list[ScenarioResult]],
+                  labels: dict[str, str]) -> list[str]:
+    """The checks breached as measured that the instrument's own delays could explain, with
+    the figures that say so: neither a pass nor the service's failure."""
+    rows = [(target, r, v) for target, results in by_target.items() for r in results
+            for v in r.verdicts if v.status == INCONCLUSIVE]
+    if not rows:
+        return []
+    lines = ["## Inconclusive checks", "",
+             "Breached as measured, met once the load generator's own delays (late sends, "
+             "waits for a free connection, answers read late by a busy loop) are taken out: "
+             "the instrument could have decided these, so they are not charged to the "
+             "service.", "",
+             "|Service|Scenario|Endpoint|Client|SLO|Observed|Instrument delay p95 ms (phase)|"
+             "Generator loop lag p95 ms|", "|---|---|---|---|---|---|---|---|"]
+    for target, result, v in rows:
+        phase = next((p for p in ("steady", "fault", "recovery") if p in v.slo), "fault")
+        if v.slo.startswith("recovery"):
+            phase = "recovery"
+        figures = result.instrument()[phase]
+        lines.append(f"|{target}|{v.scenario}|{_endpoint_label(v.endpoint, labels)}|"
+                     f"{v.profile}|{v.slo}|{v.observed}|{figures['delay_p95_ms']:.0f} "
+                     f"({phase})|{figures['loop_lag_p95_ms']:.0f}|")
+    return [*lines, ""]
 
 
 def _client_profiles(by_target: dict[str, list[ScenarioResult]],
@@ -250,6 +294,13 @@ def _scenario_section(target: str, result: ScenarioResult,
         lines.append(f"DB lanes ({lanes.capacity:g} workers), calls in flight: steady mean "
                      f"{lanes.mean('steady'):.2f} (peak {lanes.peak('steady'):g}), fault "
                      f"window mean {lanes.mean('fault'):.2f} (peak {lanes.peak('fault'):g}).")
+    fault = result.instrument()["fault"]
+    lines.append("")
+    lines.append(f"The instrument in the fault window: its own delay p95 "
+                 f"{fault['delay_p95_ms']:.0f} ms (max {fault['delay_max_ms']:.0f}), "
+                 f"{fault['waited_for_connection']} requests waited for a free connection, "
+                 f"generator loop lag p95 {fault['loop_lag_p95_ms']:.0f} ms (max "
+                 f"{fault['loop_lag_max_ms']:.0f}).")
     lines += [f"Note: {note}" for note in result.notes]
     return [*lines, ""]
 
@@ -320,8 +371,3 @@ def write_chart(path: Path, by_target: dict[str, list[ScenarioResult]],
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def failed_verdicts(by_target: dict[str, list[ScenarioResult]]) -> Iterable[Verdict]:
-    return (v for results in by_target.values() for r in results for v in r.verdicts
-            if not v.passed)

@@ -26,7 +26,9 @@ from sqlite_faults.slowsync import SlowSync, compiler
 from sqlite_faults.syscalls import strace_path
 from sqlite_faults.target import Target
 
+from . import instrument
 from .backends import Backend
+from .instrument import LoopLag
 from .load import ENDPOINTS, LoadGenerator, LoadModel, LoadSpec, Sample, measure_capacity
 from .load import labels as request_labels
 from .retry import PLAIN, PROFILES
@@ -55,6 +57,18 @@ class ScenarioResult:
     labels: dict[str, str] = field(default_factory=dict)  # role -> "METHOD /path"
     lanes: LaneSamples | None = None
     seconds: float = 0.0  # wall time of the scenario, checks included
+    # The generator's loop probes (seconds since the start, seconds late): instrument.py.
+    loop_lag: list[tuple[float, float]] = field(default_factory=list)
+
+    def instrument(self) -> dict[str, dict[str, Any]]:
+        """The instrument's own delays per phase."""
+        loop = LoopLag(self.loop_lag)
+        end = max((s.at + s.latency for s in self.samples), default=self.fault_end)
+        bounds = {"steady": (0.0, self.fault_start), "fault": (self.fault_start, self.fault_end),
+                  "recovery": (self.fault_end, end)}
+        return {phase: instrument.figures([s for s in self.samples if s.phase == phase],
+                                          loop, start, stop)
+                for phase, (start, stop) in bounds.items()}
 
     @property
     def ledger(self) -> LedgerReport | None:
@@ -98,6 +112,7 @@ class ScenarioResult:
             "ledger": self.ledger.as_dict() if self.ledger else None,
             "ledgers": {profile: led.as_dict() for profile, led in self.ledgers.items()},
             "lanes": self.lanes.as_dict() if self.lanes else None,
+            "instrument": self.instrument(),
             "verdicts": [v.as_dict() for v in self.verdicts],
         }
 
@@ -191,17 +206,10 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
             await _ensure_answering(server, result)
             await _run_scenario(target, scenario, server, network, control, db, ledgers, rng,
                                 phases, model, result, progress, slowsync, backend)
-            for profile in scenario.profiles:
-                for endpoint in ENDPOINTS:
-                    result.verdicts += judge(
-                        scenario.name, endpoint, scenario.expect[endpoint],
-                        [s for s in result.samples
-                         if s.endpoint == endpoint and s.profile == profile],
-                        result.fault_end, objectives, target.deadline_s,
-                        result.ledgers.get(profile), profile)
+            result.verdicts += _judge(result, objectives, target.deadline_s, model)
             if result.lanes is not None:
                 result.verdicts.append(lanes_verdict(scenario.name, result.lanes, objectives))
-            failed = sum(not v.passed for v in result.verdicts)
+            failed = sum(v.breached for v in result.verdicts)
             result.seconds = round(time.monotonic() - scenario_started, 1)
             progress.finish(target.name, scenario.name, failed, len(result.verdicts),
                             result.seconds)
@@ -209,6 +217,28 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
         network.close()
         server.kill()
     return TargetRun(results, model, capacity)
+
+
+def _judge(result: ScenarioResult, objectives: Objectives, deadline_s: float | None,
+           model: LoadModel) -> list[Verdict]:
+    """Every verdict of one scenario: judged on the samples as measured, then each breach
+    the service's own time meets marked inconclusive (instrument.py)."""
+    scenario = result.scenario
+    loop = LoopLag(result.loop_lag)
+    serviced = instrument.service_view(result.samples, loop, model.timeout_s)
+    verdicts: list[Verdict] = []
+    for profile in scenario.profiles:
+        for endpoint in ENDPOINTS:
+            measured, theirs = (
+                judge(scenario.name, endpoint, scenario.expect[endpoint],
+                      [s for s in samples if s.endpoint == endpoint and s.profile == profile],
+                      result.fault_end, objectives, deadline_s, result.ledgers.get(profile),
+                      profile)
+                for samples in (result.samples, serviced))
+            verdicts += instrument.settle(
+                measured, theirs, "met once the load generator's own delays are taken out "
+                "(see the instrument figures)")
+    return verdicts
 
 
 async def _run_scenario(target: Target, scenario: Scenario, server: ServerProcess,
@@ -256,6 +286,7 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
         dataclasses.replace(s, phase=phase_of(s, result.fault_start, result.fault_end))
         for s in load.samples
     ]
+    result.loop_lag = load.loop_lag
     progress.show(target.name, scenario.name, "checking acknowledged writes")
     await _ensure_answering(server, result)
     for profile in scenario.profiles:

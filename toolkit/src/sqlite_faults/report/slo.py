@@ -18,6 +18,12 @@ from .retry import PLAIN
 DEFAULT_OBJECTIVES = Path(__file__).with_name("objectives.toml")
 RECOVERY_BUCKET_S = 0.5
 
+# A verdict's three states: the service met the objective, breached it, or breached it only
+# as measured, with the instrument's own delays enough to explain it (instrument.py).
+MET = "met"
+BREACHED = "breached"
+INCONCLUSIVE = "inconclusive"
+
 
 @dataclass(frozen=True)
 class Objectives:
@@ -54,9 +60,21 @@ class Verdict:
     passed: bool
     pattern: str = ""
     profile: str = PLAIN  # the client profile whose requests were judged
+    # Why the breach may be the instrument's, not the service's ("" when it is not).
+    inconclusive: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.passed:
+            return MET
+        return INCONCLUSIVE if self.inconclusive else BREACHED
+
+    @property
+    def breached(self) -> bool:
+        return self.status == BREACHED
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,92 @@
+"""Which breaches the report charges to the service, and which it calls inconclusive because
+the load generator's own delays could explain them (report/instrument.py), on hand-made
+samples: each rule with a control that must stay a breach."""
+
+from __future__ import annotations
+
+from sqlite_faults.report.instrument import LoopLag, figures, service_view, settle
+from sqlite_faults.report.load import READ, Sample
+from sqlite_faults.report.slo import BREACHED, INCONCLUSIVE, MET, Objectives, judge
+
+OBJECTIVES = Objectives(p95_latency_ms=300, error_rate=0.01, deadline_grace_ms=100,
+                        recovery_s=3.0, acknowledged_writes_lost=0)
+TIMEOUT_S = 3.0
+
+
+def sample(at: float, latency: float, *, lag: float = 0.0, waited: float = 0.0,
+           status: int = 200, code: str = "", phase: str = "fault") -> Sample:
+    return Sample(READ, phase, at, latency, status, code, lag=lag, waited=waited)
+
+
+def verdicts(samples: list[Sample], probes: list[tuple[float, float]]) -> dict[str, str]:
+    """slo -> status, judged as the runner does: measured, then the service's view."""
+    loop = LoopLag(probes)
+    steady = [sample(i * 0.01, 0.01, phase="steady") for i in range(100)]
+    recovery = [sample(4 + i * 0.01, 0.01, phase="recovery") for i in range(100)]
+    every = steady + samples + recovery
+
+    def judged(of: list[Sample]) -> list:  # type: ignore[type-arg]
+        return judge("s", READ, "available", of, 4.0, OBJECTIVES, 1.0, None)
+
+    settled = settle(judged(every), judged(service_view(every, loop, TIMEOUT_S)), "why")
+    return {v.slo: v.status for v in settled}
+
+
+def test_latency_the_generator_added_by_sending_late_is_inconclusive() -> None:
+    late = [sample(2 + i * 0.01, 0.45, lag=0.4) for i in range(100)]
+    assert verdicts(late, [])["p95 latency (fault)"] == INCONCLUSIVE
+
+
+def test_latency_spent_waiting_for_a_free_connection_is_inconclusive() -> None:
+    queued = [sample(2 + i * 0.01, 0.5, waited=0.45) for i in range(100)]
+    assert verdicts(queued, [])["p95 latency (fault)"] == INCONCLUSIVE
+
+
+def test_answers_read_late_by_a_busy_generator_loop_are_inconclusive() -> None:
+    slow = [sample(2 + i * 0.01, 0.4) for i in range(100)]
+    busy_loop = [(2 + i * 0.02, 0.35) for i in range(150)]
+    assert verdicts(slow, busy_loop)["p95 latency (fault)"] == INCONCLUSIVE
+
+
+def test_a_slow_service_behind_a_prompt_generator_is_breached() -> None:
+    slow = [sample(2 + i * 0.01, 0.5, lag=0.001) for i in range(100)]
+    prompt_loop = [(2 + i * 0.02, 0.001) for i in range(150)]
+    assert verdicts(slow, prompt_loop)["p95 latency (fault)"] == BREACHED
+
+
+def test_a_breach_larger_than_the_instrument_delay_stays_the_services() -> None:
+    # the generator was late by 100 ms, but the service still took 900 ms on top of that
+    slow = [sample(2 + i * 0.01, 1.0, lag=0.1) for i in range(100)]
+    assert verdicts(slow, [])["p95 latency (fault)"] == BREACHED
+
+
+def test_timeouts_the_generator_ate_into_are_left_out_of_the_services_errors() -> None:
+    fine = [sample(2 + i * 0.01, 0.01) for i in range(100)]
+    starved = [sample(2.5, TIMEOUT_S, waited=2.5, status=0, code="ClientTimeout")
+               for _ in range(5)]
+    assert verdicts(fine + starved, [])["error rate (fault)"] == INCONCLUSIVE
+
+
+def test_timeouts_of_a_silent_service_stay_errors() -> None:
+    fine = [sample(2 + i * 0.01, 0.01) for i in range(100)]
+    silent = [sample(2.5, TIMEOUT_S, waited=0.01, status=0, code="ClientTimeout")
+              for _ in range(5)]
+    assert verdicts(fine + silent, [])["error rate (fault)"] == BREACHED
+
+
+def test_a_met_check_stays_met_and_a_service_error_is_never_excused() -> None:
+    fine = [sample(2 + i * 0.01, 0.01) for i in range(100)]
+    errors = [sample(2.5, 0.01, lag=0.5, status=500, code="internal_error") for _ in range(5)]
+    statuses = verdicts(fine + errors, [])
+    assert statuses["p95 latency (fault)"] == MET
+    assert statuses["error rate (fault)"] == BREACHED  # a 500 is the service's whoever waited
+
+
+def test_figures_report_the_instruments_delays_in_a_window() -> None:
+    samples = [sample(1 + i * 0.01, 0.2, lag=0.01, waited=0.002 * (i % 2)) for i in range(100)]
+    loop = LoopLag([(1 + i * 0.02, 0.005 if i < 40 else 0.05) for i in range(50)])
+    shown = figures(samples, loop, 1.0, 2.0)
+    assert shown["requests"] == 100
+    assert shown["waited_for_connection"] == 50
+    assert shown["loop_lag_max_ms"] == 50.0
+    assert 10 <= shown["delay_p95_ms"] <= 63

@@ -1,0 +1,92 @@
+"""What the instrument (the load generator and the fault proxy) added to what it measured,
+and which verdicts it could therefore have decided.
+
+Every sample's latency runs from the schedule's intended send to the answer being read, so it
+holds three delays of the generator's own beside the service's time:
+
+- `lag`: the send itself was late (the generator's loop was busy when it fell due);
+- `waited`: the request waited for a free connection (all of the generator's in flight);
+- the answer was read late: the generator's loop was busy when it arrived. The generator
+  probes its loop every few milliseconds (`LoadGenerator.loop_lag`); the probe nearest the
+  answer says how late reading it may have been.
+
+A breach is the service's only if it survives taking those delays out. Each verdict is judged
+twice: on the samples as measured, and on the service's view (each latency less the
+instrument's delays; a client timeout in which the instrument took a material share of the
+client's patience left out, since what the service would have answered is unknown). A check
+breached as measured but met in the service's view is *inconclusive*: the instrument could
+have decided it, and the report says so instead of charging it to the service.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from sqlite_faults.summary import percentile
+
+from .load import LOOP_PROBE_S, Sample
+from .slo import Verdict
+
+# A client timeout is left out of the service's view when the instrument's own delays took
+# more than this share of the client's timeout.
+TAINTED_TIMEOUT_SHARE = 0.1
+
+
+class LoopLag:
+    """The generator's loop probes: (seconds since the run started, seconds late)."""
+
+    def __init__(self, probes: Sequence[tuple[float, float]]) -> None:
+        self.at = [t for t, _ in probes]
+        self.late = [late for _, late in probes]
+
+    def around(self, t: float) -> float:
+        """How late the loop ran around `t`: the largest probe within one period of it."""
+        lo = bisect.bisect_left(self.at, t - LOOP_PROBE_S)
+        hi = bisect.bisect_right(self.at, t + 2 * LOOP_PROBE_S)
+        return max(self.late[lo:hi], default=0.0)
+
+    def between(self, start: float, end: float) -> list[float]:
+        return self.late[bisect.bisect_left(self.at, start):bisect.bisect_left(self.at, end)]
+
+
+def instrument_delay(sample: Sample, loop: LoopLag) -> float:
+    """Seconds of `sample.latency` the instrument is known to have added."""
+    return sample.instrument_s + loop.around(sample.at + sample.latency)
+
+
+def service_view(samples: Sequence[Sample], loop: LoopLag, timeout_s: float) -> list[Sample]:
+    """The samples as the service's own time would have them (see the module's docstring)."""
+    view = []
+    for sample in samples:
+        delay = min(instrument_delay(sample, loop), sample.latency)
+        if sample.code == "ClientTimeout" and delay > TAINTED_TIMEOUT_SHARE * timeout_s:
+            continue
+        view.append(dataclasses.replace(sample, latency=sample.latency - delay))
+    return view
+
+
+def settle(measured: list[Verdict], serviced: list[Verdict], why: str) -> list[Verdict]:
+    """The measured verdicts, each breach the service's view meets marked inconclusive."""
+    met = {(v.scenario, v.endpoint, v.profile, v.slo) for v in serviced if v.passed}
+    return [dataclasses.replace(v, inconclusive=why)
+            if not v.passed and (v.scenario, v.endpoint, v.profile, v.slo) in met else v
+            for v in measured]
+
+
+def figures(samples: Sequence[Sample], loop: LoopLag, start: float, end: float
+            ) -> dict[str, Any]:
+    """The instrument's own delays in one window, for the report."""
+    delays = [instrument_delay(s, loop) * 1000 for s in samples]
+    waited = [s.waited * 1000 for s in samples]
+    late = [x * 1000 for x in loop.between(start, end)]
+    return {
+        "requests": len(samples),
+        "delay_p95_ms": round(percentile(delays, 0.95), 1),
+        "delay_max_ms": round(max(delays, default=0.0), 1),
+        "waited_for_connection": sum(w > 1.0 for w in waited),
+        "loop_lag_p95_ms": round(percentile(late, 0.95), 1),
+        "loop_lag_max_ms": round(max(late, default=0.0), 1),
+    }
