@@ -139,3 +139,35 @@ def test_an_unknown_fault_or_parameter_is_refused(proxy: NetworkFaults) -> None:
         proxy.set("no-such-fault")
     with pytest.raises(ValueError):
         proxy.set("latency", furlongs=3)
+
+
+def _get_with_id(proxy: NetworkFaults, request_id: str, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    with httpx.Client(base_url=proxy.base_url, timeout=timeout) as client:
+        client.get("/", headers={"X-Request-Id": request_id})
+    return time.monotonic() - started
+
+
+def test_the_request_log_holds_the_services_time_without_the_injected_delay(
+        proxy: NetworkFaults) -> None:
+    proxy.set("latency", ms=200)
+    seconds = _get_with_id(proxy, "a1")
+    log = proxy.requests()
+    assert seconds >= 0.4  # the client saw both delays
+    forwarded = log["a1"]
+    assert forwarded.status == 200 and forwarded.service_s is not None
+    # What the service took is what the client saw less what the proxy added, not all of it.
+    assert forwarded.service_s < seconds - 0.3
+    assert proxy.requests() == {}, "the log empties when read"
+
+
+def test_a_request_the_network_swallowed_never_appears_in_the_log(
+        proxy: NetworkFaults) -> None:
+    proxy.set("blackhole")
+    with pytest.raises(httpx.ReadTimeout):
+        _get_with_id(proxy, "lost", timeout=0.3)
+    proxy.set("http-500", probability=1.0)
+    _get_with_id(proxy, "injected")
+    proxy.clear()
+    _get_with_id(proxy, "plain")
+    assert set(proxy.requests()) == {"plain"}

@@ -4,7 +4,8 @@ samples: each rule with a control that must stay a breach."""
 
 from __future__ import annotations
 
-from sqlite_faults.report.instrument import LoopLag, figures, service_view, settle
+from sqlite_faults.netproxy import ForwardedRequest
+from sqlite_faults.report.instrument import LoopLag, figures, network_view, service_view, settle
 from sqlite_faults.report.load import READ, Sample
 from sqlite_faults.report.slo import BREACHED, INCONCLUSIVE, MET, Objectives, judge
 
@@ -90,3 +91,49 @@ def test_figures_report_the_instruments_delays_in_a_window() -> None:
     assert shown["waited_for_connection"] == 50
     assert shown["loop_lag_max_ms"] == 50.0
     assert 10 <= shown["delay_p95_ms"] <= 63
+
+
+def _network_verdicts(samples: list[Sample], log: dict[str, ForwardedRequest]
+                      ) -> dict[str, str]:
+    steady = [sample(i * 0.01, 0.01, phase="steady") for i in range(100)]
+    view = network_view(steady + samples, log)
+    return {v.slo: v.status for v in judge("s", READ, "available", view, 4.0, OBJECTIVES,
+                                           1.0, None)}
+
+
+def test_network_fault_time_the_service_did_not_spend_is_not_the_services() -> None:
+    # The client saw 450 ms; the proxy logged 5 ms between forwarding and the answer.
+    delayed = [Sample(READ, "fault", 2 + i * 0.01, 0.45, 200, "", request_id=str(i))
+               for i in range(100)]
+    log = {str(i): ForwardedRequest(100.0, 100.005, 200) for i in range(100)}
+    assert _network_verdicts(delayed, log)["p95 latency (fault)"] == MET
+
+
+def test_a_service_slow_behind_the_network_fault_is_still_breached() -> None:
+    slow = [Sample(READ, "fault", 2 + i * 0.01, 0.6, 200, "", request_id=str(i))
+            for i in range(100)]
+    log = {str(i): ForwardedRequest(100.0, 100.5, 200) for i in range(100)}
+    assert _network_verdicts(slow, log)["p95 latency (fault)"] == BREACHED
+
+
+def test_requests_the_service_got_and_never_answered_stay_its_timeouts() -> None:
+    fine = [Sample(READ, "fault", 2 + i * 0.01, 0.01, 200, "", request_id=str(i))
+            for i in range(100)]
+    held = [Sample(READ, "fault", 2.5, 3.0, 0, "ClientTimeout", request_id=f"h{i}")
+            for i in range(5)]
+    log = {str(i): ForwardedRequest(100.0, 100.005, 200) for i in range(100)}
+    log.update({f"h{i}": ForwardedRequest(100.0, None, None) for i in range(5)})
+    assert _network_verdicts(fine + held, log)["error rate (fault)"] == BREACHED
+    # ...while the same timeouts, never forwarded (a black hole), are the network's.
+    swallowed = {k: v for k, v in log.items() if not k.startswith("h")}
+    assert _network_verdicts(fine + held, swallowed)["error rate (fault)"] == MET
+
+
+def test_the_services_own_error_answer_counts_even_if_the_client_timed_out() -> None:
+    fine = [Sample(READ, "fault", 2 + i * 0.01, 0.01, 200, "", request_id=str(i))
+            for i in range(100)]
+    crawled = [Sample(READ, "fault", 2.5, 3.0, 0, "ClientTimeout", request_id=f"c{i}")
+               for i in range(5)]
+    log = {str(i): ForwardedRequest(100.0, 100.005, 200) for i in range(100)}
+    log.update({f"c{i}": ForwardedRequest(100.0, 100.01, 500) for i in range(5)})
+    assert _network_verdicts(fine + crawled, log)["error rate (fault)"] == BREACHED

@@ -16,6 +16,7 @@ wait for the ack before it measures anything:
     {"op": "set", "fault": "latency", "ms": 50}   -> {"ok": true, "fault": "latency", ...}
     {"op": "clear"}                                -> {"ok": true, ...}
     {"op": "stats"}                                -> {"ok": true, "stats": {...}}
+    {"op": "requests"}                             -> {"ok": true, "requests": {...}}
     {"op": "stop"}                                 (EOF on stdin stops it too)
 
 A refused command answers `{"ok": false, "error": "..."}`. `NetworkFaults` (below) is the
@@ -59,6 +60,15 @@ delivery would. A fault applies to chunks read after it was set. Faults (FAULTS 
   connection (no pipelining) and on a request's first bytes arriving at the start of a read,
   which holds for HTTP/1.1 clients that wait for each response.
 
+Requests that carry an `X-Request-Id` header are logged: when the proxy wrote the request's
+first chunk to the service, when it read the first chunk of the service's answer, and the
+answer's status (the proxy's clock is CLOCK_MONOTONIC, the same as `time.monotonic()` in any
+process on the machine). `requests` returns the log and empties it:
+`{id: [forwarded_at, answered_at, status]}`, null where it did not happen. What lies between
+the two times is the service's own time, whatever the network faults added around it; a
+request missing from the log never reached the service (a black hole took it, or the proxy
+answered it). The report judges network scenarios by it.
+
 Every random choice comes from `random.Random(seed)`: each `set` derives the fault's own
 generator from it, so a run with the same seed, the same sequence of `set`s and the same
 order of traffic (e.g. sequential requests) makes the same decisions.
@@ -71,6 +81,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import queue
@@ -114,6 +125,7 @@ INJECTED_500 = (b"HTTP/1.1 500 Internal Server Error\r\n"
                 b"Content-Length: " + str(len(INJECTED_BODY)).encode() + b"\r\n"
                 b"Connection: close\r\n\r\n" + INJECTED_BODY)
 _REQUEST_START = re.compile(rb"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) ")
+_REQUEST_ID = re.compile(rb"\r\nx-request-id:[ \t]*([^\r\n]{1,64})", re.IGNORECASE)
 
 STATS_KEYS = (
     "connections_accepted", "connections_open", "upstream_connect_failures",
@@ -269,6 +281,7 @@ class _Chunk:
     release_at: float
     rate: float | None = None
     delayed: bool = False
+    request_id: str | None = None  # the first chunk of a logged request
 
 
 _Item = _Chunk | _Eof | _Close
@@ -322,6 +335,9 @@ class _Connection:
         self.up = _Direction(to_upstream=True)
         self.down = _Direction(to_upstream=False)
         self.upstream_reader: asyncio.Task[None] | None = None
+        # Logged requests forwarded and not yet answered, oldest first (no pipelining, so
+        # the next answer from the service is the oldest one's).
+        self.awaiting: collections.deque[str] = collections.deque()
 
     def condemn(self) -> None:
         if self.condemned:
@@ -402,15 +418,27 @@ class _Connection:
             if direction.to_upstream and self.upstream_gone:
                 continue  # the rest of a request the proxy already answered
             now = loop.time()
+            request_id = None
             if direction.to_upstream and _REQUEST_START.match(data):
                 proxy.stats["http_requests_seen"] += 1
                 if isinstance(fault, _Http500) and fault.inject():
                     await self._answer_500(now)
                     continue
+                head_end = data.find(b"\r\n\r\n")
+                found = _REQUEST_ID.search(data, 0, head_end + 2 if head_end >= 0 else len(data))
+                request_id = found.group(1).decode("latin-1").strip() if found else None
+            elif not direction.to_upstream and self.awaiting and data.startswith(b"HTTP/1."):
+                logged = proxy.requests.get(self.awaiting.popleft())
+                if logged is not None and logged[1] is None:
+                    # The service's answer, before any delay of the fault's.
+                    logged[1] = now
+                    status = data[9:12]
+                    logged[2] = int(status) if status.isdigit() else None
             plan = fault.plan(now) if fault is not None else _Plan()
             release = max(now + plan.delay_s, direction.last_release)
             direction.last_release = release
-            await direction.queue.put(_Chunk(data, release, plan.rate, plan.delay_s > 0))
+            await direction.queue.put(_Chunk(data, release, plan.rate, plan.delay_s > 0,
+                                             request_id))
 
     async def _answer_500(self, now: float) -> None:
         """Answer the request here: the upstream never gets it, and nothing it sends later
@@ -466,6 +494,10 @@ class _Connection:
                         break
                     raise
                 proxy.stats[volume] += len(piece)
+                if item.request_id is not None and start == 0:
+                    # The service has the request's first bytes now, after the fault's delay.
+                    proxy.requests[item.request_id] = [loop.time(), None, None]
+                    self.awaiting.append(item.request_id)
             else:
                 proxy.stats[count] += 1
                 proxy.stats["chunks_delayed"] += delayed
@@ -480,6 +512,8 @@ class Proxy:
         self.connect_timeout_s = connect_timeout_s
         self.fault: _Fault | None = None
         self.stats = dict.fromkeys(STATS_KEYS, 0)
+        # X-Request-Id -> [forwarded to the service at, its answer read at, its status]
+        self.requests: dict[str, list[float | int | None]] = {}
         self._rng = random.Random(seed)
         self._handlers: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
@@ -525,11 +559,14 @@ class Proxy:
             elif op == "stats":
                 answer.update(ok=True, stats=dict(self.stats),
                               fault=self.fault.name if self.fault else None)
+            elif op == "requests":
+                answer.update(ok=True, requests=self.requests)
+                self.requests = {}
             elif op == "stop":
                 answer.update(ok=True)
                 return answer, True
             else:
-                raise ValueError(f"unknown op {op!r} (set, clear, stats, stop)")
+                raise ValueError(f"unknown op {op!r} (set, clear, stats, requests, stop)")
         except ValueError as exc:  # json.JSONDecodeError is one
             answer.update(ok=False, error=str(exc))
         return answer, False
@@ -614,6 +651,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # --- the parent's side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForwardedRequest:
+    """One logged request (X-Request-Id): when the service got it and answered, monotonic."""
+
+    forwarded_at: float
+    answered_at: float | None
+    status: int | None
+
+    @property
+    def service_s(self) -> float | None:
+        """The service's own time, whatever the network added around it."""
+        return None if self.answered_at is None else self.answered_at - self.forwarded_at
 
 
 class NetworkFaultsError(RuntimeError):
@@ -732,6 +783,14 @@ class NetworkFaults:
         counters: dict[str, int] = self._command("stats")["stats"]
         return counters
 
+    def requests(self) -> dict[str, ForwardedRequest]:
+        """The logged requests since the last call (module docstring), and the log emptied."""
+        log: dict[str, list[Any]] = self._command("requests")["requests"]
+        return {key: ForwardedRequest(*entry) for key, entry in log.items()}
+
+    async def arequests(self) -> dict[str, ForwardedRequest]:
+        return await asyncio.to_thread(self.requests)
+
     async def aset(self, fault: str, **params: float) -> None:
         await asyncio.to_thread(self.set, fault, **params)
 
@@ -778,7 +837,8 @@ class NetworkFaults:
         self.close()
 
 
-__all__ = ["FAULTS", "INJECTED_BODY", "STATS_KEYS", "NetworkFaults", "NetworkFaultsError",
+__all__ = ["FAULTS", "INJECTED_BODY", "STATS_KEYS", "ForwardedRequest", "NetworkFaults",
+           "NetworkFaultsError",
            "Proxy", "main", "parse_upstream"]
 
 if __name__ == "__main__":

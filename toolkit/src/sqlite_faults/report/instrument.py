@@ -25,6 +25,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from sqlite_faults.netproxy import ForwardedRequest
 from sqlite_faults.summary import percentile
 
 from .load import LOOP_PROBE_S, Sample
@@ -66,6 +67,44 @@ def service_view(samples: Sequence[Sample], loop: LoopLag, timeout_s: float) -> 
             continue
         view.append(dataclasses.replace(sample, latency=sample.latency - delay))
     return view
+
+
+def network_view(samples: Sequence[Sample], log: dict[str, ForwardedRequest]) -> list[Sample]:
+    """The fault window of a network scenario as the service lived it, from the fault proxy's
+    log of each request (netproxy.py): a request the service answered counts with the
+    service's own time and status, whatever the network added around them; one it got and
+    never answered counts as the client saw it (the service held it); one that never reached
+    it (a black hole took it, the proxy answered it) is the network's, not the service's.
+    Outside the fault window the samples stay as measured."""
+    view = []
+    for sample in samples:
+        if sample.phase != "fault":
+            view.append(sample)
+            continue
+        forwarded = log.get(sample.request_id)
+        if forwarded is None:
+            continue
+        service_s = forwarded.service_s
+        if service_s is None or forwarded.status is None:
+            view.append(sample)
+            continue
+        same = forwarded.status == sample.status
+        view.append(dataclasses.replace(
+            sample, latency=service_s, status=forwarded.status,
+            code=sample.code if same else ("" if 200 <= forwarded.status < 300
+                                           else f"http-{forwarded.status}")))
+    return view
+
+
+def beside(judged: list[Verdict], as_seen: list[Verdict]) -> list[Verdict]:
+    """Network scenarios: each verdict on the service's share, with the figure the client saw
+    (the seed report's) beside it."""
+    seen = {(v.endpoint, v.profile, v.slo): v.observed for v in as_seen}
+    return [dataclasses.replace(v, observed=f"{v.observed} at the service; "
+                                            f"{seen[key]} as the client saw it")
+            if (key := (v.endpoint, v.profile, v.slo)) in seen and "(fault)" in v.slo
+            and seen[key] != v.observed else v
+            for v in judged]
 
 
 def settle(measured: list[Verdict], serviced: list[Verdict], why: str) -> list[Verdict]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import itertools
 import math
 import random
 import resource
@@ -62,6 +64,14 @@ RESERVED_FILES = 128
 # The generator's own event loop is probed this often: how late a timer fires is how late
 # every answer is read.
 LOOP_PROBE_S = 0.02
+REQUEST_ID_HEADER = "X-Request-Id"
+# The id of the attempt being sent, per task: the client's request hook stamps it.
+_attempt_id: contextvars.ContextVar[str] = contextvars.ContextVar("attempt_id", default="")
+
+
+async def _stamp_request_id(request: httpx.Request) -> None:
+    if attempt := _attempt_id.get():
+        request.headers[REQUEST_ID_HEADER] = attempt
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,8 @@ class Sample:
     lag: float = 0.0
     # Seconds the request waited for a free connection of the generator's (all in flight).
     waited: float = 0.0
+    # The last attempt's X-Request-Id, by which the fault proxy logs the service's own time.
+    request_id: str = ""
 
     @property
     def instrument_s(self) -> float:
@@ -174,6 +186,7 @@ class LoadGenerator:
         # (when, seconds late) of the generator's loop, every LOOP_PROBE_S while it runs
         self.loop_lag: list[tuple[float, float]] = []
         self._slots = asyncio.Semaphore(MIN_IN_FLIGHT)
+        self._attempts = itertools.count(1)
 
     async def run(self, base_url: str, stop: asyncio.Event, started: float) -> None:
         """Load until `stop` is set (a restarted server comes back on the same port)."""
@@ -189,7 +202,8 @@ class LoadGenerator:
         transport = self.transport or Http11Transport()
         probe = asyncio.create_task(self._probe_loop(stop, started))
         async with httpx.AsyncClient(base_url=base_url, timeout=self.model.timeout_s,
-                                     limits=limits, transport=transport) as client:
+                                     limits=limits, transport=transport,
+                                     event_hooks={"request": [_stamp_request_id]}) as client:
             if self.model.kind == OPEN:
                 await self._open_loop(client, stop, started)
             else:
@@ -246,6 +260,8 @@ class LoadGenerator:
         attempt = 0
         while True:
             attempt += 1
+            request_id = f"{next(self._attempts)}"
+            _attempt_id.set(request_id)
             # The client timeout bounds the whole attempt: httpx's own applies to each of
             # connect, pool wait, write and read in turn, which lets one attempt run to a
             # multiple of it.
@@ -273,7 +289,7 @@ class LoadGenerator:
             await asyncio.sleep(self.policy.backoff_s(attempt, retry_after, rng))
         self.samples.append(Sample(endpoint, "steady", intended - started,
                                    time.monotonic() - intended, outcome.status, outcome.code,
-                                   profile, attempt, lag, waited))
+                                   profile, attempt, lag, waited, request_id))
 
     def _request_line(self, endpoint: str, rng: random.Random) -> tuple[str, str]:
         if endpoint == READ:

@@ -19,7 +19,7 @@ from sqlite_faults.engine_plugin import FaultControl
 from sqlite_faults.ledger import LedgerReport, WriteLedger
 from sqlite_faults.libfiu import fiu_available, fiu_env, merge_preloads
 from sqlite_faults.locks import LockHolder
-from sqlite_faults.netproxy import NetworkFaults
+from sqlite_faults.netproxy import ForwardedRequest, NetworkFaults
 from sqlite_faults.observe import scrape
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.slowsync import SlowSync, compiler
@@ -59,6 +59,8 @@ class ScenarioResult:
     seconds: float = 0.0  # wall time of the scenario, checks included
     # The generator's loop probes (seconds since the start, seconds late): instrument.py.
     loop_lag: list[tuple[float, float]] = field(default_factory=list)
+    # The fault proxy's log of the requests it forwarded, by X-Request-Id (network scenarios).
+    forwarded: dict[str, ForwardedRequest] = field(default_factory=dict)
 
     def instrument(self) -> dict[str, dict[str, Any]]:
         """The instrument's own delays per phase."""
@@ -225,16 +227,22 @@ def _judge(result: ScenarioResult, objectives: Objectives, deadline_s: float | N
     the service's own time meets marked inconclusive (instrument.py)."""
     scenario = result.scenario
     loop = LoopLag(result.loop_lag)
-    serviced = instrument.service_view(result.samples, loop, model.timeout_s)
+    # A network scenario's fault window is judged on what the service can control: its own
+    # time and answers, as the fault proxy logged them (instrument.network_view).
+    judged = (instrument.network_view(result.samples, result.forwarded) if scenario.network
+              else result.samples)
+    serviced = instrument.service_view(judged, loop, model.timeout_s)
     verdicts: list[Verdict] = []
     for profile in scenario.profiles:
         for endpoint in ENDPOINTS:
-            measured, theirs = (
+            measured, theirs, as_seen = (
                 judge(scenario.name, endpoint, scenario.expect[endpoint],
                       [s for s in samples if s.endpoint == endpoint and s.profile == profile],
                       result.fault_end, objectives, deadline_s, result.ledgers.get(profile),
                       profile)
-                for samples in (result.samples, serviced))
+                for samples in (judged, serviced, result.samples))
+            if scenario.network:
+                measured = instrument.beside(measured, as_seen)
             verdicts += instrument.settle(
                 measured, theirs, "met once the load generator's own delays are taken out "
                 "(see the instrument figures)")
@@ -256,6 +264,8 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
         await asyncio.to_thread(context.holder.start)
     phase = "steady"
     stop = asyncio.Event()
+    if scenario.network:
+        await network.arequests()  # empties the proxy's log: this scenario's requests only
     started = time.monotonic()
     loading = asyncio.create_task(load.run(network.base_url, stop, started))
     lanes = None
@@ -287,6 +297,8 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
         for s in load.samples
     ]
     result.loop_lag = load.loop_lag
+    if scenario.network:
+        result.forwarded = await network.arequests()
     progress.show(target.name, scenario.name, "checking acknowledged writes")
     await _ensure_answering(server, result)
     for profile in scenario.profiles:
