@@ -15,9 +15,11 @@ with the reason, and postgres-immediate-stop (the server stopped abruptly and re
 the matrix.
 
 Writes report.md, report.json and report.png to ./build/report/ (or --out) and prints the
-Markdown report. Exit status 0 when the report was produced, whatever it found; 2 for bad
-usage. A CI gate is opt-in: `--fail-on breach` exits 1 when the target breached any check,
-`--fail-on non-network-breach` when it breached one outside the seed's network scenarios.
+Markdown report; `--junit FILE` writes the verdicts as JUnit XML for CI systems too. Exit
+status 0 when the report was produced, whatever it found; 2 for bad usage. A CI gate is
+opt-in: `--fail-on breach` exits 1 when the target breached any check, `--fail-on
+non-network-breach` when it breached one outside the seed's network scenarios. An
+inconclusive check (one the instrument's own delays could explain) is not a breach.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from sqlite_faults.target import Target, TargetError, load_target
 
 from .backends import BACKENDS, BackendUnavailable, open_backend
+from .junit import write_junit
 from .load import CLOSED, OPEN, LoadSpec
 from .render import markdown, write_chart, write_json
 from .runner import Phases, Progress, ScenarioResult, run_target
@@ -80,6 +83,9 @@ def build_parser(prog: str = "sqlite-faults-report") -> argparse.ArgumentParser:
                         help="comma-separated scenario names (default: all)")
     parser.add_argument("--objectives", type=Path, default=DEFAULT_OBJECTIVES)
     parser.add_argument("--out", type=Path, default=Path("build") / "report")
+    parser.add_argument("--junit", type=Path, default=None, metavar="FILE",
+                        help="also write the verdicts as JUnit XML to FILE (one test case "
+                             "per check: breached = failure, inconclusive = skipped)")
     parser.add_argument(
         "--fail-on", choices=FAIL_ON, default="nothing",
         help="the exit status as a CI gate: 1 when the (first) target breached a check of "
@@ -153,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "report.md").write_text(report)
     write_json(args.out / "report.json", by_target, objectives, meta)
     write_chart(args.out / "report.png", by_target, objectives)
+    if args.junit is not None:
+        write_junit(args.junit, by_target, meta["seconds"])
     print(report)
     print(f"written to {args.out}/report.md, report.json and report.png "
           f"({meta['seconds']} s)", file=sys.stderr)
