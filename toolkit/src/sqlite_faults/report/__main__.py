@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 loads[target.name] = {"model": run_.load.kind, "rate": round(run_.load.rate, 1),
                                       "clients": run_.load.clients,
                                       "capacity_rps": round(run_.capacity_rps, 1),
+                                      "calibration": (run_.calibration.as_dict()
+                                                      if run_.calibration else None),
                                       "described": run_.load.describe()}
                 ceiling = ceiling if ceiling is not None else run_.load.rate
     except BackendUnavailable as exc:

@@ -20,17 +20,28 @@ have decided it, and the report says so instead of charging it to the service.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import dataclasses
+import random
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlite_faults.netproxy import ForwardedRequest
+from sqlite_faults.echo import TARGET as ECHO
+from sqlite_faults.echo import EchoServer
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.netproxy import ForwardedRequest, NetworkFaults
 from sqlite_faults.summary import percentile
 
-from .load import LOOP_PROBE_S, Sample
+from .load import LOOP_PROBE_S, OPEN, LoadGenerator, LoadModel, Sample, measure_capacity
+from .retry import PLAIN
 from .slo import Verdict
 
+# The instrument may add this share of the p95 objective at p95 (calibrated on the echo
+# service) for its figures to be the service's.
+INSTRUMENT_SHARE = 0.1
 # A client timeout is left out of the service's view when the instrument's own delays took
 # more than this share of the client's timeout.
 TAINTED_TIMEOUT_SHARE = 0.1
@@ -129,3 +140,59 @@ def figures(samples: Sequence[Sample], loop: LoopLag, start: float, end: float
         "loop_lag_p95_ms": round(percentile(late, 0.95), 1),
         "loop_lag_max_ms": round(max(late, default=0.0), 1),
     }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The instrument alone, against the echo service through a fault proxy of its own, no
+    fault: how fast it can go, and what it adds at the rate the run will use."""
+
+    ceiling_rps: float  # closed loop, the same clients as the capacity measurement
+    rate: float  # the open-loop rate checked (after any lowering)
+    asked_rate: float  # the rate the run asked for
+    p50_ms: float
+    p95_ms: float
+    loop_lag_p95_ms: float
+    budget_ms: float  # what the instrument may add at p95 for its figures to be the service's
+
+    @property
+    def carries(self) -> bool:
+        return self.p95_ms <= self.budget_ms
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "carries": self.carries}
+
+
+async def calibrate(rate: float, budget_ms: float, timeout_s: float, seed: int,
+                    seconds: float = 1.0, lowerings: int = 3) -> Calibration:
+    """Measure the instrument on the echo service (echo.py): its closed-loop ceiling, then
+    the open loop at `rate`. While it adds more than `budget_ms` at p95 the rate is lowered
+    (by 30 % each time, `lowerings` times at most): the run then uses the rate it can carry,
+    and says so, rather than measuring itself."""
+    rng = random.Random(seed)
+    with EchoServer() as echo, NetworkFaults(("127.0.0.1", echo.port), seed=seed) as proxy:
+        ledger = WriteLedger(random.Random(rng.random()), ECHO.write, prefix="calibration")
+        ceiling = await measure_capacity(ECHO, proxy.base_url, ledger,
+                                         random.Random(rng.random()), seconds=seconds)
+        asked = rate
+        while True:
+            generator = LoadGenerator(ECHO, {PLAIN: ledger}, random.Random(rng.random()),
+                                      LoadModel(OPEN, rate=rate, timeout_s=timeout_s))
+            stop = asyncio.Event()
+            started = time.monotonic()
+            task = asyncio.create_task(generator.run(proxy.base_url, stop, started))
+            await asyncio.sleep(seconds)  # the measurement's length
+            stop.set()
+            await task
+            latencies = [s.latency * 1000 for s in generator.samples]
+            result = Calibration(
+                ceiling_rps=round(ceiling, 1), rate=round(rate, 1), asked_rate=round(asked, 1),
+                p50_ms=round(percentile(latencies, 0.5), 1),
+                p95_ms=round(percentile(latencies, 0.95), 1),
+                loop_lag_p95_ms=round(percentile(
+                    [late * 1000 for _, late in generator.loop_lag], 0.95), 1),
+                budget_ms=budget_ms)
+            if result.carries or lowerings == 0:
+                return result
+            lowerings -= 1
+            rate *= 0.7

@@ -247,12 +247,36 @@ def _load_line(meta: dict[str, Any]) -> str:
         return str(meta.get("load", "?"))
     parts = []
     for target, load in loads.items():
-        capacity = f"measured capacity {load['capacity_rps']:.0f} requests/s"
+        # Not "the service's capacity": the closed loop runs through the generator and the
+        # proxy, which share the machine; the calibration says which of them bounds it.
+        throughput = (f"throughput of the mix through the proxy, closed loop, 8 clients: "
+                      f"{load['capacity_rps']:.0f} requests/s")
+        calibration = load.get("calibration")
+        if calibration:
+            ceiling = calibration["ceiling_rps"]
+            bound = ("the instrument was the bottleneck: the service's capacity is at least "
+                     "that" if load["capacity_rps"] >= 0.8 * ceiling
+                     else "the service was the bottleneck")
+            throughput += (f"; the instrument's own ceiling, the same way on a trivial echo "
+                           f"service: {ceiling:.0f} requests/s, so {bound}")
         if load["model"] == "open":
-            parts.append(f"**{target}**: {load['described']} ({capacity}; rate "
-                         f"{load['rate'] / max(load['capacity_rps'], 1e-9):.0%} of it)")
+            line = (f"**{target}**: {load['described']} ({throughput}; rate "
+                    f"{load['rate'] / max(load['capacity_rps'], 1e-9):.0%} of it)")
+            if calibration:
+                lowered = (f", lowered from {calibration['asked_rate']:.0f} requests/s to the "
+                           "rate it carries" if calibration["rate"] < calibration["asked_rate"]
+                           else "")
+                line += (f". The instrument alone at this rate (echo service, no fault) "
+                         f"added p50 {calibration['p50_ms']:.1f} ms, p95 "
+                         f"{calibration['p95_ms']:.1f} ms (budget {calibration['budget_ms']:g} "
+                         f"ms), generator loop lag p95 {calibration['loop_lag_p95_ms']:.1f} "
+                         f"ms{lowered}"
+                         + ("" if calibration["carries"] else
+                            ": **over its budget even so: latency figures include the "
+                            "instrument's own**"))
+            parts.append(line)
         else:
-            parts.append(f"**{target}**: {load['described']} ({capacity})")
+            parts.append(f"**{target}**: {load['described']} ({throughput})")
     return "; ".join(parts)
 
 

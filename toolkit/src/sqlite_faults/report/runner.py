@@ -28,8 +28,8 @@ from sqlite_faults.target import Target
 
 from . import instrument
 from .backends import Backend
-from .instrument import LoopLag
-from .load import ENDPOINTS, LoadGenerator, LoadModel, LoadSpec, Sample, measure_capacity
+from .instrument import Calibration, LoopLag
+from .load import ENDPOINTS, OPEN, LoadGenerator, LoadModel, LoadSpec, Sample, measure_capacity
 from .load import labels as request_labels
 from .retry import PLAIN, PROFILES
 from .scenarios import FaultContext, Scenario
@@ -126,6 +126,7 @@ class TargetRun:
     results: list[ScenarioResult]
     load: LoadModel
     capacity_rps: float
+    calibration: Calibration | None = None  # open loop: the instrument alone at its rate
 
 
 class Progress:
@@ -193,6 +194,14 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
         capacity = await measure_capacity(target, network.base_url, ledgers[PLAIN],
                                           random.Random(rng.random()))
         model = spec.settle(capacity, rate_ceiling)
+        calibration = None
+        if model.kind == OPEN:
+            # The instrument alone at this rate, before it judges anything (instrument.py).
+            progress.show(target.name, "instrument", "calibrating on the echo service")
+            calibration = await instrument.calibrate(
+                model.rate, objectives.p95_latency_ms * instrument.INSTRUMENT_SHARE,
+                model.timeout_s, rng.randrange(2**31))
+            model = dataclasses.replace(model, rate=calibration.rate)
         for scenario in scenarios:
             result = ScenarioResult(target.name, scenario, labels=request_labels(target))
             results.append(result)
@@ -218,7 +227,7 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
     finally:
         network.close()
         server.kill()
-    return TargetRun(results, model, capacity)
+    return TargetRun(results, model, capacity, calibration)
 
 
 def _judge(result: ScenarioResult, objectives: Objectives, deadline_s: float | None,
