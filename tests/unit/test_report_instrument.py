@@ -5,7 +5,14 @@ samples: each rule with a control that must stay a breach."""
 from __future__ import annotations
 
 from sqlite_faults.netproxy import ForwardedRequest
-from sqlite_faults.report.instrument import LoopLag, figures, network_view, service_view, settle
+from sqlite_faults.report.instrument import (
+    LoopLag,
+    beside,
+    figures,
+    network_view,
+    service_view,
+    settle,
+)
 from sqlite_faults.report.load import READ, Sample
 from sqlite_faults.report.slo import BREACHED, INCONCLUSIVE, MET, Objectives, judge
 
@@ -137,3 +144,17 @@ def test_the_services_own_error_answer_counts_even_if_the_client_timed_out() -> 
     log = {str(i): ForwardedRequest(100.0, 100.005, 200) for i in range(100)}
     log.update({f"c{i}": ForwardedRequest(100.0, 100.01, 500) for i in range(5)})
     assert _network_verdicts(fine + crawled, log)["error rate (fault)"] == BREACHED
+
+
+def test_a_window_the_network_took_whole_has_nothing_of_the_services_to_judge() -> None:
+    swallowed = [Sample(READ, "fault", 2 + i * 0.01, 3.0, 0, "ClientTimeout",
+                        request_id=str(i)) for i in range(50)]
+    steady = [sample(i * 0.01, 0.01, phase="steady") for i in range(100)]
+    view = network_view(steady + swallowed, {})
+    as_seen = judge("s", READ, "available", steady + swallowed, 4.0, OBJECTIVES, 1.0, None)
+    judged = beside(judge("s", READ, "available", view, 4.0, OBJECTIVES, 1.0, None), as_seen)
+    shown = {v.slo: v for v in judged}
+    assert shown["requests (fault)"].passed
+    assert "0 reached the service" in shown["requests (fault)"].observed
+    # ...while the raw judgement of the same samples (the client's view) is a breach.
+    assert not next(v for v in as_seen if v.slo == "p95 latency (fault)").passed

@@ -109,13 +109,22 @@ def network_view(samples: Sequence[Sample], log: dict[str, ForwardedRequest]) ->
 
 def beside(judged: list[Verdict], as_seen: list[Verdict]) -> list[Verdict]:
     """Network scenarios: each verdict on the service's share, with the figure the client saw
-    (the seed report's) beside it."""
+    (the seed report's) beside it. A window in which no request reached the service (a black
+    hole took them all) holds nothing of the service's to judge: met, and said so."""
     seen = {(v.endpoint, v.profile, v.slo): v.observed for v in as_seen}
-    return [dataclasses.replace(v, observed=f"{v.observed} at the service; "
-                                            f"{seen[key]} as the client saw it")
-            if (key := (v.endpoint, v.profile, v.slo)) in seen and "(fault)" in v.slo
-            and seen[key] != v.observed else v
-            for v in judged]
+    shown = []
+    for v in judged:
+        if v.slo == "requests (fault)" and not v.passed:
+            shown.append(dataclasses.replace(
+                v, passed=True, observed="0 reached the service", margin="n/a",
+                pattern="the network took every request of the window"))
+            continue
+        key = (v.endpoint, v.profile, v.slo)
+        if key in seen and "(fault)" in v.slo and seen[key] != v.observed:
+            v = dataclasses.replace(v, observed=f"{v.observed} at the service; "
+                                                f"{seen[key]} as the client saw it")
+        shown.append(v)
+    return shown
 
 
 def settle(measured: list[Verdict], serviced: list[Verdict], why: str) -> list[Verdict]:

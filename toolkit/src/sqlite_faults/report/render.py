@@ -356,8 +356,12 @@ def write_chart(path: Path, by_target: dict[str, list[ScenarioResult]],
     first = next(iter(by_target.values()))
     scenarios = [r.scenario.name for r in first]
     network = [i for i, r in enumerate(first) if r.scenario.network]
-    fig, axes = plt.subplots(len(ENDPOINTS), 2, figsize=(18, 4.2 * len(ENDPOINTS)),
-                             squeeze=False)
+    fig = plt.figure(figsize=(18, 4.2 * len(ENDPOINTS) + 1.2 + 0.45 * len(targets) * 3))
+    grid = fig.add_gridspec(len(ENDPOINTS) + 1, 2,
+                            height_ratios=[0.35 * len(targets) * 3 + 1, *[4.2] * len(ENDPOINTS)])
+    _verdict_map(fig.add_subplot(grid[0, :]), by_target, scenarios, labels)
+    axes = [[fig.add_subplot(grid[row + 1, 0]), fig.add_subplot(grid[row + 1, 1])]
+            for row in range(len(ENDPOINTS))]
     width = 0.8 / max(1, len(targets))
     for row, endpoint in enumerate(ENDPOINTS):
         latency_ax, error_ax = axes[row]
@@ -390,8 +394,56 @@ def write_chart(path: Path, by_target: dict[str, list[ScenarioResult]],
             Line2D([], [], color="red", linestyle="--",
                        label=f"objective: errors < {objectives.error_rate:.0%}"),
             Patch(color="0.92", label="network scenario")], fontsize=7)
-    fig.suptitle("Plain client, fault window (the retrying client is in report.md's "
-                 "Client profiles table)", fontsize=11)
+    fig.suptitle("Verdicts of every check, then the plain client's fault window (the retrying "
+                 "client is in report.md's Client profiles table)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+EXPECTED_REFUSAL = "met, by refusing as expected"
+# The verdict map's colours: what a reader should take from each cell at a glance.
+MAP_COLOURS = {MET: "#4caf50", EXPECTED_REFUSAL: "#a5d6a7", BREACHED: "#e53935",
+               INCONCLUSIVE: "#bdbdbd", "skipped": "#ffffff"}
+
+
+def map_cell(result: ScenarioResult, endpoint: str) -> str:
+    """One cell of the verdict map: a scenario's checks of one endpoint, both clients. A met
+    fail-fast endpoint whose fault window had 503/504 answers is an expected refusal, so the
+    error rate beside it is not read as a failure."""
+    if result.skipped:
+        return "skipped"
+    status = _scenario_status(v for v in result.verdicts if v.endpoint == endpoint)
+    refused = any(k.startswith(("503", "504"))
+                  for k in result.stats(endpoint, "fault", None).statuses)
+    if status == MET and result.scenario.expect.get(endpoint) != "available" and refused:
+        return EXPECTED_REFUSAL
+    return status
+
+
+def _verdict_map(ax: Any, by_target: dict[str, list[ScenarioResult]], scenarios: list[str],
+                 labels: dict[str, str]) -> None:
+    """Scenario x (service, endpoint): met, met by an expected refusal, breached,
+    inconclusive or skipped."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    rows = [(target, endpoint) for target in by_target for endpoint in ENDPOINTS]
+    grid = [[to_rgb(MAP_COLOURS[map_cell(result, endpoint)])
+             for result in by_target[target]] for target, endpoint in rows]
+    ax.imshow(grid, aspect="auto")
+    ax.set_xticks(range(len(scenarios)))
+    ax.set_xticklabels(scenarios, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{target}: {labels.get(endpoint, endpoint)}"
+                        for target, endpoint in rows], fontsize=8)
+    ax.set_xticks([x - 0.5 for x in range(1, len(scenarios))], minor=True)
+    ax.set_yticks([y - 0.5 for y in range(1, len(rows))], minor=True)
+    ax.grid(which="minor", color="white", linewidth=2)
+    ax.tick_params(which="minor", length=0)
+    ax.set_title("Verdict map: every check of each scenario and endpoint, both clients",
+                 fontsize=10)
+    ax.legend(handles=[Patch(facecolor=c, edgecolor="0.6", label=k)
+                       for k, c in MAP_COLOURS.items()],
+              fontsize=7, ncol=len(MAP_COLOURS), loc="upper center",
+              bbox_to_anchor=(0.5, -0.35 if len(rows) > 3 else -0.6))
