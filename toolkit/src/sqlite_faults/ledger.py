@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from .http11 import Http11Transport
 from .inspect_db import query, query_url
 from .outcome import outcome_of
 from .target import Table, WriteContract
@@ -180,7 +181,10 @@ class WriteLedger:
                 report.problems.append(
                     f"answered {create.status} {create.detail} but committed: {create.name}")
         id_field = self.contract.id_field
-        async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
+        # The lean transport (http11.py): a check reads back every write since the last one,
+        # thousands after a scenario at a high rate, and httpcore's pool costs more per request.
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0,
+                                     transport=Http11Transport()) as client:
             read_back, unsettled = [], []
             for index, create in enumerate(self.creates):
                 if create.outcome == "acknowledged":
