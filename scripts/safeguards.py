@@ -63,6 +63,7 @@ BATTERY = "toolkit/src/sqlite_faults/battery/test_battery.py"
 LOAD = "toolkit/src/sqlite_faults/report/load.py"
 RETRY_POLICY = "toolkit/src/sqlite_faults/report/retry.py"
 PROXY = "toolkit/src/sqlite_faults/netproxy.py"
+INSTRUMENT = "toolkit/src/sqlite_faults/report/instrument.py"
 NAIVE_VERDICT = (TK + "test_battery_verdicts.py::test_the_battery_judges_the_naive_service_for_"
                  "the_seed_reports_reasons[{}]")
 CLEANUP = TK + "test_plugin_cleanup.py::test_faults_are_removed_after_a_failing_test"
@@ -960,6 +961,39 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("toolkit/src/sqlite_faults/report/__main__.py",
                   'if fail_on == "breach" or not r.scenario.network]', "]"),
               (TK + "test_report_verdicts.py::test_the_exit_gate_is_opt_in_and_scoped",)),
+    Safeguard("report-generator-pool-grows-with-connections", "fault toolkit", "the report's "
+              "load generator sends through the lean transport, whose cost per request does "
+              "not grow with the connections a network fault left open",
+              one(LOAD, "transport = self.transport or Http11Transport()",
+                  "transport = self.transport or httpx.AsyncHTTPTransport(limits=limits)"),
+              (TK + "test_report_instrument.py::test_latency_returns_to_steady_state_after_"
+               "every_network_fault",)),
+    Safeguard("report-inconclusive-excuses-service-errors", "fault toolkit", "only a client "
+              "timeout the instrument ate into leaves the service's view; a 500 is the "
+              "service's however late the generator was",
+              one(INSTRUMENT, 'if sample.code == "ClientTimeout" and delay > ',
+                  "if delay > "),
+              (U + "test_report_instrument.py::test_a_met_check_stays_met_and_a_service_error_"
+               "is_never_excused",)),
+    Safeguard("report-network-view-excuses-held-requests", "fault toolkit", "a request the "
+              "service got through the proxy and never answered stays its client timeout in "
+              "a network scenario",
+              one(INSTRUMENT, "        if forwarded is None:\n            continue",
+                  "        if forwarded is None or forwarded.service_s is None:\n"
+                  "            continue"),
+              (U + "test_report_instrument.py::test_requests_the_service_got_and_never_"
+               "answered_stay_its_timeouts",)),
+    Safeguard("report-gate-fails-on-inconclusive", "fault toolkit", "the exit gate counts the "
+              "service's breaches, not checks the instrument could have decided",
+              one("toolkit/src/sqlite_faults/report/__main__.py",
+                  "return any(v.breached for r in judged for v in r.verdicts)",
+                  "return any(not v.passed for r in judged for v in r.verdicts)"),
+              (TK + "test_report_verdicts.py::test_the_exit_gate_is_opt_in_and_scoped",)),
+    Safeguard("http11-ignores-connection-close", "fault toolkit", "the generators' transport "
+              "does not reuse a connection the server said it closes",
+              one("toolkit/src/sqlite_faults/http11.py",
+                  'keep = fields.get(b"connection", b"").lower() != b"close"', "keep = True"),
+              (TK + "test_http11.py::test_connection_close_header_is_honoured",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
               one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",
