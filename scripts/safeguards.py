@@ -994,6 +994,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("toolkit/src/sqlite_faults/http11.py",
                   'keep = fields.get(b"connection", b"").lower() != b"close"', "keep = True"),
               (TK + "test_http11.py::test_connection_close_header_is_honoured",)),
+    Safeguard("door-refuses-root-for-slow-reads", "overload", "the root and readiness are "
+              "not refused because the reader lane is full: they answer by their own deadline "
+              "whatever they find",
+              one("app/main.py", 'gate.route("GET", "/", [])',
+                  'gate.route("GET", "/", [db.readers])'),
+              (U + "test_admission.py::test_the_root_and_readiness_are_not_refused_for_a_"
+               "reader_lane_full_of_slow_reads",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
               one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",

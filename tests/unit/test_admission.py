@@ -83,3 +83,24 @@ def test_the_refusal_is_a_complete_json_503_with_retry_after() -> None:
     assert b"connection: close" not in head
     assert b"connection: close" in gate.refusal_bytes_closing
     assert b'"code": "overloaded"' in body
+
+
+def test_the_root_and_readiness_are_not_refused_for_a_reader_lane_full_of_slow_reads() -> None:
+    # They ping the database under their own deadline and answer what they find: a lane of
+    # 2 s statements cannot make them late. Reads of users, which must wait, are refused.
+    from types import SimpleNamespace
+
+    from app.main import admission_gate
+    from app.settings import Settings
+
+    stuck = FakeLane(workers=4, drain_seconds=0.5, queued=200)
+    db = SimpleNamespace(readers=stuck, writer=FakeLane(1, 0.001))
+    hasher = SimpleNamespace(lane=FakeLane(2, 0.01))
+    counted = SimpleNamespace(inc=lambda: None)
+    metrics = SimpleNamespace(http_refusals=SimpleNamespace(labels=lambda reason: counted))
+    gate = admission_gate(Settings(), db, hasher, metrics)  # type: ignore[arg-type]
+    for path in (b"/", b"/readyz"):
+        route = gate.route_of(b"GET", path)
+        assert route is not None and gate.admits(route, time.monotonic()), path
+    read = gate.route_of(b"GET", b"/users/7")
+    assert read is not None and not gate.admits(read, time.monotonic())
