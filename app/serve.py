@@ -169,7 +169,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._refuse(gate, close=True)
             return
         route = None if gate is None else gate.route_of(self.parser.get_method(), self.url)
-        if route is not None and in_order and not gate.admits(route, self._first_byte_at):
+        if (gate is not None and route is not None and in_order
+                and not gate.admits(route, self._first_byte_at)):
             self._refuse(gate, close=self._body_to_skip_is_large())
             return
         previous = self.cycle
