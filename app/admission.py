@@ -10,8 +10,8 @@ the expected wait on every lane it will queue on (the password-hash lane, then a
 within `max_wait_s`; otherwise it gets a `503 overloaded` with `Retry-After`, built once, as
 cheap as an answer can be.
 
-The bound is on time, not on queue length: a lane's expected wait is the number of calls ahead
-times the time the lane measures it takes to drain one (app/resilience.py), so the same bound
+The bound is on time, not on queue length: a lane's expected wait is the time the lane measures
+it takes to run the calls ahead (app/resilience.py: per batch and per call), so the same bound
 lets a thousand point reads wait (a fraction of a ms each) and a few dozen password hashes
 (tens of ms each).
 
@@ -32,8 +32,8 @@ class Lane(Protocol):
 
     workers: int
 
-    @property
-    def drain_seconds(self) -> float: ...
+    def wait_for(self, calls: int) -> float:
+        """Seconds the lane takes to run `calls` more calls with all its workers busy."""
 
     @property
     def queued(self) -> int: ...
@@ -59,13 +59,12 @@ class Route:
         return path.startswith(self.path) if self.prefix else path == self.path
 
     def expected_wait(self) -> float:
-        """Seconds a request admitted now would wait for workers, lane after lane: the calls
-        ahead of it (queued ones, or admitted requests that have not reached the lane yet,
-        whichever are more) times the time the lane takes to drain one, as it measures it."""
+        """Seconds a request admitted now would wait for workers, lane after lane: the time
+        the lane takes, as it measures it, to run the calls ahead of it (queued ones, or
+        admitted requests that have not reached the lane yet, whichever are more)."""
         wait = 0.0
         for lane in self.lanes:
-            ahead = max(lane.queued, self.admitted - lane.workers)
-            wait += ahead * lane.drain_seconds
+            wait += lane.wait_for(max(lane.queued, self.admitted - lane.workers))
         return wait
 
     def enter(self) -> None:

@@ -268,10 +268,12 @@ class WorkerLane:
         # Batches taken and the calls in them (their ratio is the mean batch size).
         self.batches = 0
         self.batched_calls = 0
-        # Seconds per call, wall-clock and CPU (the worker thread's own), moving averages
-        # over batches: what the admission gate (app/admission.py) turns a queue length
-        # into an expected wait with (`drain_seconds`).
-        self.call_seconds = 0.0
+        # What a batch costs, as moving averages over batches: the admission gate
+        # (app/admission.py) turns the calls ahead of a request into an expected wait with
+        # them (`wait_for`). Wall time is a line, seconds = fixed + per call x calls, fitted
+        # from the moments below: a group's lock wait and commit are paid once per batch,
+        # not per call. CPU time (the worker thread's own) is per call.
+        self.batch_cost = BatchCost()
         self.call_cpu_seconds = 0.0
         self._cpus = len(os.sched_getaffinity(0))
         self._stopping = False
@@ -301,15 +303,28 @@ class WorkerLane:
     def queued(self) -> int:
         return self._pending - self._running
 
-    @property
-    def drain_seconds(self) -> float:
-        """Seconds the lane takes to drain one more call when its workers are all busy. The
-        wall time per call, shared among the workers, is the answer for work that waits
-        (I/O, locks); the CPU time per call, shared among the CPUs the workers can use, for
-        work that computes (a hash measured alone takes the same wall time as its CPU time,
-        but four at once on one core take four times as long). The larger of the two."""
-        return max(self.call_seconds / self.workers,
-                   self.call_cpu_seconds / min(self.workers, self._cpus))
+    def wait_for(self, calls: int) -> float:
+        """Seconds the lane takes to run `calls` more calls with all its workers busy. For
+        work that waits (I/O, locks): each worker takes its share of the calls in batches of
+        at most `batch_limit`, each batch costing the fitted fixed part once and the per-call
+        part per call; so a group commit that waited 200 ms for another process's lock
+        counts 200 ms once, not once per call it carried. For work that computes: the CPU
+        time per call, shared among the CPUs the workers can use (a hash measured alone takes
+        the same wall time as its CPU time, but four at once on one core take four times as
+        long). The larger of the two."""
+        if calls <= 0:
+            return 0.0
+        fixed, per_call = self.batch_cost.line()
+        share = calls / self.workers
+        wall = math.ceil(share / self.batch_limit) * fixed + share * per_call
+        return max(wall, calls * self.call_cpu_seconds / min(self.workers, self._cpus))
+
+    def assume_call_seconds(self, seconds: float) -> None:
+        """A first measure of a call's cost (wall and CPU alike), before any call has run:
+        the hash lane's start-up calibration (app/passwords.py)."""
+        self.batch_cost = BatchCost()
+        self.batch_cost.add(1, seconds)
+        self.call_cpu_seconds = seconds
 
     def submit(self, fn: Callable[..., T], handle: CallHandle | None = None) -> LaneCall:
         """Queue `fn` (on the event loop's thread); await `await_until(call)` for its result."""
@@ -395,7 +410,7 @@ class WorkerLane:
                 finished = [call for call in batch if call.state != _WITHDRAWN]
                 if finished:  # withdrawn calls took no time: they would drag the averages down
                     ran = len(finished)
-                    self.call_seconds += _EWMA_WEIGHT * (elapsed / ran - self.call_seconds)
+                    self.batch_cost.add(ran, elapsed)
                     self.call_cpu_seconds += _EWMA_WEIGHT * (cpu / ran - self.call_cpu_seconds)
                 for call in finished:
                     call.state = _DONE
@@ -440,6 +455,42 @@ class WorkerLane:
 # last ten batches count, so the estimate follows a change of load within a fraction of a
 # second at the rates where admission matters.
 _EWMA_WEIGHT = 0.1
+
+
+class BatchCost:
+    """Moving averages (weight _EWMA_WEIGHT) of a batch's size n, its seconds t, n*n and n*t:
+    enough to fit t = fixed + per_call * n by least squares as batches come."""
+
+    def __init__(self) -> None:
+        self.n = self.t = self.nn = self.nt = 0.0
+        self.seen = False
+
+    def add(self, n: int, t: float) -> None:
+        if not self.seen:  # the first batch is the whole estimate, not a tenth of it
+            self.n, self.t, self.nn, self.nt, self.seen = n, t, n * n, n * t, True
+            return
+        w = _EWMA_WEIGHT
+        self.n += w * (n - self.n)
+        self.t += w * (t - self.t)
+        self.nn += w * (n * n - self.nn)
+        self.nt += w * (n * t - self.nt)
+
+    def line(self) -> tuple[float, float]:
+        """(fixed, per_call) seconds. Batches all of one size (a lane without grouping) cannot
+        tell the two apart: then all of it is per call, as for one call alone."""
+        if self.n <= 0:
+            return 0.0, 0.0
+        mean_per_call = self.t / self.n
+        spread = self.nn - self.n * self.n
+        if spread < _MIN_BATCH_SPREAD:
+            return 0.0, mean_per_call
+        per_call = min(max((self.nt - self.n * self.t) / spread, 0.0), mean_per_call)
+        return max(self.t - per_call * self.n, 0.0), per_call
+
+
+# Below this variance of batch sizes the fit is noise: a lane whose batches are nearly all
+# the same size is judged per call.
+_MIN_BATCH_SPREAD = 0.25
 
 
 def _settle_soon(batch: list[LaneCall]) -> None:

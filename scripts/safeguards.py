@@ -864,8 +864,9 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                OVERLOAD + "test_a_burst_far_past_capacity_is_answered_by_the_deadline")),
     Safeguard("admission-blind-to-a-burst", "overload", "the door counts the requests it "
               "admitted that have not reached their lane yet",
-              one("app/admission.py", "ahead = max(lane.queued, self.admitted - lane.workers)",
-                  "ahead = lane.queued"),
+              one("app/admission.py",
+                  "lane.wait_for(max(lane.queued, self.admitted - lane.workers))",
+                  "lane.wait_for(lane.queued)"),
               # The unit test kills it every time; the burst on a real server only when the
               # burst is read within one turn of the loop, which the machine decides.
               (U + "test_admission.py::test_admitted_requests_count_before_they_reach_the_lane",
@@ -1001,6 +1002,14 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   'gate.route("GET", "/", [db.readers])'),
               (U + "test_admission.py::test_the_root_and_readiness_are_not_refused_for_a_"
                "reader_lane_full_of_slow_reads",)),
+    Safeguard("door-charges-group-lock-wait-per-call", "overload", "the door's expected wait "
+              "counts a group commit's fixed cost (a lock wait, the commit) once per batch, "
+              "not once per call it carried",
+              one("app/resilience.py",
+                  "wall = math.ceil(share / self.batch_limit) * fixed + share * per_call",
+                  "wall = share * (fixed + per_call)"),
+              (U + "test_worker_lane.py::test_a_groups_lock_wait_is_paid_once_per_batch_in_"
+               "the_expected_wait",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
               one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",

@@ -18,6 +18,9 @@ class FakeLane:
         self.drain_seconds = drain_seconds
         self.queued = queued
 
+    def wait_for(self, calls: int) -> float:
+        return calls * self.drain_seconds
+
 
 def gate_with(lane: FakeLane, max_wait_s: float = 1.0) -> tuple[Admission, object]:
     refused: list[str] = []

@@ -4,6 +4,7 @@ threading.Events, never sleeps."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -387,3 +388,42 @@ async def test_queued_call_is_dropped_at_its_deadline(gate: Gate, lanes: list[Wo
     gate.opened.set()
     lane.shutdown(wait=True)
     assert gate.calls == 1  # the queued work never ran
+
+
+def test_a_groups_lock_wait_is_paid_once_per_batch_in_the_expected_wait() -> None:
+    # Writes grouped 64 at a time: one batch of 3 waited 200 ms for another process's lock,
+    # then the queue behind it ran in big, quick batches. Sixty calls ahead are one batch:
+    # the wait expected is one batch's fixed cost plus sixty small per-call costs, not sixty
+    # times the 67 ms a call of the slow batch seemed to cost.
+    lane = WorkerLane("writer", workers=1, queue_limit=1024, batch_limit=64)
+    try:
+        for size, seconds in [(2, 0.004), (40, 0.02), (3, 0.2), (50, 0.025), (10, 0.008),
+                              (30, 0.015)]:
+            lane.batch_cost.add(size, seconds)
+        fixed, per_call = lane.batch_cost.line()
+        assert 0 < fixed < 0.1 and 0 <= per_call < 0.01
+        assert lane.wait_for(60) < 0.15
+        assert lane.wait_for(200) > lane.wait_for(60)  # more batches ahead, more to wait
+    finally:
+        lane.shutdown()
+
+
+def test_a_lane_without_groups_expects_each_call_to_cost_its_measured_time() -> None:
+    lane = WorkerLane("readers", workers=4, queue_limit=64)
+    try:
+        for _ in range(20):
+            lane.batch_cost.add(1, 0.5)  # every read is slowed to 500 ms
+        assert lane.wait_for(40) == pytest.approx(40 * 0.5 / 4)
+        assert lane.wait_for(0) == 0.0
+    finally:
+        lane.shutdown()
+
+
+def test_cpu_bound_calls_share_the_cpus_not_the_workers() -> None:
+    lane = WorkerLane("hash", workers=4, queue_limit=64)
+    try:
+        lane.assume_call_seconds(0.05)
+        cpus = min(4, len(os.sched_getaffinity(0)))
+        assert lane.wait_for(8) == pytest.approx(max(8 * 0.05 / 4, 8 * 0.05 / cpus))
+    finally:
+        lane.shutdown()
