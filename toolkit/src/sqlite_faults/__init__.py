@@ -38,8 +38,8 @@ PUBLIC_MODULES = frozenset({
     "postgres_server", "summary", "plugin", "powerloss.model", "powerloss.points",
     "powerloss.states", "powerloss.vfs", "powerloss.scratch", "report.backends",
     "report.load", "report.render", "report.retry", "report.runner", "report.scenarios",
-    "report.slo", "netproxy",
-    "report.__main__",
+    "report.slo", "netproxy", "http11", "echo", "report.instrument", "report.junit",
+    "report.agreement", "report.__main__",
 })
 
 __all__ = [
