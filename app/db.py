@@ -397,14 +397,18 @@ class Database:
                 # it in SQLite, every savepoint included): the others run again.
                 self._rollback(seat)
                 return [c for c, _ in done] + live[index + 1:]
-        # Last chance to give up before COMMIT: past its deadline a client has its 504, and a
-        # commit now would turn it into a silent success.
-        late = [c for c, _ in done if c.handle.stopping]
+        # The commit point (CallHandle.begin_commit): past its deadline a client has its 504,
+        # and a commit now would turn it into a silent success; a call that wins its commit
+        # point is waited for by its client instead.
+        committing = [c for c, _ in done if c.handle.begin_commit()]
+        late = [c for c, _ in done if c not in committing]
         if late:
             for call in late:
                 call.fail(DeadlineExceeded("the DB call outlived its deadline"))
+            for call in committing:
+                call.handle.abandon_commit()
             self._rollback(seat)
-            return [c for c, _ in done if c not in late]
+            return committing
         if not done:
             self._rollback(seat)
             return []

@@ -120,12 +120,20 @@ class CallHandle:
     the worker has detached, no interrupt of this attempt is in flight or can still start, so
     a late cancel never reaches the connection's next call (an interrupt sent a moment after
     the attempt ended would stop whatever statement the connection runs next).
+
+    A write's COMMIT is its commit point, decided under the same lock: the worker commits only
+    if `begin_commit` wins against the deadline, and the loop answers 504 only if `expire`
+    wins against the commit. Without it a deadline that passed between the worker's last look
+    and its COMMIT answered 504 for a write that then committed (measured: one in a report
+    run at 800 requests/s, with the write lock held past the deadline): a client told "not
+    done" about what was done. After the commit point the client waits for the outcome.
     """
 
     def __init__(self, deadline: Deadline) -> None:
         self.deadline = deadline
         self._lock = threading.Lock()
         self._cancelled = False
+        self._committing = False
         self._interrupt: Callable[[], None] | None = None
 
     @property
@@ -153,6 +161,31 @@ class CallHandle:
             self._cancelled = True
             if self._interrupt is not None:
                 self._interrupt()
+
+    def begin_commit(self) -> bool:
+        """The worker, just before COMMIT: True when it may commit (from now on the deadline
+        no longer answers for this attempt; its outcome will); False when cancelled or past
+        the deadline first."""
+        with self._lock:
+            if self._cancelled or self.deadline.expired:
+                return False
+            self._committing = True
+            return True
+
+    def abandon_commit(self) -> None:
+        """The worker will not commit after all (another call of its group was late): the
+        deadline answers for this attempt again."""
+        with self._lock:
+            self._committing = False
+
+    def expire(self) -> bool:
+        """The loop, at the deadline: True when it answers 504 (the attempt is cancelled);
+        False when the attempt's COMMIT has begun, whose outcome is the answer."""
+        with self._lock:
+            if self._committing:
+                return False
+            self._cancelled = True
+            return True
 
     @property
     def stopping(self) -> bool:
@@ -563,6 +596,8 @@ def _client_gone(call: LaneCall) -> None:
 
 def _expire(call: LaneCall, interrupter: Executor | None) -> None:
     if call.future.done():
+        return
+    if not call.handle.expire():  # past its commit point: the outcome is the answer
         return
     call.future.set_exception(DeadlineExceeded("the DB call outlived its deadline"))
     _stop(call, interrupter)

@@ -105,8 +105,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (ACCOUNT + "test_readyz_answers_within_its_own_deadline_not_the_db_deadline",)),
     Safeguard("commit-after-deadline", "deadlines", "a transaction past its deadline is "
               "rolled back before COMMIT (the client already has its 504)",
-              one("app/db.py", "        late = [c for c, _ in done if c.handle.stopping]",
-                  "        late = []"),
+              one("app/db.py", "committing = [c for c, _ in done if c.handle.begin_commit()]",
+                  "committing = [c for c, _ in done if c.handle.begin_commit() or True]"),
               (SLOW + "test_a_write_stalled_past_its_deadline_before_commit_is_not_committed",)),
     Safeguard("statements-after-deadline", "deadlines", "no statement starts after the "
               "deadline (checked before every statement, not only at COMMIT)",
@@ -1010,6 +1010,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "wall = share * (fixed + per_call)"),
               (U + "test_worker_lane.py::test_a_groups_lock_wait_is_paid_once_per_batch_in_"
                "the_expected_wait",)),
+    Safeguard("deadline-answers-over-a-commit", "deadlines", "a write whose COMMIT began "
+              "before its deadline is answered by its outcome, never 504 for what committed",
+              one("app/resilience.py", "if not call.handle.expire():",
+                  "if not (call.handle.expire() or True):"),
+              (SLOW + "test_a_write_whose_commit_began_before_its_deadline_is_answered_by_"
+               "its_outcome",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
               one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",

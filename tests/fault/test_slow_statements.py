@@ -138,3 +138,38 @@ async def test_a_connection_that_was_sent_a_cancel_is_not_reused(
     assert connects == []
     assert (await client.get(f"/users/{created.json()['id']}")).status_code == 200
     assert connects == [1], "the cancelled connection was reused"
+
+
+async def test_a_write_whose_commit_began_before_its_deadline_is_answered_by_its_outcome(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The COMMIT starts inside the deadline, and the worker is held after it, past the
+    # deadline, before it can hand the result back (a busy machine). Answering 504 at the
+    # deadline told the client "not done" about a write that had committed; the commit point
+    # (CallHandle.begin_commit) makes the client wait for the outcome instead.
+    deadline_s = 1.0
+    app = make_app(db_deadline_s=deadline_s)
+    client = client_for(app)
+    assert (await client.get("/readyz")).status_code == 200
+    dialect = app.state.db.writer_engine.dialect
+    real_commit = dialect.do_commit
+    committed = threading.Event()
+
+    def commit_then_stall(dbapi_connection: Any) -> None:
+        real_commit(dbapi_connection)
+        if not committed.is_set():
+            committed.set()
+            time.sleep(deadline_s + 0.3)  # committed; the answer is not back yet
+
+    monkeypatch.setattr(dialect, "do_commit", commit_then_stall)
+    started = time.monotonic()
+    response = await client.post("/users/", json={"name": "committed-late",
+                                                  "password": "long enough"})
+    elapsed = time.monotonic() - started
+    assert committed.is_set()
+    rows = query_url(app.state.settings.database_url,
+                     "SELECT count(*) FROM users WHERE name = 'committed-late'")
+    assert rows == [(1,)]
+    assert response.status_code == 201, (response.status_code, response.text)
+    assert elapsed >= deadline_s
