@@ -135,13 +135,20 @@ def settle(measured: list[Verdict], serviced: list[Verdict], why: str) -> list[V
             for v in measured]
 
 
-def figures(samples: Sequence[Sample], loop: LoopLag, start: float, end: float
-            ) -> dict[str, Any]:
-    """The instrument's own delays in one window, for the report."""
+def figures(samples: Sequence[Sample], loop: LoopLag, start: float, end: float,
+            forwarded: dict[str, ForwardedRequest] | None = None) -> dict[str, Any]:
+    """The instrument's own delays in one window, for the report; with the fault proxy's log,
+    the service's own time too (from the proxy forwarding a request to its answer), so a
+    breach can be shown to be the service's."""
     delays = [instrument_delay(s, loop) * 1000 for s in samples]
     waited = [s.waited * 1000 for s in samples]
     late = [x * 1000 for x in loop.between(start, end)]
+    log = forwarded or {}
+    service = [t * 1000 for s in samples
+               if (f := log.get(s.request_id)) is not None and (t := f.service_s) is not None]
     return {
+        "service_p95_ms": round(percentile(service, 0.95), 1),
+        "service_max_ms": round(max(service, default=0.0), 1),
         "requests": len(samples),
         "delay_p95_ms": round(percentile(delays, 0.95), 1),
         "delay_max_ms": round(max(delays, default=0.0), 1),

@@ -105,11 +105,17 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
     lines += _client_profiles(by_target, labels)
 
     lines += ["## SLO failures deep dive", "",
+              "Each breach with the figure that makes it the service's: the instrument's own "
+              "delay (p95, the endpoint's requests in the breached phase) against the "
+              "service's own time, from the "
+              "fault proxy forwarding a request to the service's answer (p95 / max).", "",
               "|Service|Scenario|Endpoint|Client|SLO Violated|Objective|Observed|Margin|"
-              "Failure Pattern|", "|---|---|---|---|---|---|---|---|---|"]
+              "Failure Pattern|Instrument delay p95 ms|Service's own time ms|",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for target, results in by_target.items():
-        for verdict in (v for r in results for v in r.verdicts if v.breached):
-            lines.append(_failure_row(target, verdict, labels))
+        for result in results:
+            for verdict in (v for v in result.verdicts if v.breached):
+                lines.append(_failure_row(target, verdict, labels, result))
     lines.append("")
     lines += _inconclusive(by_target, labels)
 
@@ -199,10 +205,8 @@ def _inconclusive(by_target: dict[str, list[ScenarioResult]],
              "|Service|Scenario|Endpoint|Client|SLO|Observed|Instrument delay p95 ms (phase)|"
              "Generator loop lag p95 ms|", "|---|---|---|---|---|---|---|---|"]
     for target, result, v in rows:
-        phase = next((p for p in ("steady", "fault", "recovery") if p in v.slo), "fault")
-        if v.slo.startswith("recovery"):
-            phase = "recovery"
-        figures = result.instrument()[phase]
+        phase = _phase_of(v)
+        figures = result.instrument(v.endpoint)[phase]
         lines.append(f"|{target}|{v.scenario}|{_endpoint_label(v.endpoint, labels)}|"
                      f"{v.profile}|{v.slo}|{v.observed}|{figures['delay_p95_ms']:.0f} "
                      f"({phase})|{figures['loop_lag_p95_ms']:.0f}|")
@@ -280,9 +284,20 @@ def _load_line(meta: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _failure_row(target: str, v: Verdict, labels: dict[str, str]) -> str:
+def _phase_of(v: Verdict) -> str:
+    """The phase a verdict judged ("fault" for the ledger's and the lanes' checks)."""
+    if v.slo.startswith("recovery"):
+        return "recovery"
+    return next((p for p in ("steady", "fault", "recovery") if f"({p})" in v.slo), "fault")
+
+
+def _failure_row(target: str, v: Verdict, labels: dict[str, str],
+                 result: ScenarioResult) -> str:
+    figures = result.instrument(v.endpoint)[_phase_of(v)]
     return (f"|{target}|{v.scenario}|{_endpoint_label(v.endpoint, labels)}|{v.profile}|"
-            f"{v.slo}|{v.objective}|{v.observed}|{v.margin}|{v.pattern}|")
+            f"{v.slo}|{v.objective}|{v.observed}|{v.margin}|{v.pattern}|"
+            f"{figures['delay_p95_ms']:.0f}|{figures['service_p95_ms']:.0f} / "
+            f"{figures['service_max_ms']:.0f}|")
 
 
 def _scenario_section(target: str, result: ScenarioResult,
@@ -324,7 +339,9 @@ def _scenario_section(target: str, result: ScenarioResult,
                  f"{fault['delay_p95_ms']:.0f} ms (max {fault['delay_max_ms']:.0f}), "
                  f"{fault['waited_for_connection']} requests waited for a free connection, "
                  f"generator loop lag p95 {fault['loop_lag_p95_ms']:.0f} ms (max "
-                 f"{fault['loop_lag_max_ms']:.0f}).")
+                 f"{fault['loop_lag_max_ms']:.0f}); the service's own time, from the proxy "
+                 f"forwarding a request to its answer, p95 {fault['service_p95_ms']:.0f} ms "
+                 f"(max {fault['service_max_ms']:.0f}).")
     lines += [f"Note: {note}" for note in result.notes]
     return [*lines, ""]
 

@@ -59,17 +59,20 @@ class ScenarioResult:
     seconds: float = 0.0  # wall time of the scenario, checks included
     # The generator's loop probes (seconds since the start, seconds late): instrument.py.
     loop_lag: list[tuple[float, float]] = field(default_factory=list)
-    # The fault proxy's log of the requests it forwarded, by X-Request-Id (network scenarios).
+    # The fault proxy's log of the requests it forwarded, by X-Request-Id: the service's own
+    # time (network scenarios are judged by it; every scenario reports it).
     forwarded: dict[str, ForwardedRequest] = field(default_factory=dict)
 
-    def instrument(self) -> dict[str, dict[str, Any]]:
-        """The instrument's own delays per phase."""
+    def instrument(self, endpoint: str | None = None) -> dict[str, dict[str, Any]]:
+        """The instrument's own delays per phase (of one endpoint's requests, or all)."""
         loop = LoopLag(self.loop_lag)
         end = max((s.at + s.latency for s in self.samples), default=self.fault_end)
         bounds = {"steady": (0.0, self.fault_start), "fault": (self.fault_start, self.fault_end),
                   "recovery": (self.fault_end, end)}
-        return {phase: instrument.figures([s for s in self.samples if s.phase == phase],
-                                          loop, start, stop)
+        return {phase: instrument.figures(
+                    [s for s in self.samples
+                     if s.phase == phase and endpoint in (None, s.endpoint)],
+                    loop, start, stop, self.forwarded)
                 for phase, (start, stop) in bounds.items()}
 
     @property
@@ -273,8 +276,7 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
         await asyncio.to_thread(context.holder.start)
     phase = "steady"
     stop = asyncio.Event()
-    if scenario.network:
-        await network.arequests()  # empties the proxy's log: this scenario's requests only
+    await network.arequests()  # empties the proxy's log: this scenario's requests only
     started = time.monotonic()
     loading = asyncio.create_task(load.run(network.base_url, stop, started))
     lanes = None
@@ -306,8 +308,7 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
         for s in load.samples
     ]
     result.loop_lag = load.loop_lag
-    if scenario.network:
-        result.forwarded = await network.arequests()
+    result.forwarded = await network.arequests()
     progress.show(target.name, scenario.name, "checking acknowledged writes")
     await _ensure_answering(server, result)
     for profile in scenario.profiles:
