@@ -1016,6 +1016,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "if not (call.handle.expire() or True):"),
               (SLOW + "test_a_write_whose_commit_began_before_its_deadline_is_answered_by_"
                "its_outcome",)),
+    Safeguard("proxy-charges-the-hole-to-the-service", "fault toolkit", "a request a black "
+              "hole cut off from its answer is the network's, not the service's held request",
+              one(PROXY, "            self.proxy.requests.pop(self.awaiting.popleft(), None)",
+                  "            self.awaiting.popleft()"),
+              (TK + "test_netproxy.py::test_a_request_the_hole_cut_off_before_its_answer_"
+               "leaves_the_log",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
               one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",

@@ -6,6 +6,7 @@ bounds only where a fault must not be (a blocked forward would take the client's
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -23,11 +24,15 @@ class Upstream:
 
     def __init__(self) -> None:
         self.seen = 0
+        self.arrived = threading.Event()  # set by each request as it reaches the server
+        self.delay_s = 0.0  # how long each answer waits
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 upstream.seen += 1
+                upstream.arrived.set()
+                time.sleep(upstream.delay_s)  # the service's own time
                 big = self.path.startswith("/big")
                 body = b"x" * int(self.path.rpartition("/")[2]) if big else b"ok"
                 self.send_response(200)
@@ -171,3 +176,22 @@ def test_a_request_the_network_swallowed_never_appears_in_the_log(
     proxy.clear()
     _get_with_id(proxy, "plain")
     assert set(proxy.requests()) == {"plain"}
+
+
+def test_a_request_the_hole_cut_off_before_its_answer_leaves_the_log(
+        proxy: NetworkFaults, upstream: Upstream) -> None:
+    # The service got it, then the hole fell before its answer came back: the network's.
+    upstream.delay_s = 0.5
+    client = threading.Thread(target=lambda: _quiet_get(proxy, "cut"))
+    client.start()
+    assert upstream.arrived.wait(10)
+    proxy.set("blackhole")
+    client.join(timeout=10)
+    proxy.clear()
+    assert upstream.seen == 1
+    assert "cut" not in proxy.requests()
+
+
+def _quiet_get(proxy: NetworkFaults, request_id: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        _get_with_id(proxy, request_id, timeout=1.5)

@@ -66,8 +66,8 @@ answer's status (the proxy's clock is CLOCK_MONOTONIC, the same as `time.monoton
 process on the machine). `requests` returns the log and empties it:
 `{id: [forwarded_at, answered_at, status]}`, null where it did not happen. What lies between
 the two times is the service's own time, whatever the network faults added around it; a
-request missing from the log never reached the service (a black hole took it, or the proxy
-answered it). The report judges network scenarios by it.
+request missing from the log never reached the service or was cut off from it (a black hole
+took it, or its answer; or the proxy answered it). The report judges network scenarios by it.
 
 Every random choice comes from `random.Random(seed)`: each `set` derives the fault's own
 generator from it, so a run with the same seed, the same sequence of `set`s and the same
@@ -344,6 +344,11 @@ class _Connection:
             return
         self.condemned = self.upstream_gone = True
         self.proxy.stats["connections_blackholed"] += 1
+        # Requests the service had and had not answered: the hole cut them off, and an answer
+        # it sends now is never read. They are the network's, not the service's: out of the
+        # log, as if never forwarded.
+        while self.awaiting:
+            self.proxy.requests.pop(self.awaiting.popleft(), None)
         if self.upstream_w is not None:
             self.upstream_w.transport.abort()
 
