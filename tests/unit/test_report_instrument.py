@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from sqlite_faults.netproxy import ForwardedRequest
 from sqlite_faults.report.instrument import (
+    CpuSample,
     LoopLag,
     beside,
+    cpu_figures,
     figures,
     network_view,
     service_view,
@@ -159,3 +161,13 @@ def test_a_window_the_network_took_whole_has_nothing_of_the_services_to_judge() 
     assert "0 reached the service" in shown["requests (fault)"].observed
     # ...while the raw judgement of the same samples (the client's view) is a breach.
     assert not next(v for v in as_seen if v.slo == "p95 latency (fault)").passed
+
+
+def test_cpu_figures_say_who_had_the_machine_in_a_window() -> None:
+    samples = [CpuSample(1.0 + i * 0.1, 1.0 if i < 5 else 0.5, 0.9, 0.6) for i in range(10)]
+    shown = cpu_figures(samples, 1.0, 2.0)
+    assert shown["cpu_samples"] == 10
+    assert shown["machine_saturated_share"] == 0.5
+    assert shown["machine_busy_mean"] == 0.75
+    assert (shown["service_cpus_mean"], shown["instrument_cpus_mean"]) == (0.9, 0.6)
+    assert cpu_figures(samples, 5.0, 6.0) == {"cpu_samples": 0}

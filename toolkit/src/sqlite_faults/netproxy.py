@@ -730,6 +730,11 @@ class NetworkFaults:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The proxy process's id (its CPU is part of the instrument's)."""
+        return self._proc.pid
+
     def _read_answers(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import psutil
 
 from sqlite_faults.echo import TARGET as ECHO
 from sqlite_faults.echo import EchoServer
@@ -212,3 +216,83 @@ async def calibrate(rate: float, budget_ms: float, timeout_s: float, seed: int,
                 return result
             lowerings -= 1
             rate *= 0.7
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float  # seconds since the scenario started
+    machine: float  # busy share of all the machine's CPUs, 0..1
+    service: float  # CPUs the service's process used (1.0 = one core)
+    instrument: float  # CPUs the generator's and the proxy's processes used
+
+
+class CpuSampler:
+    """Who had the machine's CPUs, every `every_s` (a thread, so a busy generator loop does
+    not stretch the period): the machine as a whole, the service, and the instrument (this
+    process and the fault proxy). On a small machine the three share the CPUs, and a window
+    in which they were all busy is one in which the service may have waited for a CPU its
+    own instrument held."""
+
+    def __init__(self, service_pid: Callable[[], int | None], instrument_pids: Sequence[int],
+                 started: float, every_s: float = 0.1) -> None:
+        self.samples: list[CpuSample] = []
+        self._service_pid = service_pid
+        self._instrument = [psutil.Process(pid) for pid in instrument_pids]
+        self._service: psutil.Process | None = None
+        self._started = started
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _service_process(self) -> psutil.Process | None:
+        pid = self._service_pid()
+        if pid is None:
+            return None
+        if self._service is None or self._service.pid != pid:  # restarted (SIGKILL scenario)
+            with contextlib.suppress(psutil.Error):
+                self._service = psutil.Process(pid)
+                self._service.cpu_percent()
+        return self._service
+
+    def _run(self) -> None:
+        psutil.cpu_percent()
+        for process in self._instrument:
+            with contextlib.suppress(psutil.Error):
+                process.cpu_percent()
+        while not self._stop.wait(self._every_s):  # the sampling period
+            service = self._service_process()
+            used = 0.0
+            with contextlib.suppress(psutil.Error):
+                used = service.cpu_percent() / 100 if service is not None else 0.0
+            instrument = 0.0
+            for process in self._instrument:
+                with contextlib.suppress(psutil.Error):
+                    instrument += process.cpu_percent() / 100
+            self.samples.append(CpuSample(time.monotonic() - self._started,
+                                          psutil.cpu_percent() / 100, used, instrument))
+
+
+# A CPU sample at or above this busy share of the machine counts as saturated.
+SATURATED = 0.95
+
+
+def cpu_figures(samples: Sequence[CpuSample], start: float, end: float) -> dict[str, Any]:
+    window = [s for s in samples if start <= s.at < end]
+    if not window:
+        return {"cpu_samples": 0}
+    n = len(window)
+    return {
+        "cpu_samples": n,
+        "machine_busy_mean": round(sum(s.machine for s in window) / n, 3),
+        "machine_saturated_share": round(sum(s.machine >= SATURATED for s in window) / n, 3),
+        "service_cpus_mean": round(sum(s.service for s in window) / n, 2),
+        "instrument_cpus_mean": round(sum(s.instrument for s in window) / n, 2),
+    }

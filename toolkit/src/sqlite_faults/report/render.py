@@ -110,8 +110,9 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
               "service's own time, from the "
               "fault proxy forwarding a request to the service's answer (p95 / max).", "",
               "|Service|Scenario|Endpoint|Client|SLO Violated|Objective|Observed|Margin|"
-              "Failure Pattern|Instrument delay p95 ms|Service's own time ms|",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "Failure Pattern|Instrument delay p95 ms|Service's own time ms|"
+              "Machine CPU saturated / service CPUs / instrument CPUs|",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for target, results in by_target.items():
         for result in results:
             for verdict in (v for v in result.verdicts if v.breached):
@@ -284,6 +285,15 @@ def _load_line(meta: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _cpu_sentence(figures: dict[str, Any]) -> str:
+    if not figures.get("cpu_samples"):
+        return ""
+    return (f" The machine's CPUs were {figures['machine_busy_mean']:.0%} busy on average and "
+            f"saturated in {figures['machine_saturated_share']:.0%} of the 100 ms samples; the "
+            f"service used {figures['service_cpus_mean']:.2f} CPUs, the instrument (generator "
+            f"and proxy) {figures['instrument_cpus_mean']:.2f}.")
+
+
 def _phase_of(v: Verdict) -> str:
     """The phase a verdict judged ("fault" for the ledger's and the lanes' checks)."""
     if v.slo.startswith("recovery"):
@@ -297,7 +307,10 @@ def _failure_row(target: str, v: Verdict, labels: dict[str, str],
     return (f"|{target}|{v.scenario}|{_endpoint_label(v.endpoint, labels)}|{v.profile}|"
             f"{v.slo}|{v.objective}|{v.observed}|{v.margin}|{v.pattern}|"
             f"{figures['delay_p95_ms']:.0f}|{figures['service_p95_ms']:.0f} / "
-            f"{figures['service_max_ms']:.0f}|")
+            f"{figures['service_max_ms']:.0f}|"
+            + (f"{figures['machine_saturated_share']:.0%} / {figures['service_cpus_mean']:.2f}"
+               f" / {figures['instrument_cpus_mean']:.2f}|" if figures.get("cpu_samples")
+               else "|"))
 
 
 def _scenario_section(target: str, result: ScenarioResult,
@@ -341,7 +354,7 @@ def _scenario_section(target: str, result: ScenarioResult,
                  f"generator loop lag p95 {fault['loop_lag_p95_ms']:.0f} ms (max "
                  f"{fault['loop_lag_max_ms']:.0f}); the service's own time, from the proxy "
                  f"forwarding a request to its answer, p95 {fault['service_p95_ms']:.0f} ms "
-                 f"(max {fault['service_max_ms']:.0f}).")
+                 f"(max {fault['service_max_ms']:.0f})." + _cpu_sentence(fault))
     lines += [f"Note: {note}" for note in result.notes]
     return [*lines, ""]
 

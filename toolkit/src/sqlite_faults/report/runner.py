@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import random
 import sys
 import time
@@ -28,7 +29,7 @@ from sqlite_faults.target import Target
 
 from . import instrument
 from .backends import Backend
-from .instrument import Calibration, LoopLag
+from .instrument import Calibration, CpuSample, CpuSampler, LoopLag
 from .load import ENDPOINTS, OPEN, LoadGenerator, LoadModel, LoadSpec, Sample, measure_capacity
 from .load import labels as request_labels
 from .retry import PLAIN, PROFILES
@@ -59,6 +60,8 @@ class ScenarioResult:
     seconds: float = 0.0  # wall time of the scenario, checks included
     # The generator's loop probes (seconds since the start, seconds late): instrument.py.
     loop_lag: list[tuple[float, float]] = field(default_factory=list)
+    # Who had the machine's CPUs through the scenario (instrument.CpuSampler).
+    cpu: list[CpuSample] = field(default_factory=list)
     # The fault proxy's log of the requests it forwarded, by X-Request-Id: the service's own
     # time (network scenarios are judged by it; every scenario reports it).
     forwarded: dict[str, ForwardedRequest] = field(default_factory=dict)
@@ -69,10 +72,11 @@ class ScenarioResult:
         end = max((s.at + s.latency for s in self.samples), default=self.fault_end)
         bounds = {"steady": (0.0, self.fault_start), "fault": (self.fault_start, self.fault_end),
                   "recovery": (self.fault_end, end)}
-        return {phase: instrument.figures(
+        return {phase: {**instrument.figures(
                     [s for s in self.samples
                      if s.phase == phase and endpoint in (None, s.endpoint)],
-                    loop, start, stop, self.forwarded)
+                    loop, start, stop, self.forwarded),
+                    **instrument.cpu_figures(self.cpu, start, stop)}
                 for phase, (start, stop) in bounds.items()}
 
     @property
@@ -278,6 +282,9 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     stop = asyncio.Event()
     await network.arequests()  # empties the proxy's log: this scenario's requests only
     started = time.monotonic()
+    cpu = CpuSampler(lambda: server.pid if server.running else None,
+                     [os.getpid(), network.pid], started)
+    cpu.__enter__()
     loading = asyncio.create_task(load.run(network.base_url, stop, started))
     lanes = None
     if scenario.observe_lanes and target.metrics is not None:
@@ -299,6 +306,8 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     finally:
         stop.set()
         await loading
+        cpu.__exit__()
+        result.cpu = cpu.samples
         if lanes is not None:
             await lanes
         if context.holder is not None:
