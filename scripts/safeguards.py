@@ -967,7 +967,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "not grow with the connections a network fault left open",
               one(LOAD, "transport = self.transport or Http11Transport()",
                   "transport = self.transport or httpx.AsyncHTTPTransport(limits=limits)"),
-              (TK + "test_report_instrument.py::test_latency_returns_to_steady_state_after_"
+              (TK + "test_instrument_recovery.py::test_latency_returns_to_steady_state_after_"
                "every_network_fault",)),
     Safeguard("report-inconclusive-excuses-service-errors", "fault toolkit", "only a client "
               "timeout the instrument ate into leaves the service's view; a 500 is the "
