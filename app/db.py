@@ -265,11 +265,17 @@ class Database:
     async def _attempt(self, operation: str, lane: WorkerLane, work: Callable[[Any], T],
                        deadline: Deadline) -> T:
         call = lane.submit(work, CallHandle(deadline))
+        budget = self.retry.budget
         try:
-            return await await_until(call, self.interrupter)
+            result: T = await await_until(call, self.interrupter)
         except TransientStorageError as exc:
             self._count_transient(operation, exc)
+            if budget is not None:
+                budget.record(succeeded=False)
             raise
+        if budget is not None:
+            budget.record(succeeded=True)
+        return result
 
     async def _retry(self, operation: str, lane: WorkerLane, work: Callable[[Any], T],
                      deadline: Deadline, first: TransientStorageError,
@@ -278,7 +284,10 @@ class Database:
         first attempt is the one that already failed: it re-raises that error, so attempt
         counts, backoff and the stop rule are exactly the policy's."""
         failed: TransientStorageError | None = first
-        async for attempt in self.retry.retrying(deadline, on_retry):
+        def denied() -> None:
+            self.metrics.db_retries_denied.labels(operation).inc()
+
+        async for attempt in self.retry.retrying(deadline, on_retry, denied):
             with attempt:
                 if failed is not None:
                     error, failed = failed, None

@@ -24,18 +24,21 @@ from .http_errors import install_error_handlers
 from .metrics import Metrics
 from .passwords import PasswordHasher
 from .request_limits import LimitRequestBody
-from .resilience import RetryPolicy
+from .resilience import RetryBudget, RetryPolicy
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def retry_policy(settings: Settings, rng: random.Random | None = None) -> RetryPolicy:
+    budget = (RetryBudget(settings.retry_budget_tokens, settings.retry_budget_ratio)
+              if settings.retry_budget_tokens > 0 else None)
     return RetryPolicy(
         max_attempts=settings.retry_max_attempts,
         backoff_initial_s=settings.retry_backoff_initial_s,
         backoff_max_s=settings.retry_backoff_max_s,
         rng=rng or random.Random(),
+        budget=budget,
     )
 
 

@@ -34,6 +34,10 @@ class Metrics:
             "db_retries", "Transactions retried after a transient error, by the call's outcome",
             ["operation", "outcome"], registry=r,
         )
+        self.db_retries_denied = Counter(
+            "db_retries_denied", "Retries not started because most attempts were failing "
+            "(the retry budget, RETRY_BUDGET_TOKENS)", ["operation"], registry=r,
+        )
         self.db_transient_errors = Counter(
             "db_transient_errors", "Transient DB errors seen (retried or not)",
             ["operation", "error"], registry=r,

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     retry_max_attempts: PositiveInt = 5
     retry_backoff_initial_s: Seconds = 0.01
     retry_backoff_max_s: Seconds = 0.25
+    # The retry budget (app/resilience.py, RetryBudget): a transient failure takes a token, a
+    # success gives back RETRY_BUDGET_RATIO; retries stop while half the tokens are gone.
+    # 0 tokens: no budget (every call may use RETRY_MAX_ATTEMPTS).
+    retry_budget_tokens: float = Field(default=100.0, ge=0)
+    retry_budget_ratio: float = Field(default=0.5, gt=0)
     # Seconds a client is told to wait (Retry-After) on a 503.
     retry_after_s: PositiveInt = 1
 

@@ -262,8 +262,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (SQLERR + "test_transient_errors_past_the_budget_are_503_and_write_nothing",)),
     Safeguard("retry-past-deadline", "retries", "no retry starts whose backoff would end "
               "past the deadline",
-              one("app/resilience.py", "                or deadline.remaining() <= "
-                  "state.upcoming_sleep\n", ""),
+              one("app/resilience.py", "                    or deadline.remaining() <= "
+                  "state.upcoming_sleep):", "                    ):"),
               (RETRY + "test_deadline_stops_a_retry_whose_backoff_would_outlast_it",)),
     Safeguard("retry-at-an-expired-deadline", "retries", "the deadline's boundary: with no "
               "budget left, not even a retry without backoff starts",
@@ -1022,6 +1022,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "            self.awaiting.popleft()"),
               (TK + "test_netproxy.py::test_a_request_the_hole_cut_off_before_its_answer_"
                "leaves_the_log",)),
+    Safeguard("no-retry-budget", "retries", "retries stop while most attempts fail (the "
+              "retry budget), and resume once successes give the tokens back",
+              one("app/main.py", "    budget = (RetryBudget(settings.retry_budget_tokens, "
+                  "settings.retry_budget_ratio)", "    budget = (None"),
+              (F + "test_sql_errors.py::test_retries_stop_while_most_attempts_fail_and_resume_"
+               "after",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
               one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",

@@ -168,3 +168,22 @@ async def test_random_transient_faults_keep_rows_and_metrics_consistent(
     assert m.value("db_retries_total", operation="create_user") == fault.injected - exhausted
     assert m.value("db_calls_total", operation="create_user", outcome="ok") == created
     assert m.value("db_calls_total", operation="create_user", outcome="busy") == exhausted
+
+
+async def test_retries_stop_while_most_attempts_fail_and_resume_after(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    # A small budget: two failed attempts take it to half, and retries stop.
+    app = make_app(retry_budget_tokens=4, retry_budget_ratio=0.5)
+    client = client_for(app)
+    with InjectSqlError(app.state.db.writer_engine, "busy", match=INSERT_USER) as fault:
+        first = await create(client, "spends-the-budget")
+        second = await create(client, "finds-it-spent")
+    assert first.status_code == second.status_code == 503
+    assert fault.injected == 3  # two for the first (then the budget stopped it), one for the next
+    m = await metrics(client)
+    assert m.value("db_retries_denied_total", operation="create_user") == 2
+    for i in range(8):  # successes give the tokens back
+        assert (await create(client, f"ok-{i}")).status_code == 201
+    with InjectSqlError(app.state.db.writer_engine, "busy", match=INSERT_USER, times=1):
+        assert (await create(client, "retried-again")).status_code == 201

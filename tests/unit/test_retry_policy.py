@@ -18,7 +18,7 @@ from app.errors import (
     StorageUnavailable,
     TransientStorageError,
 )
-from app.resilience import Deadline, RetryPolicy
+from app.resilience import Deadline, RetryBudget, RetryPolicy
 
 pytestmark = pytest.mark.unit
 
@@ -197,3 +197,33 @@ async def test_expired_deadline_stops_even_a_retry_with_no_backoff() -> None:
         await call(policy, 99, lambda: LockTimeout("busy"), outcome, Deadline(0.0))
     assert outcome.attempts == 1
     assert clock.delays == []
+
+
+def test_the_budget_holds_while_failures_are_occasional_and_drains_when_most_fail() -> None:
+    budget = RetryBudget(max_tokens=10, token_ratio=0.5)
+    for i in range(300):  # one attempt in five fails: below a third, the budget holds
+        budget.record(succeeded=i % 5 != 0)
+    assert budget.allows_retry
+    for _ in range(6):  # then most fail: six failures take it to half
+        budget.record(succeeded=False)
+    assert not budget.allows_retry
+    for _ in range(4):  # successes give back a half token each
+        budget.record(succeeded=True)
+    assert budget.allows_retry
+
+
+@pytest.mark.anyio
+async def test_a_drained_budget_stops_retries_and_says_so() -> None:
+    clock, outcome = Clock(), Outcome()
+    budget = RetryBudget(max_tokens=4, token_ratio=0.5)
+    policy = RetryPolicy(5, 0.01, 0.25, rng=random.Random(7), sleep=clock.sleep, budget=budget)
+    budget.record(succeeded=False)
+    budget.record(succeeded=False)  # 2 of 4 left: no more retries
+    denied: list[bool] = []
+    with pytest.raises(LockTimeout):
+        async for attempt in policy.retrying(Deadline.after(3600), outcome.retried.append,
+                                             lambda: denied.append(True)):
+            with attempt:
+                outcome.attempts += 1
+                raise LockTimeout("busy")
+    assert outcome.attempts == 1 and clock.delays == [] and denied == [True]
