@@ -37,6 +37,7 @@ from typing import Any
 from sqlite_faults.target import Target, TargetError, load_target
 
 from .backends import BACKENDS, BackendUnavailable, open_backend
+from .instrument import Calibration
 from .junit import write_junit
 from .load import CLOSED, OPEN, LoadSpec
 from .render import markdown, write_chart, write_json
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     by_target: dict[str, list[ScenarioResult]] = {}
     loads: dict[str, dict[str, Any]] = {}
     ceiling: float | None = None
+    calibrated: Calibration | None = None  # the first target's, reused by the baselines
     rng = random.Random(seed)
     try:
         with (tempfile.TemporaryDirectory(prefix="resilience-report-") as workdir,
@@ -138,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
             for target in targets:
                 run_ = asyncio.run(run_target(
                     target, scenarios, objectives, random.Random(rng.random()), phases,
-                    spec, Path(workdir), progress, backend, rate_ceiling=ceiling))
+                    spec, Path(workdir), progress, backend, rate_ceiling=ceiling,
+                    calibrated=calibrated))
                 by_target[target.name] = run_.results
                 loads[target.name] = {"model": run_.load.kind, "rate": round(run_.load.rate, 1),
                                       "clients": run_.load.clients,
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                                                       if run_.calibration else None),
                                       "described": run_.load.describe()}
                 ceiling = ceiling if ceiling is not None else run_.load.rate
+                calibrated = calibrated or run_.calibration
     except BackendUnavailable as exc:
         print(exc, file=sys.stderr)
         return 2

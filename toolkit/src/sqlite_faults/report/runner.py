@@ -161,7 +161,8 @@ class Progress:
 async def run_target(target: Target, scenarios: list[Scenario], objectives: Objectives,
                      rng: random.Random, phases: Phases, spec: LoadSpec, workdir: Path,
                      progress: Progress, backend: Backend | None = None,
-                     rate_ceiling: float | None = None) -> TargetRun:
+                     rate_ceiling: float | None = None,
+                     calibrated: Calibration | None = None) -> TargetRun:
     backend = backend or Backend("sqlite")
     database_url = backend.database_url(target.name)
     control = FaultControl.new()
@@ -202,7 +203,10 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                                           random.Random(rng.random()))
         model = spec.settle(capacity, rate_ceiling)
         calibration = None
-        if model.kind == OPEN:
+        if model.kind == OPEN and calibrated is not None and model.rate <= calibrated.rate:
+            # The same instrument, already shown to carry at least this rate in this run.
+            calibration = calibrated
+        elif model.kind == OPEN:
             # The instrument alone at this rate, before it judges anything (instrument.py).
             progress.show(target.name, "instrument", "calibrating on the echo service")
             calibration = await instrument.calibrate(
