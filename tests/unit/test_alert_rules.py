@@ -70,6 +70,9 @@ CASES: dict[str, Case] = {
         Series('db_calls_total{operation="create_user",outcome="overloaded"}', "0+10x30",
                "0+0.5x30"),
     ), at="15m"),
+    "UsersRetryBudgetSpent": Case((
+        Series('db_retries_denied_total{operation="create_user"}', "0+20x20", "0x20"),
+    ), at="10m"),
     "UsersSheddingLoad": Case((
         Series('db_calls_total{operation="get_user",outcome="ok"}', "0+1000x30", "0+1000x30"),
         Series('http_refusals_total{reason="overloaded"}', "0+100x30", "0+2x30"),
