@@ -966,7 +966,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "load generator sends through the lean transport, whose cost per request does "
               "not grow with the connections a network fault left open",
               one(LOAD, "transport = self.transport or Http11Transport()",
-                  "transport = self.transport or httpx.AsyncHTTPTransport(limits=limits)"),
+                  "transport = self.transport or httpx.AsyncHTTPTransport("
+                  "limits=httpx.Limits(max_connections=None))"),
               (TK + "test_instrument_recovery.py::test_latency_returns_to_steady_state_after_"
                "every_network_fault",)),
     Safeguard("report-inconclusive-excuses-service-errors", "fault toolkit", "only a client "

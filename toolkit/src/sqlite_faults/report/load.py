@@ -190,19 +190,16 @@ class LoadGenerator:
 
     async def run(self, base_url: str, stop: asyncio.Event, started: float) -> None:
         """Load until `stop` is set (a restarted server comes back on the same port)."""
-        connections = self.model.in_flight_limit()
-        # Requests wait for a slot here, not in httpcore's pool: its queue costs time per
-        # waiting request on every hand-over, and a backlog of hundreds (an open loop
-        # against a stalled service) made the generator itself the bottleneck.
-        self._slots = asyncio.Semaphore(connections)
-        limits = httpx.Limits(max_connections=connections)
+        # Requests wait for a slot here (the transport opens a connection per request in
+        # flight and queues nothing), so the wait for one is measured (`waited`).
+        self._slots = asyncio.Semaphore(self.model.in_flight_limit())
         # The lean transport (http11.py): httpcore's pool costs time per pooled connection on
         # every request, and made the generator the bottleneck once a fault raised the
         # connections in use.
         transport = self.transport or Http11Transport()
         probe = asyncio.create_task(self._probe_loop(stop, started))
         async with httpx.AsyncClient(base_url=base_url, timeout=self.model.timeout_s,
-                                     limits=limits, transport=transport,
+                                     transport=transport,
                                      event_hooks={"request": [_stamp_request_id]}) as client:
             if self.model.kind == OPEN:
                 await self._open_loop(client, stop, started)

@@ -255,14 +255,18 @@ def _judge(result: ScenarioResult, objectives: Objectives, deadline_s: float | N
     verdicts: list[Verdict] = []
     for profile in scenario.profiles:
         for endpoint in ENDPOINTS:
-            measured, theirs, as_seen = (
-                judge(scenario.name, endpoint, scenario.expect[endpoint],
-                      [s for s in samples if s.endpoint == endpoint and s.profile == profile],
-                      result.fault_end, objectives, deadline_s, result.ledgers.get(profile),
-                      profile)
-                for samples in (judged, serviced, result.samples))
-            if scenario.network:
-                measured = instrument.beside(measured, as_seen)
+            def verdicts_on(samples: list[Sample], endpoint: str = endpoint,
+                            profile: str = profile) -> list[Verdict]:
+                return judge(scenario.name, endpoint, scenario.expect[endpoint],
+                             [s for s in samples
+                              if s.endpoint == endpoint and s.profile == profile],
+                             result.fault_end, objectives, deadline_s,
+                             result.ledgers.get(profile), profile)
+
+            measured = verdicts_on(judged)
+            if scenario.network:  # the client's own figures beside the service's
+                measured = instrument.beside(measured, verdicts_on(result.samples))
+            theirs = verdicts_on(serviced)
             verdicts += instrument.settle(
                 measured, theirs, "met once the load generator's own delays are taken out "
                 "(see the instrument figures)")
@@ -286,36 +290,34 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     stop = asyncio.Event()
     await network.arequests()  # empties the proxy's log: this scenario's requests only
     started = time.monotonic()
-    cpu = CpuSampler(lambda: server.pid if server.running else None,
-                     [os.getpid(), network.pid], started)
-    cpu.__enter__()
-    loading = asyncio.create_task(load.run(network.base_url, stop, started))
-    lanes = None
-    if scenario.observe_lanes and target.metrics is not None:
-        result.lanes = LaneSamples()
-        lanes = asyncio.create_task(_sample_lanes(server, target, result.lanes,
-                                                  lambda: phase, stop))
-    try:
-        progress.show(target.name, scenario.name, "steady state")
-        await asyncio.sleep(phases.steady_s)  # phase lengths are the experiment's design
-        phase = "fault"
-        result.fault_start = time.monotonic() - started
-        progress.show(target.name, scenario.name, "fault window")
-        fault = scenario.fault(context) if scenario.fault else contextlib.nullcontext()
-        await _through_the_fault(fault, phases.fault_s, result)
-        phase = "recovery"
-        result.fault_end = time.monotonic() - started
-        progress.show(target.name, scenario.name, "recovery")
-        await asyncio.sleep(phases.recovery_s)
-    finally:
-        stop.set()
-        await loading
-        cpu.__exit__()
-        result.cpu = cpu.samples
-        if lanes is not None:
-            await lanes
-        if context.holder is not None:
-            await asyncio.to_thread(context.holder.close)
+    with CpuSampler(lambda: server.pid if server.running else None,
+                    [os.getpid(), network.pid], started) as cpu:
+        loading = asyncio.create_task(load.run(network.base_url, stop, started))
+        lanes = None
+        if scenario.observe_lanes and target.metrics is not None:
+            result.lanes = LaneSamples()
+            lanes = asyncio.create_task(_sample_lanes(server, target, result.lanes,
+                                                      lambda: phase, stop))
+        try:
+            progress.show(target.name, scenario.name, "steady state")
+            await asyncio.sleep(phases.steady_s)  # phase lengths are the experiment's design
+            phase = "fault"
+            result.fault_start = time.monotonic() - started
+            progress.show(target.name, scenario.name, "fault window")
+            fault = scenario.fault(context) if scenario.fault else contextlib.nullcontext()
+            await _through_the_fault(fault, phases.fault_s, result)
+            phase = "recovery"
+            result.fault_end = time.monotonic() - started
+            progress.show(target.name, scenario.name, "recovery")
+            await asyncio.sleep(phases.recovery_s)
+        finally:
+            stop.set()
+            await loading
+            if lanes is not None:
+                await lanes
+            if context.holder is not None:
+                await asyncio.to_thread(context.holder.close)
+    result.cpu = cpu.samples
     result.samples = [
         dataclasses.replace(s, phase=phase_of(s, result.fault_start, result.fault_end))
         for s in load.samples
