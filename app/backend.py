@@ -16,6 +16,7 @@ differs per backend is data or a policy here, never a branch in the callers:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
@@ -63,6 +64,11 @@ class Backend(Protocol):
 
     def bound_lock_wait(self, seat: SeatView, deadline: Deadline) -> None:
         """Make every lock wait of the seat's next transaction end just past `deadline`."""
+
+    def begin_write(self, seat: SeatView, conn: Connection, deadline: Deadline,
+                    abandoned: Callable[[], bool]) -> None:
+        """Begin a write transaction on the seat's connection `conn`, its lock wait ending
+        just past `deadline` (the latest of the group's) or once `abandoned()`."""
 
     def watch(self, dbapi_conn: Any, seat: SeatView) -> None:
         """Once per connection: let the database stop the seat's cancelled call by itself."""

@@ -365,13 +365,14 @@ class Database:
                     live.append(call)
         if not live:
             return []
-        # The lock wait is bounded by the latest deadline of the group: each earlier one gets
-        # its 504 from the event loop at its own deadline and is left out before COMMIT.
+        # The lock wait lasts while a call of the group still wants its answer, so until the
+        # latest deadline at most: each earlier one gets its 504 from the event loop at its
+        # own deadline and is left out before COMMIT.
         group = Deadline(max(call.handle.deadline.at for call in live))
         try:
             conn = self._connection(seat, group)
-            self.backend.bound_lock_wait(seat, group)
-            conn.begin()
+            self.backend.begin_write(
+                seat, conn, group, lambda: all(call.handle.stopping for call in live))
         except BaseException as exc:
             self._fail_all(seat, live, exc)
             return []

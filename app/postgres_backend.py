@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -118,6 +119,13 @@ class PostgresBackend:
         with seat.dbapi.cursor() as cursor:
             cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms + 25}")
             cursor.execute(f"SET LOCAL lock_timeout = {remaining_ms + 25}")
+
+    def begin_write(self, seat: Any, conn: Connection, deadline: Deadline,
+                    abandoned: Callable[[], bool]) -> None:
+        """The server-side timeouts bound the lock wait (lock_timeout); a query cancel at the
+        deadline ends it sooner, so `abandoned` is not polled here."""
+        self.bound_lock_wait(seat, deadline)
+        conn.begin()
 
     def watch(self, dbapi_conn: Any, seat: Any) -> None:
         """Nothing to add: a query that starts after its cancel was sent still ends at the

@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     sqlite_driver: Literal["pysqlite3", "sqlite3"] = "pysqlite3"
     # OFF is not offered: it lets an OS crash corrupt the database.
     sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "NORMAL"
-    # Busy wait outside a request (schema creation, maintenance). Inside a request the busy
-    # timeout is set to the request's remaining budget before every BEGIN.
+    # Busy wait outside a request (schema creation, maintenance). Inside a request a lock wait
+    # ends with the request's deadline: a read's busy timeout is set to its remaining budget,
+    # and the writer waits for its lock in short busy waits while its calls still want it.
     sqlite_busy_timeout_ms: PositiveInt = 5000
     sqlite_journal_size_limit_bytes: PositiveInt = 64 * 1024 * 1024
     # Seconds between the service's own WAL checkpoints, run on their own thread and
