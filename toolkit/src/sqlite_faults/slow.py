@@ -3,11 +3,12 @@
 Before each matching statement, on the same connection and in the same transaction, the fault
 runs a statement that loops inside SQLite for `seconds` (a recursive CTE that counts rows until
 a clock passes a limit). It is a real long-running statement: SQLite checks for
-`sqlite3_interrupt()` at every loop step, as it would in a big scan. On PostgreSQL the fault
+`sqlite3_interrupt()` at every loop step, as it would in a big scan. Each step waits a few
+milliseconds off the CPU (STEP_S), as a scan waiting on the disk does. On PostgreSQL the fault
 runs `pg_sleep(seconds)`, which a query cancel ends at once.
 
 Two simpler designs do not work, and would let a broken interrupt pass unnoticed:
-- a sleeping Python SQL function: an interrupt cannot stop a function mid-call;
+- one sleeping Python SQL function: an interrupt cannot stop a function mid-call;
 - a sleeping progress handler: SQLite checks the interrupt flag only at loop (jump)
   opcodes, and a short statement such as a primary-key SELECT has none, so it is interrupted
   only once it has finished anyway (measured: a 12-step SELECT slowed to 1.2 s, interrupted at
@@ -29,25 +30,40 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 # Counts until fault_clock() passes the bound parameter. fault_clock is registered on the
-# connection by the fault; it is cheap, so SQLite steps through the loop many times a second.
+# connection by the fault; SQLite steps through the loop, checking for an interrupt at each step.
 _SPIN_SQL = (
     "WITH RECURSIVE fault_spin(n) AS ("
     " SELECT 1 UNION ALL SELECT n + 1 FROM fault_spin WHERE fault_clock() < ?"
     ") SELECT count(*) FROM fault_spin"
 )
+# How long each step of a slowed statement waits, off the CPU and off the GIL: the statement is
+# slow the way a scan waiting on a cold disk is, and answers an interrupt within a step. A busy
+# loop (step 0) is slow the way a scan of a hot table is, and costs a core per statement: four
+# took 1.6 of a 2-core machine's CPUs, so a slow-statements scenario there measured CPU
+# starvation of the service's event loop and of the load generator, not slow statements.
+STEP_S = 0.005
 
 
-def spin(dbapi_conn: Any, seconds: float) -> None:
+def spin(dbapi_conn: Any, seconds: float, step_s: float = 0.0) -> None:
     """Run one statement that loops inside SQLite for `seconds` on a DB-API connection (an
-    interruptible long statement; raises the driver's error when interrupted)."""
-    dbapi_conn.create_function("fault_clock", 0, time.monotonic)
+    interruptible long statement; raises the driver's error when interrupted). Each step
+    waits `step_s` off the CPU; with 0 the loop is busy, thousands of steps a millisecond."""
+    if step_s > 0:
+        def clock() -> float:
+            time.sleep(step_s)
+            return time.monotonic()
+        dbapi_conn.create_function("fault_clock", 0, clock)
+    else:
+        dbapi_conn.create_function("fault_clock", 0, time.monotonic)
     dbapi_conn.execute(_SPIN_SQL, (time.monotonic() + seconds,)).fetchall()
 
 
 class SlowStatements:
-    def __init__(self, engine: Engine, seconds: float = 1.0, match: str | None = None) -> None:
+    def __init__(self, engine: Engine, seconds: float = 1.0, match: str | None = None,
+                 step_s: float = STEP_S) -> None:
         self.engine = engine
         self.seconds = seconds
+        self.step_s = step_s
         self.pattern = re.compile(match, re.IGNORECASE) if match else None
         self.started = 0  # spins begun
         self.interrupted = 0  # spins that ended by an interrupt rather than the clock
@@ -65,7 +81,7 @@ class SlowStatements:
                 with dbapi_conn.cursor() as cursor:
                     cursor.execute("SELECT pg_sleep(%s)", (self.seconds,))
                 return
-            spin(dbapi_conn, self.seconds)
+            spin(dbapi_conn, self.seconds, self.step_s)
         except Exception as exc:
             interrupted = ("SQLITE_INTERRUPT", "57014")  # SQLite interrupt, PG query_canceled
             code = getattr(exc, "sqlite_errorname", None) or getattr(exc, "sqlstate", None)
