@@ -203,10 +203,13 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         self.transport.write(gate.refusal_bytes)
         self.on_response_complete()  # the keep-alive timer, as after any answer
-        # The refusal went out at once; this connection's next request is read only after
-        # a short hold. A client that ignores Retry-After and asks again at once would
-        # otherwise spend the CPU the admitted requests need on refusals (closed-loop load
-        # generators do exactly that). Its deadline counts from the hold's start.
+        if not gate.holds_after_refusal():
+            return
+        # The refusal went out at once; while refusals come fast, this connection's next
+        # request is read only after a short hold. A client that ignores Retry-After and asks
+        # again at once would otherwise spend the CPU the admitted requests need on refusals
+        # (closed-loop load generators do exactly that). Its deadline counts from the hold's
+        # start.
         self.flow.pause_reading()
         self._held_since = time.monotonic()
         self.loop.call_later(gate.refusal_hold_s, self._end_hold)

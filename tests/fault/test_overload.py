@@ -254,6 +254,38 @@ async def test_a_refusal_is_sent_before_the_body_is_read(
 
 
 @pytest.mark.timeout(60)
+async def test_a_request_behind_a_lone_refusal_on_its_connection_is_not_held(
+    tmp_path: Path,
+) -> None:
+    """A refused connection is held (not read for Retry-After, here 1 s) only while refusals
+    come fast. A lone refusal leaves it alone: a pooled client's next request on it, often
+    for a route that is admitted, is answered at once. The refusal here is by time: the head
+    of a create trickles in past the admission bound."""
+    max_wait_s = 2.0  # the hold is Retry-After, at most half of this: 1 s
+    server = _server(tmp_path, "/healthz", PASSWORD_HASH_TIME_COST="1",
+                     PASSWORD_HASH_MEMORY_KIB="8", ADMISSION_MAX_WAIT_S=str(max_wait_s),
+                     RETRY_AFTER_S="1")
+    try:
+        reader, writer = await _open(server)
+        head, body = _post("trickled")
+        writer.write(head[:1])  # the request's first byte: its wait counts from here
+        await writer.drain()
+        await asyncio.sleep(max_wait_s + 0.2)  # how long the rest of the head takes to come
+        writer.write(head[1:] + body)
+        status, _, _ = await asyncio.wait_for(_response(reader), 5)
+        assert status == 503
+        started = time.monotonic()
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        status, _, answer = await asyncio.wait_for(_response(reader), 5)
+        waited = time.monotonic() - started
+        writer.close()
+        assert status == 200, answer
+        assert waited < 0.5, f"the next request on the refused connection waited {waited:.2f} s"
+    finally:
+        server.kill()
+
+
+@pytest.mark.timeout(60)
 async def test_a_refused_request_announcing_a_large_body_closes_the_connection(
     refusing_server: ServerProcess,
 ) -> None:

@@ -107,3 +107,17 @@ def test_the_root_and_readiness_are_not_refused_for_a_reader_lane_full_of_slow_r
         assert route is not None and gate.admits(route, time.monotonic()), path
     read = gate.route_of(b"GET", b"/users/7")
     assert read is not None and not gate.admits(read, time.monotonic())
+
+
+def test_a_refused_connection_is_held_only_once_refusals_come_fast() -> None:
+    """A few refusals a second leave their connections alone (a pooled client's next request
+    on one may be for a route that is admitted); past the unheld rate, refused connections are
+    held, and a quiet second gives the allowance back."""
+    now = [100.0]
+    gate = Admission(max_wait_s=0.5, retry_after_s=1, unheld_refusals_per_s=3,
+                     clock=lambda: now[0])
+    assert [gate.holds_after_refusal() for _ in range(5)] == [False, False, False, True, True]
+    now[0] += 0.34  # a little more than one refusal's worth of time
+    assert [gate.holds_after_refusal() for _ in range(2)] == [False, True]
+    now[0] += 10.0  # a long quiet spell refills one second's worth, no more
+    assert [gate.holds_after_refusal() for _ in range(4)] == [False, False, False, True]
