@@ -57,6 +57,7 @@ SERIES = F + "test_metric_series.py::"
 ANSWERS = F + "test_error_answers.py::"
 DOOR = F + "test_limits_at_the_door.py::"
 GROUP = F + "test_group_commit.py::"
+READ_BOUNDS = U + "test_read_lock_wait_bounds.py::"
 TK = "tests/toolkit/"
 OVERLOAD = F + "test_overload.py::"
 BATTERY = "toolkit/src/sqlite_faults/battery/test_battery.py"
@@ -211,16 +212,33 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "await await_until(call)"),
               (SLOW + "test_a_slow_cancel_delays_neither_the_504_nor_the_event_loop",)),
     # -- lock waits ------------------------------------------------------------------------
-    Safeguard("unbounded-lock-wait", "lock waits", "a lock wait is bounded by the call's "
-              "remaining budget (busy_timeout set before BEGIN)",
+    Safeguard("unbounded-lock-wait", "lock waits", "a write's wait for the lock ends once "
+              "every call of its group is past its deadline or gone, lock still held",
+              one("app/sqlite_backend.py", "                if abandoned():",
+                  "                if False:"),
+              (LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline",)),
+    Safeguard("write-lock-wait-gives-up-early", "lock waits", "a write waits for the lock "
+              "while a call of its group still wants its answer, not one busy wait only",
+              one("app/sqlite_backend.py", "                if abandoned():",
+                  "                if True:"),
+              (LOCKED + "test_write_waits_out_a_lock_shorter_than_its_deadline",)),
+    Safeguard("write-lock-one-long-busy-wait", "lock waits", "the writer waits in short busy "
+              "waits, so a released lock is taken within one, not up to 100 ms late (SQLite's "
+              "busy handler's growing steps)",
+              one("app/sqlite_backend.py", "LOCK_POLL_MS = 20", "LOCK_POLL_MS = 60_000"),
+              (LOCKED + "test_a_waiting_write_takes_the_lock_soon_after_its_release",)),
+    Safeguard("unbounded-read-lock-wait", "lock waits", "a read's lock wait is bounded by the "
+              "call's remaining budget (busy_timeout set before the call)",
               one("app/sqlite_backend.py", 'seat.dbapi.execute(f"PRAGMA busy_timeout = '
                   '{seat.busy_ms}")', "pass"),
-              (LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline",)),
-    Safeguard("lock-wait-ends-early", "lock waits", "the busy wait ends a little after the "
-              "deadline, so the answer is the 504, not a 503 from an exhausted retry",
+              (READ_BOUNDS + "test_a_read_s_lock_wait_ends_just_after_its_deadline",
+               READ_BOUNDS + "test_a_busy_timeout_set_for_a_long_budget_does_not_outlast_a_"
+               "short_one")),
+    Safeguard("lock-wait-ends-early", "lock waits", "a read's busy wait ends a little after "
+              "the deadline, so the answer is the 504, not a 503 from an exhausted retry",
               one("app/sqlite_backend.py", "        low = remaining_ms + LOCK_WAIT_MARGIN_MS",
                   "        low = max(1, remaining_ms - 200)"),
-              (LOCKED + "test_a_single_attempt_lock_wait_ends_after_the_deadline_not_before",)),
+              (READ_BOUNDS + "test_a_read_s_lock_wait_ends_just_after_its_deadline",)),
     Safeguard("unbounded-connect-wait", "lock waits", "a new connection's set-up pragmas "
               "wait no longer than the call's deadline",
               one("app/sqlite_backend.py", "deadline = self._connecting.current",
@@ -688,7 +706,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/sqlite_backend.py",
                   "        if low <= seat.busy_ms <= low + LOCK_WAIT_SLACK_MS:",
                   "        if low <= seat.busy_ms:"),
-              (GROUP + "test_a_busy_timeout_set_for_a_long_budget_does_not_outlast_a_short_one",)),
+              (READ_BOUNDS + "test_a_busy_timeout_set_for_a_long_budget_does_not_outlast_a_"
+               "short_one",)),
     Safeguard("taken-call-not-withdrawn", "back-pressure", "a call taken into a worker's "
               "batch but not started is withdrawn at its deadline: it never runs and its "
               "place is given back at once",
@@ -857,6 +876,18 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "first byte as the server reads it, not from the ASGI call",
               one("app/serve.py", '        state["arrived"] = self._first_byte_at\n', ""),
               (OVERLOAD + "test_time_before_the_handler_counts_against_the_deadline",)),
+    Safeguard("refusal-holds-every-connection", "overload", "a refused connection is held "
+              "only while refusals come fast: the next request on it (a pooled client's, for "
+              "any route) is not delayed by a lone refusal",
+              one("app/serve.py", "        if not gate.holds_after_refusal():\n"
+                  "            return\n", ""),
+              (OVERLOAD + "test_a_request_behind_a_lone_refusal_on_its_connection_is_not_held",)),
+    Safeguard("refusal-never-held", "overload", "past the unheld rate, refused connections "
+              "are held (a client that asks again at once costs no more than the rate)",
+              one("app/admission.py", "            return False\n        return True\n",
+                  "            return False\n        return False\n"),
+              (U + "test_admission.py::test_a_refused_connection_is_held_only_once_refusals_"
+               "come_fast",)),
     Safeguard("no-admission", "overload", "requests that cannot start in time are refused at "
               "the door, before their body is read",
               one("app/main.py", 'yield {"admission": admission}', "yield {}"),
@@ -944,6 +975,11 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (NAIVE_VERDICT.format("test_the_event_loop_keeps_answering_while_db_calls_are_"
                                     "stuck"),)),
     # The report as an instrument: its load model, its retrying client and its verdicts.
+    Safeguard("slow-statement-busy-loop", "fault toolkit", "a slowed statement waits off the "
+              "CPU, as a scan waiting on the disk: a busy loop per slowed statement starved the "
+              "service and the load generator of a 2-core machine",
+              one("toolkit/src/sqlite_faults/slow.py", "STEP_S = 0.005", "STEP_S = 0.0"),
+              (TK + "test_fixture_examples.py::test_a_slowed_statement_waits_off_the_cpu",)),
     Safeguard("load-coordinated-omission", "fault toolkit", "open-loop latency is measured "
               "from the intended send time, so a stall that holds requests back counts in full",
               one(LOAD, "client, endpoint, profile, intended, started,",

@@ -74,6 +74,21 @@ def test_slow_statements(engine: Engine, slow_statements: Callable[..., SlowStat
     assert slow.started == 1
 
 
+def test_a_slowed_statement_waits_off_the_cpu(
+    engine: Engine, slow_statements: Callable[..., SlowStatements]
+) -> None:
+    """A slowed statement is slow the way a scan waiting on the disk is: it leaves the CPUs
+    to the service and the load generator (a busy loop would use all of one, and a machine
+    busier than this one can only lower the share measured here)."""
+    slow_statements(engine, 0.5, match=r"^SELECT")
+    wall, cpu = time.monotonic(), time.process_time()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT count(*) FROM items")).scalar_one()
+    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+    assert wall >= 0.5
+    assert cpu / wall < 0.3, f"the slowed statement used {cpu / wall:.0%} of a CPU"
+
+
 def test_stall_statements(engine: Engine,
                           stall_statements: Callable[..., StallAfterStatement]) -> None:
     release = threading.Event()
