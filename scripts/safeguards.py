@@ -1016,11 +1016,27 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("report-network-view-excuses-held-requests", "fault toolkit", "a request the "
               "service got through the proxy and never answered stays its client timeout in "
               "a network scenario",
-              one(INSTRUMENT, "        if forwarded is None:\n            continue",
-                  "        if forwarded is None or forwarded.service_s is None:\n"
-                  "            continue"),
+              one(INSTRUMENT, "        if (service_s is None or forwarded.status is None\n",
+                  "        if service_s is None:\n            continue\n"
+                  "        if (forwarded.status is None\n"),
               (U + "test_report_instrument.py::test_requests_the_service_got_and_never_"
                "answered_stay_its_timeouts",)),
+    Safeguard("report-judges-the-clients-figure", "fault toolkit", "every check is judged on "
+              "the service's own time at the proxy, not on what the generator and the proxy "
+              "added to it",
+              one("toolkit/src/sqlite_faults/report/runner.py",
+                  "    judged = instrument.service_time_view(result.samples, result.forwarded,\n"
+                  "                                          network=scenario.network)",
+                  "    judged = result.samples"),
+              (U + "test_report_instrument.py::test_the_runner_judges_a_scenario_on_the_"
+               "services_own_time",)),
+    Safeguard("report-service-time-for-retries", "fault toolkit", "a retrying client's request "
+              "of several attempts keeps the client's figure outside a network fault (the last "
+              "attempt's time is not the request's)",
+              one(INSTRUMENT, "                or (sample.attempts > 1 and not network_fault)):",
+                  "                ):"),
+              (U + "test_report_instrument.py::test_a_retried_request_keeps_the_clients_"
+               "figure",)),
     Safeguard("report-gate-fails-on-inconclusive", "fault toolkit", "the exit gate counts the "
               "service's breaches, not checks the instrument could have decided",
               one("toolkit/src/sqlite_faults/report/__main__.py",

@@ -11,11 +11,13 @@ from sqlite_faults.report.instrument import (
     beside,
     cpu_figures,
     figures,
-    network_view,
+    service_time_view,
     service_view,
     settle,
 )
-from sqlite_faults.report.load import READ, Sample
+from sqlite_faults.report.load import OPEN, READ, LoadModel, Sample
+from sqlite_faults.report.runner import ScenarioResult, _judge
+from sqlite_faults.report.scenarios import SCENARIOS
 from sqlite_faults.report.slo import BREACHED, INCONCLUSIVE, MET, Objectives, judge
 
 OBJECTIVES = Objectives(p95_latency_ms=300, error_rate=0.01, deadline_grace_ms=100,
@@ -106,7 +108,7 @@ def test_figures_report_the_instruments_delays_in_a_window() -> None:
 def _network_verdicts(samples: list[Sample], log: dict[str, ForwardedRequest]
                       ) -> dict[str, str]:
     steady = [sample(i * 0.01, 0.01, phase="steady") for i in range(100)]
-    view = network_view(steady + samples, log)
+    view = service_time_view(steady + samples, log, network=True)
     return {v.slo: v.status for v in judge("s", READ, "available", view, 4.0, OBJECTIVES,
                                            1.0, None)}
 
@@ -153,14 +155,64 @@ def test_a_window_the_network_took_whole_has_nothing_of_the_services_to_judge() 
     swallowed = [Sample(READ, "fault", 2 + i * 0.01, 3.0, 0, "ClientTimeout",
                         request_id=str(i)) for i in range(50)]
     steady = [sample(i * 0.01, 0.01, phase="steady") for i in range(100)]
-    view = network_view(steady + swallowed, {})
+    view = service_time_view(steady + swallowed, {}, network=True)
     as_seen = judge("s", READ, "available", steady + swallowed, 4.0, OBJECTIVES, 1.0, None)
-    judged = beside(judge("s", READ, "available", view, 4.0, OBJECTIVES, 1.0, None), as_seen)
+    judged = beside(judge("s", READ, "available", view, 4.0, OBJECTIVES, 1.0, None), as_seen,
+                    network=True)
     shown = {v.slo: v for v in judged}
     assert shown["requests (fault)"].passed
     assert "0 reached the service" in shown["requests (fault)"].observed
     # ...while the raw judgement of the same samples (the client's view) is a breach.
     assert not next(v for v in as_seen if v.slo == "p95 latency (fault)").passed
+
+
+def _verdicts_at_the_service(samples: list[Sample], log: dict[str, ForwardedRequest]
+                             ) -> dict[str, object]:
+    """A scenario with no network fault, judged as the runner does."""
+    steady = [sample(i * 0.01, 0.01, phase="steady") for i in range(100)]
+    every = steady + samples
+    view = service_time_view(every, log, network=False)
+    judged = beside(judge("s", READ, "fail-fast", view, 4.0, OBJECTIVES, 1.0, None),
+                    judge("s", READ, "fail-fast", every, 4.0, OBJECTIVES, 1.0, None),
+                    network=False)
+    settled = settle(judged, judge("s", READ, "fail-fast",
+                                   service_view(view, LoopLag([]), TIMEOUT_S), 4.0,
+                                   OBJECTIVES, 1.0, None), "why")
+    return {v.slo: v for v in settled}
+
+
+def _late_504s(client_s: float, service_s: float, attempts: int = 1
+               ) -> tuple[list[Sample], dict[str, ForwardedRequest]]:
+    late = [Sample(READ, "fault", 2 + i * 0.01, client_s, 504, "deadline_exceeded",
+                   attempts=attempts, request_id=str(i)) for i in range(100)]
+    return late, {str(i): ForwardedRequest(100.0, 100.0 + service_s, 504) for i in range(100)}
+
+
+def test_a_504_the_proxy_or_generator_made_late_is_met_at_the_service() -> None:
+    """The service answered its 504s at 1.08 s (within the 1.1 s of deadline and grace); the
+    client read them at 1.17 s. The check is the service's: met, the client's figure beside."""
+    late, log = _late_504s(1.17, 1.08)
+    check = _verdicts_at_the_service(late, log)["fail fast (fault)"]
+    assert check.status == MET
+    assert "as the client saw it" in str(check.observed)
+
+
+def test_a_504_the_service_itself_answered_late_is_breached() -> None:
+    late, log = _late_504s(1.25, 1.2)
+    assert _verdicts_at_the_service(late, log)["fail fast (fault)"].status == BREACHED
+
+
+def test_outside_a_network_fault_a_request_the_proxy_never_logged_counts_as_measured() -> None:
+    late, _ = _late_504s(1.25, 1.2)
+    assert _verdicts_at_the_service(late, {})["fail fast (fault)"].status == BREACHED
+
+
+def test_a_retried_request_keeps_the_clients_figure() -> None:
+    """Two attempts and a backoff: the last attempt's time at the service is not the
+    request's, so the client's figure stands (here a breach no delay of the instrument's
+    explains)."""
+    late, log = _late_504s(1.25, 0.5, attempts=2)
+    assert _verdicts_at_the_service(late, log)["fail fast (fault)"].status == BREACHED
 
 
 def test_cpu_figures_say_who_had_the_machine_in_a_window() -> None:
@@ -171,3 +223,17 @@ def test_cpu_figures_say_who_had_the_machine_in_a_window() -> None:
     assert shown["machine_busy_mean"] == 0.75
     assert (shown["service_cpus_mean"], shown["instrument_cpus_mean"]) == (0.9, 0.6)
     assert cpu_figures(samples, 5.0, 6.0) == {"cpu_samples": 0}
+
+
+def test_the_runner_judges_a_scenario_on_the_services_own_time() -> None:
+    """The runner's judgement of a whole scenario with no network fault: 504s the service
+    answered in time, read late by the client, meet the fail-fast check."""
+    scenario = next(s for s in SCENARIOS if not s.network and s.expect[READ] == "fail-fast")
+    late, log = _late_504s(1.17, 1.08)
+    steady = [Sample(READ, "steady", i * 0.01, 0.01, 200, "") for i in range(100)]
+    recovery = [Sample(READ, "recovery", 4 + i * 0.01, 0.01, 200, "") for i in range(100)]
+    result = ScenarioResult("svc", scenario, samples=steady + late + recovery, fault_start=1.0,
+                            fault_end=4.0, forwarded=log)
+    judged = _judge(result, OBJECTIVES, 1.0, LoadModel(OPEN, rate=100.0))
+    check = next(v for v in judged if v.endpoint == READ and v.slo == "fail fast (fault)")
+    assert check.status == MET, check

@@ -10,12 +10,20 @@ holds three delays of the generator's own beside the service's time:
   probes its loop every few milliseconds (`LoadGenerator.loop_lag`); the probe nearest the
   answer says how late reading it may have been.
 
-A breach is the service's only if it survives taking those delays out. Each verdict is judged
-twice: on the samples as measured, and on the service's view (each latency less the
-instrument's delays; a client timeout in which the instrument took a material share of the
-client's patience left out, since what the service would have answered is unknown). A check
-breached as measured but met in the service's view is *inconclusive*: the instrument could
-have decided it, and the report says so instead of charging it to the service.
+and the fault proxy, which every request crosses, adds its own relaying both ways.
+
+So every check is judged on the service's own time: the proxy logs, per request (by its
+`X-Request-Id`), when it forwarded it to the service and when the service answered, with what
+status (`service_time_view`). The client's figure is shown beside where it would have judged
+otherwise. What cannot be read at the service keeps the client's figure: a retrying client's
+request of several attempts (its backoff is part of what it measures) and a request the proxy
+has no record of. For those, a breach is the service's only if it survives taking the
+generator's delays out: each verdict is judged twice, on the samples as they stand and on the
+service's view (each latency less the instrument's delays; a client timeout in which the
+instrument took a material share of the client's patience left out, since what the service
+would have answered is unknown). A check breached as it stands but met in the service's view
+is *inconclusive*: the instrument could have decided it, and the report says so instead of
+charging it to the service.
 """
 
 from __future__ import annotations
@@ -70,6 +78,8 @@ class LoopLag:
 
 def instrument_delay(sample: Sample, loop: LoopLag) -> float:
     """Seconds of `sample.latency` the instrument is known to have added."""
+    if sample.at_service:
+        return 0.0
     return sample.instrument_s + loop.around(sample.at + sample.latency)
 
 
@@ -84,49 +94,64 @@ def service_view(samples: Sequence[Sample], loop: LoopLag, timeout_s: float) -> 
     return view
 
 
-def network_view(samples: Sequence[Sample], log: dict[str, ForwardedRequest]) -> list[Sample]:
-    """The fault window of a network scenario as the service lived it, from the fault proxy's
-    log of each request (netproxy.py): a request the service answered counts with the
-    service's own time and status, whatever the network added around them; one it got and
-    never answered counts as the client saw it (the service held it); one that never reached
-    it (a black hole took it, the proxy answered it) is the network's, not the service's.
-    Outside the fault window the samples stay as measured."""
+def service_time_view(samples: Sequence[Sample], log: dict[str, ForwardedRequest], *,
+                      network: bool) -> list[Sample]:
+    """The samples with the service's own time and answer wherever the fault proxy logged
+    them (netproxy.py: from forwarding a request to the service's answer), so no delay of the
+    generator's or the proxy's is judged as the service's:
+
+    - a request the service answered counts with its own time and status;
+    - one it got and never answered counts as the client saw it (the service held it);
+    - in a network scenario's fault window, one that never reached the service (a black hole
+      took it, the proxy answered it) is the network's, and left out; elsewhere a request the
+      proxy has no record of stays as measured;
+    - a retrying client's request of several attempts stays as measured outside a network
+      fault (its backoff and earlier attempts are what that profile measures; `settle` judges
+      the instrument's delays in it). In a network fault its last attempt is the service's
+      share: the earlier ones met the fault.
+    """
     view = []
     for sample in samples:
-        if sample.phase != "fault":
-            view.append(sample)
-            continue
-        forwarded = log.get(sample.request_id)
+        network_fault = network and sample.phase == "fault"
+        forwarded = log.get(sample.request_id) if sample.request_id else None
         if forwarded is None:
+            if not network_fault:
+                view.append(sample)
             continue
         service_s = forwarded.service_s
-        if service_s is None or forwarded.status is None:
+        if (service_s is None or forwarded.status is None
+                or (sample.attempts > 1 and not network_fault)):
             view.append(sample)
             continue
         same = forwarded.status == sample.status
         view.append(dataclasses.replace(
-            sample, latency=service_s, status=forwarded.status,
+            sample, latency=service_s, status=forwarded.status, at_service=True,
             code=sample.code if same else ("" if 200 <= forwarded.status < 300
                                            else f"http-{forwarded.status}")))
     return view
 
 
-def beside(judged: list[Verdict], as_seen: list[Verdict]) -> list[Verdict]:
-    """Network scenarios: each verdict on the service's share, with the figure the client saw
-    (the seed report's) beside it. A window in which no request reached the service (a black
-    hole took them all) holds nothing of the service's to judge: met, and said so."""
-    seen = {(v.endpoint, v.profile, v.slo): v.observed for v in as_seen}
+def beside(judged: list[Verdict], as_seen: list[Verdict], *, network: bool) -> list[Verdict]:
+    """Each verdict on the service's share, with the figure the client saw beside it: in a
+    network scenario for every fault-window check whose figure differs (the seed report quotes
+    the client's), elsewhere where the client's figure would have judged otherwise. A window
+    in which no request reached the service (a black hole took them all) holds nothing of the
+    service's to judge: met, and said so."""
+    seen = {(v.endpoint, v.profile, v.slo): v for v in as_seen}
     shown = []
     for v in judged:
-        if v.slo == "requests (fault)" and not v.passed:
+        if v.slo == "requests (fault)" and not v.passed and network:
             shown.append(dataclasses.replace(
                 v, passed=True, observed="0 reached the service", margin="n/a",
                 pattern="the network took every request of the window"))
             continue
-        key = (v.endpoint, v.profile, v.slo)
-        if key in seen and "(fault)" in v.slo and seen[key] != v.observed:
+        client = seen.get((v.endpoint, v.profile, v.slo))
+        differs = client is not None and (
+            client.passed != v.passed
+            or (network and "(fault)" in v.slo and client.observed != v.observed))
+        if client is not None and differs:
             v = dataclasses.replace(v, observed=f"{v.observed} at the service; "
-                                                f"{seen[key]} as the client saw it")
+                                                f"{client.observed} as the client saw it")
         shown.append(v)
     return shown
 

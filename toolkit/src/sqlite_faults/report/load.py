@@ -91,11 +91,14 @@ class Sample:
     waited: float = 0.0
     # The last attempt's X-Request-Id, by which the fault proxy logs the service's own time.
     request_id: str = ""
+    # True once `latency` and `status` are the service's own, from the fault proxy's log
+    # (report/instrument.py, service_time_view): nothing of the instrument's is left in them.
+    at_service: bool = False
 
     @property
     def instrument_s(self) -> float:
         """The part of `latency` the instrument itself is known to have added."""
-        return self.lag + self.waited
+        return 0.0 if self.at_service else self.lag + self.waited
 
     @property
     def ok(self) -> bool:

@@ -243,14 +243,16 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
 
 def _judge(result: ScenarioResult, objectives: Objectives, deadline_s: float | None,
            model: LoadModel) -> list[Verdict]:
-    """Every verdict of one scenario: judged on the samples as measured, then each breach
-    the service's own time meets marked inconclusive (instrument.py)."""
+    """Every verdict of one scenario: judged on the service's own time where the fault proxy
+    logged it, then each breach the instrument's remaining delays could explain marked
+    inconclusive (instrument.py)."""
     scenario = result.scenario
     loop = LoopLag(result.loop_lag)
-    # A network scenario's fault window is judged on what the service can control: its own
-    # time and answers, as the fault proxy logged them (instrument.network_view).
-    judged = (instrument.network_view(result.samples, result.forwarded) if scenario.network
-              else result.samples)
+    # Judged on what the service can control: its own time and answers, as the fault proxy
+    # logged them (instrument.service_time_view); what is left of the instrument's own
+    # delays (a retrying client's requests) is settled below.
+    judged = instrument.service_time_view(result.samples, result.forwarded,
+                                          network=scenario.network)
     serviced = instrument.service_view(judged, loop, model.timeout_s)
     verdicts: list[Verdict] = []
     for profile in scenario.profiles:
@@ -263,9 +265,9 @@ def _judge(result: ScenarioResult, objectives: Objectives, deadline_s: float | N
                              result.fault_end, objectives, deadline_s,
                              result.ledgers.get(profile), profile)
 
-            measured = verdicts_on(judged)
-            if scenario.network:  # the client's own figures beside the service's
-                measured = instrument.beside(measured, verdicts_on(result.samples))
+            # The client's own figures beside the service's.
+            measured = instrument.beside(verdicts_on(judged), verdicts_on(result.samples),
+                                         network=scenario.network)
             theirs = verdicts_on(serviced)
             verdicts += instrument.settle(
                 measured, theirs, "met once the load generator's own delays are taken out "
