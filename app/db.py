@@ -351,9 +351,9 @@ class Database:
         own savepoint, and are acknowledged only after the COMMIT that holds them."""
         seat = self._seats["writer"][worker]
         while calls:
-            calls = self._commit_group(seat, calls)
+            calls = self._commit_group(seat, calls, worker)
 
-    def _commit_group(self, seat: Seat, calls: list[LaneCall]) -> list[LaneCall]:
+    def _commit_group(self, seat: Seat, calls: list[LaneCall], worker: int) -> list[LaneCall]:
         """One transaction for `calls`; returns the calls to run again in a fresh one (their
         work was lost with a transaction another call's failure ended)."""
         live = []
@@ -371,8 +371,9 @@ class Database:
         group = Deadline(max(call.handle.deadline.at for call in live))
         try:
             conn = self._connection(seat, group)
-            self.backend.begin_write(
-                seat, conn, group, lambda: all(call.handle.stopping for call in live))
+            with self.writer.waiting_for_lock(worker):
+                self.backend.begin_write(
+                    seat, conn, group, lambda: all(call.handle.stopping for call in live))
         except BaseException as exc:
             self._fail_all(seat, live, exc)
             return []

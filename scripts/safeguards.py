@@ -708,6 +708,17 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "        if low <= seat.busy_ms:"),
               (READ_BOUNDS + "test_a_busy_timeout_set_for_a_long_budget_does_not_outlast_a_"
                "short_one",)),
+    Safeguard("lock-wait-taken-for-call-cost", "back-pressure", "a batch's wait for another "
+              "process's lock is left out of the lane's cost per call (else the calls queued "
+              "behind one lock pulse are refused as seconds of work)",
+              one("app/resilience.py", "time.monotonic() - began - self._lock_waited_s[worker])",
+                  "time.monotonic() - began)"),
+              (LANE + "test_a_lock_wait_counts_while_it_lasts_not_as_the_cost_of_the_calls",)),
+    Safeguard("lock-wait-under-way-ignored", "back-pressure", "while every worker waits for "
+              "a lock, the expected wait counts that wait as it lasts",
+              one("app/resilience.py", "                + self.lock_wait_ahead())",
+                  "                )"),
+              (LANE + "test_a_lock_wait_counts_while_it_lasts_not_as_the_cost_of_the_calls",)),
     Safeguard("taken-call-not-withdrawn", "back-pressure", "a call taken into a worker's "
               "batch but not started is withdrawn at its deadline: it never runs and its "
               "place is given back at once",
