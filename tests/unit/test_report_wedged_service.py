@@ -40,9 +40,14 @@ async def test_a_service_that_answered_during_the_drain_is_not_asked_again_or_re
     assert (server.restarts, result.notes) == (0, [])
 
 
-async def test_a_service_that_answers_neither_time_is_restarted_and_the_report_says_so(
-) -> None:
+async def test_a_service_that_did_not_answer_during_the_drain_is_restarted_and_noted() -> None:
     server, result = FakeServer(), ScenarioResult("svc", SCENARIOS[0])
     await _ensure_answering(server, result, answered=False)  # type: ignore[arg-type]
     assert server.restarts == 1
     assert "restarted" in result.notes[0]
+
+
+async def test_before_a_scenario_a_service_that_does_not_answer_is_restarted() -> None:
+    server, result = FakeServer(), ScenarioResult("svc", SCENARIOS[0])
+    await _ensure_answering(server, result)  # type: ignore[arg-type]
+    assert server.restarts == 1

@@ -44,10 +44,9 @@ class Phases:
     recovery_s: float = 3.0
 
 
-# How long the service has to answer its readiness check after a scenario (asked while the
-# last requests drain), and once more before it is restarted as wedged.
+# How long the service has to answer its readiness check before a scenario, and after one
+# (asked while the last requests drain), before it is restarted as wedged.
 READY_TIMEOUT_S = 2.0
-READY_RECHECK_S = 1.0
 
 
 @dataclass
@@ -339,8 +338,10 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     result.forwarded = await network.arequests()
     progress.show(target.name, scenario.name, "checking acknowledged writes")
     await _ensure_answering(server, result, answered)
-    for profile in scenario.profiles:
-        result.ledgers[profile] = await ledgers[profile].check(server.base_url, db)
+    # Each profile's ledger answers for its own writes: checked side by side.
+    checks = await asyncio.gather(*(ledgers[p].check(server.base_url, db)
+                                    for p in scenario.profiles))
+    result.ledgers.update(zip(scenario.profiles, checks, strict=True))
 
 
 async def _sample_lanes(server: ServerProcess, target: Target, lanes: LaneSamples,
@@ -401,12 +402,14 @@ async def _answers_readiness(server: ServerProcess, timeout_s: float) -> bool:
 
 
 async def _ensure_answering(server: ServerProcess, result: ScenarioResult,
-                            answered: bool = False) -> None:
+                            answered: bool | None = None) -> None:
     """A wedged service (e.g. the naive one after a pool-timeout stall) is restarted, so the
-    next scenario measures something; the restart is noted in the report. `answered`: it
-    answered its readiness check a moment ago. One that did not is asked once more, briefly
-    (an idle service answers in milliseconds), before it is restarted."""
-    if answered or await _answers_readiness(server, READY_RECHECK_S):
+    next scenario measures something; the restart is noted in the report. `answered`: whether
+    it answered its readiness check while the scenario's last requests drained; None: ask it
+    now."""
+    if answered is None:
+        answered = await _answers_readiness(server, READY_TIMEOUT_S)
+    if answered:
         return
     result.notes.append(f"the service did not answer its readiness check within "
                         f"{READY_TIMEOUT_S:g} s and was restarted")
