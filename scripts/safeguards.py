@@ -899,6 +899,11 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "            return False\n        return False\n"),
               (U + "test_admission.py::test_a_refused_connection_is_held_only_once_refusals_"
                "come_fast",)),
+    Safeguard("gc-walks-start-up-objects", "overload", "the served process freezes what "
+              "start-up made, so a full collection does not stop the event loop for 70 ms",
+              one("app/serve.py", "        gc.freeze()\n", "        pass\n"),
+              (U + "test_serve_gc.py::test_the_server_freezes_every_object_alive_once_it_has_"
+               "started",)),
     Safeguard("no-admission", "overload", "requests that cannot start in time are refused at "
               "the door, before their body is read",
               one("app/main.py", 'yield {"admission": admission}', "yield {}"),
