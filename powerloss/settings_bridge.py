@@ -34,7 +34,7 @@ from app.metrics import Metrics
 from app.models import IdempotencyKey, User
 from app.passwords import PasswordHasher
 from app.settings import Settings
-from app.sqlite_backend import SqliteBackend, load_driver
+from app.sqlite_backend import BEGIN_SQL, SqliteBackend, load_driver
 from app.users import create_user
 
 # Sentinels for the values a create carries; replaced per commit when the recipe is replayed.
@@ -214,14 +214,22 @@ def _capture(db: Database, run: Callable[[], Any]) -> list[tuple[str, tuple[Any,
             raise RuntimeError("the service's create used executemany; replay cannot follow")
         statements.append((sql, tuple(params or ())))
 
+    def begin(_conn: Any) -> None:
+        # The writer's BEGIN goes to the driver itself (it waits for the lock in short busy
+        # waits, SqliteBackend.begin_write), so no cursor event sees it: the begin event says
+        # a transaction began, and BEGIN_SQL what it began with.
+        statements.append((BEGIN_SQL["writer"] or "BEGIN", ()))
+
     def commit(_conn: Any) -> None:
         statements.append(("COMMIT", ()))
 
+    event.listen(db.writer_engine, "begin", begin)
     event.listen(db.writer_engine, "before_cursor_execute", before)
     event.listen(db.writer_engine, "commit", commit)
     try:
         run()
     finally:
+        event.remove(db.writer_engine, "begin", begin)
         event.remove(db.writer_engine, "before_cursor_execute", before)
         event.remove(db.writer_engine, "commit", commit)
     return statements

@@ -16,7 +16,7 @@ from sqlite_faults.report.instrument import (
     settle,
 )
 from sqlite_faults.report.load import OPEN, READ, LoadModel, Sample
-from sqlite_faults.report.runner import ScenarioResult, _judge
+from sqlite_faults.report.runner import ScenarioResult, judge_scenario
 from sqlite_faults.report.scenarios import SCENARIOS
 from sqlite_faults.report.slo import BREACHED, INCONCLUSIVE, MET, Objectives, judge
 
@@ -234,6 +234,6 @@ def test_the_runner_judges_a_scenario_on_the_services_own_time() -> None:
     recovery = [Sample(READ, "recovery", 4 + i * 0.01, 0.01, 200, "") for i in range(100)]
     result = ScenarioResult("svc", scenario, samples=steady + late + recovery, fault_start=1.0,
                             fault_end=4.0, forwarded=log)
-    judged = _judge(result, OBJECTIVES, 1.0, LoadModel(OPEN, rate=100.0))
+    judged = judge_scenario(result, OBJECTIVES, 1.0, LoadModel(OPEN, rate=100.0))
     check = next(v for v in judged if v.endpoint == READ and v.slo == "fail fast (fault)")
     assert check.status == MET, check

@@ -1,5 +1,5 @@
 """The report restarts a service that stopped answering, and only such a one
-(report/runner.py, `_ensure_answering`)."""
+(report/runner.py, `ensure_answering`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 import pytest
-from sqlite_faults.report.runner import ScenarioResult, _ensure_answering
+from sqlite_faults.report.runner import ScenarioResult, ensure_answering
 from sqlite_faults.report.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.unit
@@ -36,18 +36,18 @@ class FakeServer:
 async def test_a_service_that_answered_during_the_drain_is_not_asked_again_or_restarted(
 ) -> None:
     server, result = FakeServer(), ScenarioResult("svc", SCENARIOS[0])
-    await _ensure_answering(server, result, answered=True)  # type: ignore[arg-type]
+    await ensure_answering(server, result, answered=True)  # type: ignore[arg-type]
     assert (server.restarts, result.notes) == (0, [])
 
 
 async def test_a_service_that_did_not_answer_during_the_drain_is_restarted_and_noted() -> None:
     server, result = FakeServer(), ScenarioResult("svc", SCENARIOS[0])
-    await _ensure_answering(server, result, answered=False)  # type: ignore[arg-type]
+    await ensure_answering(server, result, answered=False)  # type: ignore[arg-type]
     assert server.restarts == 1
     assert "restarted" in result.notes[0]
 
 
 async def test_before_a_scenario_a_service_that_does_not_answer_is_restarted() -> None:
     server, result = FakeServer(), ScenarioResult("svc", SCENARIOS[0])
-    await _ensure_answering(server, result)  # type: ignore[arg-type]
+    await ensure_answering(server, result)  # type: ignore[arg-type]
     assert server.restarts == 1

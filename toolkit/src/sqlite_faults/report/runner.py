@@ -230,10 +230,10 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                 progress.finish(target.name, scenario.name, 0, 0)
                 continue
             scenario_started = time.monotonic()
-            await _ensure_answering(server, result)
+            await ensure_answering(server, result)
             await _run_scenario(target, scenario, server, network, control, db, ledgers, rng,
                                 phases, model, result, progress, slowsync, backend)
-            result.verdicts += _judge(result, objectives, target.deadline_s, model)
+            result.verdicts += judge_scenario(result, objectives, target.deadline_s, model)
             if result.lanes is not None:
                 result.verdicts.append(lanes_verdict(scenario.name, result.lanes, objectives))
             failed = sum(v.breached for v in result.verdicts)
@@ -246,7 +246,7 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
     return TargetRun(results, model, capacity, calibration)
 
 
-def _judge(result: ScenarioResult, objectives: Objectives, deadline_s: float | None,
+def judge_scenario(result: ScenarioResult, objectives: Objectives, deadline_s: float | None,
            model: LoadModel) -> list[Verdict]:
     """Every verdict of one scenario: judged on the service's own time where the fault proxy
     logged it, then each breach the instrument's remaining delays could explain marked
@@ -337,7 +337,7 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     result.loop_lag = load.loop_lag
     result.forwarded = await network.arequests()
     progress.show(target.name, scenario.name, "checking acknowledged writes")
-    await _ensure_answering(server, result, answered)
+    await ensure_answering(server, result, answered)
     # Each profile's ledger answers for its own writes: checked side by side.
     checks = await asyncio.gather(*(ledgers[p].check(server.base_url, db)
                                     for p in scenario.profiles))
@@ -401,7 +401,7 @@ async def _answers_readiness(server: ServerProcess, timeout_s: float) -> bool:
     return False
 
 
-async def _ensure_answering(server: ServerProcess, result: ScenarioResult,
+async def ensure_answering(server: ServerProcess, result: ScenarioResult,
                             answered: bool | None = None) -> None:
     """A wedged service (e.g. the naive one after a pool-timeout stall) is restarted, so the
     next scenario measures something; the restart is noted in the report. `answered`: whether
