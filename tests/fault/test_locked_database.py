@@ -14,7 +14,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Connection, event, text
+from sqlalchemy import event
 from sqlite_faults.inspect_db import query_url
 from sqlite_faults.locks import LockHolder
 from sqlite_faults.observe import MetricsSnapshot, wait_until
@@ -37,15 +37,6 @@ async def timed(request: asyncio.Future[httpx.Response] | object) -> tuple[httpx
 
 def new_user(name: str) -> dict[str, str]:
     return {"name": name, "password": "correct horse"}
-
-
-def _insert_user(name: str) -> Callable[[Connection], str]:
-    def work(conn: Connection) -> str:
-        conn.execute(text("INSERT INTO users (name, password_hash, created_at) "
-                          "VALUES (:name, 'h', CURRENT_TIMESTAMP)"), {"name": name})
-        return name
-
-    return work
 
 
 async def test_write_waits_out_a_lock_shorter_than_its_deadline(
@@ -72,7 +63,8 @@ async def test_write_waits_out_a_lock_shorter_than_its_deadline(
 
 
 async def test_a_waiting_write_takes_the_lock_soon_after_its_release(
-    make_app: Callable[..., FastAPI], database_url: str,
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    database_url: str,
 ) -> None:
     """SQLite's busy handler sleeps in growing steps: after 228 ms of waiting its next look is
     at 328 ms, so one long busy wait took a lock released at 250 ms about 79 ms late (every
@@ -80,6 +72,7 @@ async def test_a_waiting_write_takes_the_lock_soon_after_its_release(
     three trials is compared, so a loaded machine can only make the test pass less narrowly,
     never fail it."""
     app = make_app(db_deadline_s=3.0)
+    client = client_for(app)
     db = app.state.db
     hold_s = 0.25
     late_s = []
@@ -87,11 +80,11 @@ async def test_a_waiting_write_takes_the_lock_soon_after_its_release(
         for trial in range(3):
             if trial:
                 holder.acquire()
-            write = asyncio.create_task(db.write("w", _insert_user(f"after-pulse-{trial}")))
+            write = asyncio.create_task(client.post("/users/", json=new_user(f"pulse-{trial}")))
             await wait_until(lambda: db.writer.running == 1, "the write waiting for the lock")
             await asyncio.sleep(hold_s)  # the fault's duration: how long the lock is held
             holder.release()
-            await write
+            assert (await write).status_code == 201
             assert holder.released_at is not None
             late_s.append(time.monotonic() - holder.released_at)
     assert min(late_s) < 0.04, f"took the released lock {late_s} s late"

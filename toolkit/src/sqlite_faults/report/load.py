@@ -98,7 +98,7 @@ class Sample:
     @property
     def instrument_s(self) -> float:
         """The part of `latency` the instrument itself is known to have added."""
-        return 0.0 if self.at_service else self.lag + self.waited
+        return self.lag + self.waited
 
     @property
     def ok(self) -> bool:
