@@ -5,6 +5,7 @@ the package's own exports), as a stranger would."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import sqlite_faults
@@ -52,3 +53,18 @@ def test_this_repository_uses_only_the_public_api() -> None:
 def test_every_public_module_exists() -> None:
     for module in sqlite_faults.PUBLIC_MODULES:
         assert (TOOLKIT / (module.replace(".", "/") + ".py")).exists(), module
+
+
+def test_every_public_error_of_the_toolkit_shares_its_base() -> None:
+    errors = []
+    for module in sqlite_faults.PUBLIC_MODULES:
+        if module.endswith("__main__"):
+            continue
+        namespace = importlib.import_module(f"sqlite_faults.{module}")
+        errors += [value for name, value in vars(namespace).items()
+                   if isinstance(value, type) and issubclass(value, Exception)
+                   and value.__module__ == namespace.__name__ and not name.startswith("_")]
+    assert errors, "no error classes found: the walk is broken"
+    assert all(issubclass(error, sqlite_faults.SqliteFaultsError) for error in errors), [
+        error.__qualname__ for error in errors
+        if not issubclass(error, sqlite_faults.SqliteFaultsError)]

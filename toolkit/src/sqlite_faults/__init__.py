@@ -18,13 +18,15 @@ MetricsSnapshot/scrape (Prometheus), outcome_of (what an answer means).
 """
 
 from .engine_plugin import FaultControl, registered_engines, with_plugin
+from .errors import SqliteFaultsError
 from .leaks import Resources, settles
 from .ledger import LedgerReport, WriteLedger
 from .libfiu import FiuFault, fiu_available, fiu_env
 from .locks import LOCK_MODES, LockHolder
 from .observe import MetricsSnapshot, scrape, wait_until
 from .outcome import Outcome, outcome_of
-from .server import ServerProcess, free_port
+from .ports import free_port
+from .server import ServerNotReady, ServerProcess
 from .slow import SlowStatements, StallAfterStatement
 from .slowsync import SlowSync
 from .sql_errors import ERROR_KINDS, InjectSqlError, make_driver_error
@@ -33,7 +35,8 @@ from .target import Target, TargetError, WriteContract, load_target
 
 # Modules whose public names are API too (for what the package does not re-export).
 PUBLIC_MODULES = frozenset({
-    "engine_plugin", "ledger", "leaks", "libfiu", "locks", "observe", "outcome", "server",
+    "engine_plugin", "errors", "ports", "ledger", "leaks", "libfiu", "locks", "observe",
+    "outcome", "server",
     "slow", "slowsync", "sql_errors", "syscalls", "target", "drivers", "inspect_db",
     "postgres_server", "summary", "plugin", "powerloss.model", "powerloss.points",
     "powerloss.states", "powerloss.vfs", "powerloss.scratch", "report.backends",
@@ -45,7 +48,8 @@ PUBLIC_MODULES = frozenset({
 __all__ = [
     "ERROR_KINDS", "LOCK_MODES", "PUBLIC_MODULES", "AttachedSyscallFault", "FaultControl",
     "FiuFault", "InjectSqlError", "LedgerReport", "LockHolder", "MetricsSnapshot", "Outcome",
-    "Resources", "ServerProcess", "SlowStatements", "SlowSync",
+    "Resources", "ServerNotReady", "ServerProcess", "SlowStatements", "SlowSync",
+    "SqliteFaultsError",
     "StallAfterStatement", "SyscallFault", "Target", "TargetError", "WriteContract",
     "WriteLedger", "fiu_available", "fiu_env", "free_port", "load_target",
     "make_driver_error", "outcome_of", "registered_engines", "scrape", "settles",

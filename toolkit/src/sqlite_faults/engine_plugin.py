@@ -44,6 +44,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL, CreateEnginePlugin
 
+from .ports import free_port
 from .slow import SlowStatements, StallAfterStatement
 from .sql_errors import InjectSqlError
 
@@ -205,8 +206,6 @@ class FaultControl:
 
     @classmethod
     def new(cls) -> FaultControl:
-        from .server import free_port
-
         return cls(f"127.0.0.1:{free_port()}")
 
     @property

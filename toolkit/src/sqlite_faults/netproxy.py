@@ -98,6 +98,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Any, ClassVar
 
+from sqlite_faults.errors import SqliteFaultsError
+
 CHUNK = 64 * 1024  # one read()
 MSS = 1460  # the token bucket's burst: one Ethernet-sized segment
 QUEUE_CHUNKS = 32  # per direction: a full queue stops reading, so the sender feels backpressure
@@ -672,7 +674,7 @@ class ForwardedRequest:
         return None if self.answered_at is None else self.answered_at - self.forwarded_at
 
 
-class NetworkFaultsError(RuntimeError):
+class NetworkFaultsError(SqliteFaultsError, RuntimeError):
     """The proxy process did not start, died, or did not answer in time."""
 
 
@@ -806,9 +808,6 @@ class NetworkFaults:
 
     async def aclear(self) -> None:
         await asyncio.to_thread(self.clear)
-
-    async def astats(self) -> dict[str, int]:
-        return await asyncio.to_thread(self.stats)
 
     @contextlib.asynccontextmanager
     async def during(self, fault: str, **params: float) -> AsyncIterator[None]:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from .server import free_port
+from .ports import free_port
 
 
 def pg_bin_dir() -> Path | None:

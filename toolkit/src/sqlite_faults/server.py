@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,18 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .engine_plugin import with_plugin
+from .errors import SqliteFaultsError
+from .ports import free_port
+
 if TYPE_CHECKING:
     from .target import Target
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ServerNotReady(RuntimeError):
+class ServerNotReady(SqliteFaultsError, RuntimeError):
     pass
 
 
@@ -91,8 +87,6 @@ class ServerProcess:
                    **kwargs: Any) -> ServerProcess:
         """The target's service on `data_dir/users.db` (or `database_url`). `with_faults`
         adds the engine plugin to its database URL, so FaultControl reaches its engines."""
-        from .engine_plugin import with_plugin
-
         data_dir = Path(data_dir)
         url = database_url or target.database_url.replace("{path}", str(data_dir / "users.db"))
         return cls(data_dir, env={**target.env, **(env or {})}, app=target.app,

@@ -41,8 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import SqliteFaultsError
 
-class TargetError(ValueError):
+
+class TargetError(SqliteFaultsError, ValueError):
     """The target description is incomplete or inconsistent; the message says what to fix."""
 
 

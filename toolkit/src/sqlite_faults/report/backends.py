@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlite_faults.errors import SqliteFaultsError
 from sqlite_faults.postgres_server import PostgresServer, pg_bin_dir
 
 BACKENDS = ("sqlite", "postgres")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(SqliteFaultsError, RuntimeError):
     """The backend cannot be used on this machine (e.g. PostgreSQL is not installed)."""
 
 
