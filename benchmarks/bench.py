@@ -65,6 +65,7 @@ import itertools
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,9 @@ import httpx
 # Run as a script, this file's folder is on sys.path and the repository root is not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sqlite_faults.ledger import WriteLedger
 from sqlite_faults.postgres_server import PostgresServer, pg_bin_dir
+from sqlite_faults.traffic import LoadGenerator
 
 from benchmarks.load import Cell, LoadConfig, add_ratios, ensure_wrk, write_scripts
 from benchmarks.servers import (
@@ -90,12 +93,12 @@ from benchmarks.servers import (
     affinity,
     cpu_sets,
     plan_cpus,
-    seed_users,
     serve_all,
     serving,
 )
 from benchmarks.tables import cells_markdown
 from benchmarks.targets import run_plan, run_targets
+from examples.targets import USERS_WRITE
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "build" / "bench"
@@ -165,57 +168,45 @@ class ProbeLevel:
 async def probe_level(service: str, concurrency: int, duration_s: float,
                       request_timeout_s: float) -> ProbeLevel:
     level = ProbeLevel(service, concurrency, duration_s, request_timeout_s)
-    # Blocking start and seeding, before any client starts: nothing else runs on this loop.
+    answered_at: list[float] = []  # completion times of every answer, any status
     with serving(Variant(service)) as server:
-        first, last = seed_users(server.base_url, 20, "probe")
-        count = last - first + 1
-        answered_at: list[float] = []  # completion times of every answer, any status
-        # One client (one connection) per reader, as independent callers have. They are built
-        # before the clock starts: building 64 (an SSL context each) took seconds here, which
-        # showed up as silence that was the probe's own. Not one pooled client: httpx's pool
-        # is slow at 16+ connections, and a client slower than the server offers too little
-        # load to reproduce the stall (measured: no stall at 64 through one pooled client).
-        async with contextlib.AsyncExitStack() as stack:
-            clients = [
-                await stack.enter_async_context(
-                    httpx.AsyncClient(base_url=server.base_url, timeout=request_timeout_s))
-                for _ in range(concurrency)
-            ]
-            start = time.monotonic()
-            end = start + duration_s
+        # The toolkit's traffic driver: `concurrency` readers, each with its own request in
+        # flight (a connection each, through its lean transport: through httpx's pool a
+        # client slower than the server offered too little load to reproduce the stall),
+        # reading back users seeded through the ledger.
+        ledger = WriteLedger(random.Random(concurrency), USERS_WRITE, prefix="probe")
+        await ledger.seed(server.base_url, 20)
+        readers = LoadGenerator.writers(ledger, 0, random.Random(concurrency),
+                                        readers=concurrency, timeout_s=request_timeout_s)
+        end = time.monotonic() + duration_s
 
-            async def reader(k: int) -> None:
-                client = clients[k]
-                i = k
+        def monitor() -> None:
+            # On its own thread, so a busy client loop does not delay the health checks.
+            with httpx.Client(base_url=server.base_url, timeout=1.0) as health:
                 while time.monotonic() < end:
-                    try:
-                        response = await client.get(f"/users/{first + i % count}")
-                    except httpx.TimeoutException:
-                        level.timeouts += 1
-                    except httpx.HTTPError:
-                        level.transport_errors += 1
-                    else:
-                        answered_at.append(time.monotonic())
-                        if response.status_code == 200:
-                            level.ok += 1
-                        else:
-                            key = str(response.status_code)
-                            level.other_status[key] = level.other_status.get(key, 0) + 1
-                    i += concurrency
+                    level.healthz_asked += 1
+                    with contextlib.suppress(httpx.HTTPError):
+                        if health.get("/healthz").status_code == 200:
+                            level.healthz_answered += 1
+                            answered_at.append(time.monotonic())
+                    time.sleep(0.1)  # the probe's pace, not synchronisation
 
-            def monitor() -> None:
-                # On its own thread, so a busy client loop does not delay the health checks.
-                with httpx.Client(base_url=server.base_url, timeout=1.0) as health:
-                    while time.monotonic() < end:
-                        level.healthz_asked += 1
-                        with contextlib.suppress(httpx.HTTPError):
-                            if health.get("/healthz").status_code == 200:
-                                level.healthz_answered += 1
-                                answered_at.append(time.monotonic())
-                        time.sleep(0.1)  # the probe's pace, not synchronisation
-
-            await asyncio.gather(asyncio.to_thread(monitor),
-                                 *(reader(k) for k in range(concurrency)))
+        readers.start(server.base_url)
+        start = readers.started
+        await asyncio.to_thread(monitor)
+        await readers.stop()
+    for sample in readers.samples:
+        if sample.status == 200:
+            level.ok += 1
+        elif sample.status:
+            key = str(sample.status)
+            level.other_status[key] = level.other_status.get(key, 0) + 1
+        elif sample.code == "ClientTimeout":
+            level.timeouts += 1
+        else:
+            level.transport_errors += 1
+        if sample.status:
+            answered_at.append(start + sample.answered)
 
     # Silence inside the measured window only: edges count, late answers do not.
     marks = [start, *sorted(t for t in answered_at if t < end), end]

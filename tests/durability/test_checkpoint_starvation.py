@@ -26,16 +26,16 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import httpx
 import pysqlite3.dbapi2 as dbapi  # the service's SQLite: see sqlite_faults/inspect_db.py
 import pytest
 from sqlite_faults.inspect_db import query
 from sqlite_faults.ledger import WriteLedger
-from sqlite_faults.observe import MetricsSnapshot, wait_until
+from sqlite_faults.observe import MetricsSampler, wait_until
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.summary import DurabilitySummary
+from sqlite_faults.traffic import CREATE, LoadGenerator, Sample
 
 from examples.targets import USERS_WRITE
 
@@ -55,7 +55,7 @@ SAMPLE_EVERY_S = 0.02
 
 
 @dataclass(frozen=True)
-class Sample:
+class Gauges:
     at: float
     wal_bytes: float
     lag_frames: float
@@ -63,84 +63,21 @@ class Sample:
     checkpoints_ok: float
 
 
-@dataclass(frozen=True)
-class Answer:
-    started: float
-    ended: float
-    status: int | None
-    code: str
+def gauges(sampler: MetricsSampler, start: float = 0.0,
+           end: float = float("inf")) -> list[Gauges]:
+    """The checkpoint gauges of every /metrics sample taken between `start` and `end`."""
+    return [Gauges(at, m.value("sqlite_wal_bytes"), m.value("sqlite_checkpoint_lag_frames"),
+                   m.value("sqlite_checkpoint_age_seconds"),
+                   m.value("db_calls_total", operation="checkpoint", outcome="ok"))
+            for at, m in sampler.samples if start <= at <= end]
 
 
-@dataclass
-class PacedWriter:
-    """One ledger client creating users at about 20 a second, every answer timed."""
-
-    ledger: WriteLedger
-    base_url: str
-    rng: random.Random
-    answers: list[Answer] = field(default_factory=list)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._run())
-
-    def stop_sending(self) -> None:
-        self._stop.set()
-
-    async def join(self) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-
-    async def _run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT_S) as client:
-            while not self._stop.is_set():
-                create = self.ledger.new_create()
-                started = time.monotonic()
-                await self.ledger.send(client, create)
-                self.answers.append(
-                    Answer(started, time.monotonic(), create.status, create.detail))
-                await asyncio.sleep(self.rng.uniform(*PACE_S))  # the load's rate, not a sync
-
-    def acked_after(self, moment: float) -> int:
-        return sum(1 for a in self.answers if a.status == 201 and a.started >= moment)
+def latest(sampler: MetricsSampler) -> Gauges | None:
+    return (gauges(sampler) or [None])[-1]
 
 
-class MetricsWatch:
-    """Samples /metrics until stopped: what an operator's dashboard would have shown."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.samples: list[Sample] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-
-    async def _run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT_S) as client:
-            while not self._stop.is_set():
-                m = MetricsSnapshot((await client.get("/metrics")).text)
-                self.samples.append(Sample(
-                    time.monotonic(), m.value("sqlite_wal_bytes"),
-                    m.value("sqlite_checkpoint_lag_frames"),
-                    m.value("sqlite_checkpoint_age_seconds"),
-                    m.value("db_calls_total", operation="checkpoint", outcome="ok")))
-                await asyncio.sleep(SAMPLE_EVERY_S)  # the sampling rate of the dashboard
-
-    def between(self, start: float, end: float = float("inf")) -> list[Sample]:
-        return [s for s in self.samples if start <= s.at <= end]
-
-    def latest(self) -> Sample | None:
-        return self.samples[-1] if self.samples else None
+def acked_after(writer: LoadGenerator, moment: float) -> int:
+    return sum(1 for a in writer.select(CREATE, after=moment) if a.status == 201)
 
 
 @dataclass
@@ -149,30 +86,34 @@ class Hold:
 
     pinned: float
     released: float
-    writer: PacedWriter
-    watch: MetricsWatch
+    writer: LoadGenerator  # until the release
+    resumed: LoadGenerator  # after it
+    watch: MetricsSampler
     reader_counts: tuple[int, int]  # users the reader saw at the start and end of its hold
     table_count_at_release: int
     recovery_s: float  # release -> the first 201 answered after it
     shrink_s: float  # release -> sqlite_wal_bytes back under the limit
 
-    def during(self) -> list[Sample]:
-        return self.watch.between(self.pinned, self.released)
+    def during(self) -> list[Gauges]:
+        return gauges(self.watch, self.pinned, self.released)
 
-    def steady(self) -> list[Sample]:
-        return self.watch.between(0.0, self.pinned)
+    def steady(self) -> list[Gauges]:
+        return gauges(self.watch, 0.0, self.pinned)
+
+    def answers(self) -> list[Sample]:
+        return self.writer.samples + self.resumed.samples
 
     def acked_while_held(self, after: float) -> int:
         """201s answered inside the hold, after `after`."""
-        return sum(1 for a in self.writer.answers
-                   if a.status == 201 and after <= a.ended < self.released)
+        return sum(1 for a in self.writer.select(CREATE, before=self.released)
+                   if a.status == 201 and after <= self.writer.started + a.answered)
 
     def note(self) -> str:
         held = self.during()
         steady = self.steady()
-        latency = max((a.ended - a.started for a in self.writer.answers), default=0.0)
+        latency = max((a.latency for a in self.answers()), default=0.0)
         statuses = Counter(str(a.status) if a.status == 201 else f"{a.status} {a.code}"
-                           for a in self.writer.answers)
+                           for a in self.answers())
         return (
             f"limit {LIMIT_BYTES} B; WAL max {max(s.wal_bytes for s in steady):.0f} B steady, "
             f"{max(s.wal_bytes for s in held):.0f} B during a {self.released - self.pinned:.2f}"
@@ -185,16 +126,19 @@ class Hold:
 
 async def pin_a_snapshot(server: ServerProcess, ledger: WriteLedger, rng: random.Random,
                          hold_s: float) -> Hold:
-    writer = PacedWriter(ledger, server.base_url, rng)
-    watch = MetricsWatch(server.base_url)
-    writer.start()
+    # One client at about 20 creates a second; the dashboard sampled every SAMPLE_EVERY_S.
+    writer, resumed = (LoadGenerator.writers(ledger, 1, random.Random(rng.random()),
+                                             think_s=PACE_S, timeout_s=REQUEST_TIMEOUT_S)
+                       for _ in range(2))
+    watch = MetricsSampler(server.base_url, every_s=SAMPLE_EVERY_S, timeout_s=REQUEST_TIMEOUT_S)
+    writer.start(server.base_url)
     watch.start()
     reader = dbapi.connect(str(server.db_path), isolation_level=None)
     try:
         # Steady state: writes served, and the WAL under the limit without any reader.
         start = time.monotonic()
-        await wait_until(lambda: writer.acked_after(start) >= 10, "201s before the reader")
-        await wait_until(lambda: (s := watch.latest()) is not None and s.at > start
+        await wait_until(lambda: acked_after(writer, start) >= 10, "201s before the reader")
+        await wait_until(lambda: (s := latest(watch)) is not None and s.at > start
                          and s.wal_bytes <= LIMIT_BYTES, "the WAL under the limit, no reader")
 
         reader.execute("BEGIN")
@@ -210,22 +154,23 @@ async def pin_a_snapshot(server: ServerProcess, ledger: WriteLedger, rng: random
         reader.execute("COMMIT")
         released = time.monotonic()
         reader.close()
-        await writer.join()  # the create in flight, if any, is answered
+        await writer.stop()  # the create in flight, if any, is answered
         await wait_until(
-            lambda: (s := watch.latest()) is not None and s.at > released
+            lambda: (s := latest(watch)) is not None and s.at > released
             and s.wal_bytes <= LIMIT_BYTES, "the WAL back under the limit after the reader")
-        shrink_s = min(s.at for s in watch.between(released)
+        shrink_s = min(s.at for s in gauges(watch, released)
                        if s.wal_bytes <= LIMIT_BYTES) - released
         # And writes are served again.
-        writer.start()
-        await wait_until(lambda: writer.acked_after(released) >= 5, "201s after the reader")
-        first_after = min(a.ended for a in writer.answers
-                          if a.status == 201 and a.ended >= released)
+        resumed.start(server.base_url)
+        await wait_until(lambda: acked_after(resumed, released) >= 5, "201s after the reader")
+        first_after = min(resumed.started + a.answered for a in resumed.samples
+                          if a.status == 201)
     finally:
         reader.close()
-        await writer.join()
+        await writer.stop()
+        await resumed.stop()
         await watch.stop()
-    return Hold(pinned, released, writer, watch, (before, after), table_count,
+    return Hold(pinned, released, writer, resumed, watch, (before, after), table_count,
                 first_after - released, shrink_s)
 
 
@@ -253,7 +198,7 @@ async def test_a_pinned_snapshot_grows_the_wal_and_the_checkpoint_shrinks_it_aft
     assert max(s.wal_bytes for s in during) > LIMIT_BYTES, hold.note()
     assert max(s.lag_frames for s in during) > 0, hold.note()
     # Every create got a 201 (the hold is shorter than the deadline): nothing refused.
-    assert {a.status for a in hold.writer.answers} == {201}, hold.note()
+    assert {a.status for a in hold.answers()} == {201}, hold.note()
     # shrink_s and recovery_s were bounded waits inside pin_a_snapshot.
     report = await ledger.check(server.base_url, server.db_path)
     scenario.add_report(report)

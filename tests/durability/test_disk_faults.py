@@ -2,8 +2,8 @@
 
 strace is attached to the live service (`AttachedSyscallFault`) and makes its writes or syncs of
 `users.db-wal` fail (ENOSPC, EIO) or stall (`delay_enter`) until the window closes. Meanwhile
-`CLIENTS` writers keep creating users through the `WriteLedger` and one client keeps reading a
-known user. Invariants, for every scenario:
+`CLIENTS` writers keep creating users through the `WriteLedger` and one client keeps reading
+back users it acknowledged (the toolkit's `LoadGenerator`). Invariants, for every scenario:
 
 - every request gets a JSON answer: 201, `503 storage_unavailable` or `504 deadline_exceeded`;
   never a 500, never a hang (client timeouts are bounded, so a hang shows as a ReadTimeout);
@@ -31,16 +31,16 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import httpx
 import pysqlite3.dbapi2 as dbapi  # the service's SQLite: see sqlite_faults/inspect_db.py
 import pytest
-from sqlite_faults.ledger import Create, WriteLedger
-from sqlite_faults.observe import MetricsSnapshot, wait_until
+from sqlite_faults.ledger import WriteLedger
+from sqlite_faults.observe import MetricsSnapshot, scrape, wait_until
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.summary import DurabilitySummary, Plan, ScenarioFigures
 from sqlite_faults.syscalls import AttachedSyscallFault, SyscallFault, strace_path
+from sqlite_faults.traffic import CREATE, READ, LoadGenerator, Sample
 
 from examples.targets import USERS_WRITE
 
@@ -56,7 +56,6 @@ CONDITION_TIMEOUT_S = 10.0
 # Nightly mode: each windowed scenario repeats its cycle for this share of the budget.
 NIGHTLY_SHARE = 0.05
 
-OK_CODES = {"", "replayed"}  # ledger detail of a 201
 JSON_ERRORS = {503: {"storage_unavailable"}, 504: {"deadline_exceeded"}}
 
 
@@ -88,120 +87,41 @@ def _needs_strace() -> None:
                     "injected with strace --inject into the running server")
 
 
-# -- traffic -------------------------------------------------------------------------------
+# -- traffic: the toolkit's generator, CLIENTS writers through the ledger and one reader ---
 
 
-@dataclass(frozen=True)
-class Answer:
-    kind: str  # "create" | "read"
-    started: float  # time.monotonic() at send and at answer
-    ended: float
-    status: int | None  # None: no HTTP answer (timeout, reset)
-    code: str  # error code from the JSON body, exception name, or "" / "replayed" for 201
-
-    @property
-    def latency(self) -> float:
-        return self.ended - self.started
+def traffic_on(server: ServerProcess, ledger: WriteLedger, rng: random.Random,
+               clients: int = CLIENTS) -> LoadGenerator:
+    """Timing every answer is what lets a test say which answers fell inside a window."""
+    return LoadGenerator.writers(ledger, clients, random.Random(rng.random()), readers=1,
+                                 timeout_s=REQUEST_TIMEOUT_S)
 
 
-@dataclass
-class Traffic:
-    """`clients` ledger writers plus one reader of a known user, each answer timed, until
-    stopped. Timing every answer is what lets a test say which answers fell inside a window."""
-
-    ledger: WriteLedger
-    base_url: str
-    read_id: int
-    clients: int = CLIENTS
-    answers: list[Answer] = field(default_factory=list)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-
-    async def _run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT_S) as client:
-            await asyncio.gather(*(self._writer(client) for _ in range(self.clients)),
-                                 self._reader(client))
-
-    async def _writer(self, client: httpx.AsyncClient) -> None:
-        while not self._stop.is_set():
-            create: Create = self.ledger.new_create()
-            started = time.monotonic()
-            await self.ledger.send(client, create)
-            self.answers.append(
-                Answer("create", started, time.monotonic(), create.status, create.detail))
-
-    async def _reader(self, client: httpx.AsyncClient) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                response = await client.get(f"/users/{self.read_id}")
-                status, code = response.status_code, _code(response)
-            except httpx.HTTPError as exc:
-                status, code = None, type(exc).__name__
-            self.answers.append(Answer("read", started, time.monotonic(), status, code))
-
-    def select(self, kind: str, after: float = 0.0, before: float = float("inf")
-               ) -> list[Answer]:
-        """Answers to requests sent at or after `after` and answered before `before`."""
-        return [a for a in self.answers
-                if a.kind == kind and a.started >= after and a.ended <= before]
-
-    def acked_after(self, moment: float) -> int:
-        return sum(1 for a in self.select("create", after=moment) if a.status == 201)
+def acked_after(traffic: LoadGenerator, moment: float) -> int:
+    return sum(1 for a in traffic.select(CREATE, after=moment) if a.status == 201)
 
 
-def _code(response: httpx.Response) -> str:
-    if response.status_code < 400:
-        return ""
-    try:
-        return str(response.json()["error"]["code"])
-    except (ValueError, KeyError, TypeError):
-        return f"not-json-{response.status_code}"
-
-
-def statuses(answers: list[Answer]) -> Counter[str]:
-    """Counts of "201", "200", or status and code ("503 storage_unavailable", "None
-    ReadTimeout" for no answer)."""
+def statuses(answers: list[Sample]) -> Counter[str]:
+    """Counts of "201", "200", or status and code ("503 storage_unavailable", "0
+    ClientTimeout" for no answer)."""
     return Counter(str(a.status) if a.status in (200, 201) else f"{a.status} {a.code}"
                    for a in answers)
 
 
-def assert_clear_answers(traffic: Traffic) -> None:
+def assert_clear_answers(traffic: LoadGenerator) -> None:
     """Every create got a 201 or a JSON 503/504 with a known code: no 500, no hang (a hang
-    is a ReadTimeout of the bounded client). Every read got its 200."""
-    bad = [a for a in traffic.select("create")
-           if not (a.status == 201 and a.code in OK_CODES)
-           and a.code not in JSON_ERRORS.get(a.status or 0, set())]
+    is a timeout of the bounded client). Every read got its 200."""
+    bad = [a for a in traffic.select(CREATE)
+           if a.status != 201 and a.code not in JSON_ERRORS.get(a.status, set())]
     assert not bad, f"unclear answers to creates: {statuses(bad)}"
-    reads = statuses(traffic.select("read"))
+    reads = statuses(traffic.select(READ))
     assert set(reads) == {"200"}, f"reads: {reads}"
-
-
-async def scrape(base_url: str) -> MetricsSnapshot:
-    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
-        return MetricsSnapshot((await client.get("/metrics")).text)
 
 
 def checkpoint_calls(metrics: MetricsSnapshot) -> tuple[float, float]:
     """(completed, failed) checkpoint calls of the service's checkpoint loop."""
     ok = metrics.value("db_calls_total", operation="checkpoint", outcome="ok")
     return ok, metrics.value("db_calls_total", operation="checkpoint") - ok
-
-
-async def seed_user(base_url: str) -> int:
-    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
-        response = await client.post("/users/", json={"name": "reader-target",
-                                                      "password": "long enough"})
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
 
 
 def log_since(server: ServerProcess, offset: int) -> str:
@@ -219,23 +139,23 @@ def log_size(server: ServerProcess) -> int:
 class Window:
     opened: float
     closed: float
-    traffic: Traffic
+    traffic: LoadGenerator
     recovery_s: float  # from the window's end to the first 201 of a create sent after it
     log: str  # server log written during the cycle
     metrics_before: MetricsSnapshot
     metrics_after: MetricsSnapshot
 
     @property
-    def creates(self) -> list[Answer]:
-        return self.traffic.select("create", self.opened, self.closed)
+    def creates(self) -> list[Sample]:
+        return self.traffic.select(CREATE, self.opened, self.closed)
 
     @property
-    def reads(self) -> list[Answer]:
-        return self.traffic.select("read", self.opened, self.closed)
+    def reads(self) -> list[Sample]:
+        return self.traffic.select(READ, self.opened, self.closed)
 
     @property
-    def after(self) -> list[Answer]:
-        return self.traffic.select("create", after=self.closed)
+    def after(self) -> list[Sample]:
+        return self.traffic.select(CREATE, after=self.closed)
 
     def note(self) -> str:
         return (f"window {self.closed - self.opened:.2f} s: creates {dict(statuses(self.creates))}"
@@ -244,30 +164,30 @@ class Window:
 
 
 async def fault_window(
-    server: ServerProcess, ledger: WriteLedger, read_id: int, fault: DiskFault,
+    server: ServerProcess, ledger: WriteLedger, rng: random.Random, fault: DiskFault,
     window_s: float, action: str | None = None,
-    enough: Callable[[list[Answer]], bool] | None = None, clients: int = CLIENTS,
+    enough: Callable[[list[Sample]], bool] | None = None, clients: int = CLIENTS,
 ) -> Window:
     """Steady traffic, then the fault for `window_s` (and then until `enough` holds for the
     creates sent and answered inside the window), then traffic until 201s come back."""
     log_offset = log_size(server)
-    traffic = Traffic(ledger, server.base_url, read_id, clients)
-    traffic.start()
+    traffic = traffic_on(server, ledger, rng, clients)
+    traffic.start(server.base_url)
     try:
         start = time.monotonic()
-        await wait_until(lambda: traffic.acked_after(start) >= 5, "201s before the window")
+        await wait_until(lambda: acked_after(traffic, start) >= 5, "201s before the window")
         before = await scrape(server.base_url)
         with fault.on(server, action):
             opened = time.monotonic()
             await asyncio.sleep(window_s)  # the window's length is the fault's duration
             if enough is not None:
                 await wait_until(
-                    lambda: enough(traffic.select("create", opened, time.monotonic())),
+                    lambda: enough(traffic.select(CREATE, opened, time.monotonic())),
                     "enough answers inside the window")
             closed = time.monotonic()
-        recovery_s = await wait_until(lambda: traffic.acked_after(closed) >= 1,
+        recovery_s = await wait_until(lambda: acked_after(traffic, closed) >= 1,
                                       "a 201 after the window")
-        await wait_until(lambda: traffic.acked_after(closed) >= 10, "201s after the window")
+        await wait_until(lambda: acked_after(traffic, closed) >= 10, "201s after the window")
     finally:
         await traffic.stop()
     after = await scrape(server.base_url)
@@ -316,10 +236,10 @@ async def test_wal_errors_answer_503_lose_nothing_and_recover(
                          prefix=f"{fault.kind[5:9]}{synchronous[0]}")
     steps = disk_plan(plan)
     server.start()
-    read_id = await seed_user(server.base_url)
+    await ledger.seed(server.base_url, 1)  # a user to read before the first write
     started = time.monotonic()
     while steps.more(scenario.cycles, time.monotonic() - started):
-        window = await fault_window(server, ledger, read_id, fault, rng.uniform(0.5, 0.8))
+        window = await fault_window(server, ledger, rng, fault, rng.uniform(0.5, 0.8))
         scenario.notes.append(window.note())
         assert_clear_answers(window.traffic)
         during = statuses(window.creates)
@@ -357,9 +277,9 @@ async def test_wal_sync_errors_under_normal_hit_checkpoints_and_wal_reuse_only(
     ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="syncN")
     steps = disk_plan(plan)  # one window: the checkpoint loop does not survive a failure
     server.start()
-    read_id = await seed_user(server.base_url)
+    await ledger.seed(server.base_url, 1)  # a user to read before the first write
     started = time.monotonic()
-    window = await fault_window(server, ledger, read_id, SYNC_EIO, rng.uniform(0.6, 0.9))
+    window = await fault_window(server, ledger, rng, SYNC_EIO, rng.uniform(0.6, 0.9))
     assert_clear_answers(window.traffic)
     during = statuses(window.creates)
     _, failed_before = checkpoint_calls(window.metrics_before)
@@ -388,11 +308,11 @@ async def test_checkpoints_resume_after_a_failed_checkpoint(
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
     ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="resume")
     server.start()
-    read_id = await seed_user(server.base_url)
+    await ledger.seed(server.base_url, 1)  # a user to read before the first write
     # A window that opens right after a complete checkpoint fails the commits that reuse
     # the WAL instead, and the checkpoint then has nothing to copy: open another one.
     for _attempt in range(3):
-        window = await fault_window(server, ledger, read_id, SYNC_EIO, rng.uniform(0.6, 0.9))
+        window = await fault_window(server, ledger, rng, SYNC_EIO, rng.uniform(0.6, 0.9))
         assert_clear_answers(window.traffic)
         if checkpoint_calls(window.metrics_after)[1] > 0:
             break
@@ -425,10 +345,10 @@ async def test_commit_whose_wal_sync_failed_comes_back_after_a_crash(
                      sqlite_checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
     ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="crashF")
     server.start()
-    read_id = await seed_user(server.base_url)
+    await ledger.seed(server.base_url, 1)  # a user to read before the first write
     started = time.monotonic()
-    traffic = Traffic(ledger, server.base_url, read_id)
-    traffic.start()
+    traffic = traffic_on(server, ledger, rng)
+    traffic.start(server.base_url)
     # A commit that reuses the WAL after a complete checkpoint fails earlier, at the sync of
     # the new WAL header, and leaves nothing to replay; whether the window opens in that
     # state is a matter of a few ms. A read transaction pinned (in this process, through the
@@ -436,15 +356,15 @@ async def test_commit_whose_wal_sync_failed_comes_back_after_a_crash(
     # state out: no checkpoint can complete, so the WAL cannot be reused.
     reader = dbapi.connect(str(server.db_path), isolation_level=None)
     try:
-        await wait_until(lambda: traffic.acked_after(started) >= 5, "201s before the window")
+        await wait_until(lambda: acked_after(traffic, started) >= 5, "201s before the window")
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM users").fetchone()
         pinned = time.monotonic()
-        await wait_until(lambda: traffic.acked_after(pinned) >= 1, "a commit after the pin")
+        await wait_until(lambda: acked_after(traffic, pinned) >= 1, "a commit after the pin")
         with SYNC_EIO.on(server):
             opened = time.monotonic()
             failed = rng.randint(5, 20)
-            await wait_until(lambda: statuses(traffic.select("create", opened))[
+            await wait_until(lambda: statuses(traffic.select(CREATE, opened))[
                 "503 storage_unavailable"] >= failed, f"{failed} 503s in the window")
             # Every request answered, so the last failed commit is whole in the WAL. The
             # reader lets go first: the restarted server must find no other connection on
@@ -458,7 +378,7 @@ async def test_commit_whose_wal_sync_failed_comes_back_after_a_crash(
         reader.close()
         await traffic.stop()
     assert_clear_answers(traffic)
-    during = statuses(traffic.select("create", opened))
+    during = statuses(traffic.select(CREATE, opened))
     assert set(during) == {"503 storage_unavailable"}, during
     scenario.ready_seconds.append(server.start())
     report = await ledger.check(server.base_url, server.db_path)
@@ -492,14 +412,14 @@ async def test_slow_fdatasync_is_bounded_by_the_deadline(
     ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix=f"slow{synchronous[0]}")
     steps = disk_plan(plan)
     server.start()
-    read_id = await seed_user(server.base_url)
+    await ledger.seed(server.base_url, 1)  # a user to read before the first write
     started = time.monotonic()
     while steps.more(scenario.cycles, time.monotonic() - started):
         delay_s = rng.uniform(0.15, 0.25)
         # Under FULL only a few creates a second are answered: keep the disk slow until
         # eight were answered inside the window, so there are latencies to judge.
         window = await fault_window(
-            server, ledger, read_id, SLOW_SYNC, rng.uniform(0.8, 1.2),
+            server, ledger, rng, SLOW_SYNC, rng.uniform(0.8, 1.2),
             action=f"delay_enter={round(delay_s * 1_000_000)}",
             enough=lambda answers: len(answers) >= 8, clients=clients)
         assert_clear_answers(window.traffic)
@@ -512,7 +432,7 @@ async def test_slow_fdatasync_is_bounded_by_the_deadline(
         note = (f"sync delay {delay_s * 1000:.0f} ms, {window.note()}; create latency p50 "
                 f"{_ms(statistics.median(latencies))} max {_ms(max(latencies))}; checkpoint "
                 f"time {ok_after - ok_before:.2f} s; all creates of the cycle "
-                f"{dict(statuses(window.traffic.select('create')))}")
+                f"{dict(statuses(window.traffic.select(CREATE)))}")
         # Never a hang, never past the deadline: the event loop answers 504 at the deadline
         # even while the commit is still in its slow sync, so no answer comes a sync later
         # (the margin, under one sync, covers hashing, HTTP and strace's slowing down of

@@ -29,6 +29,7 @@ from sqlite_faults.locks import LockHolder
 from sqlite_faults.observe import MetricsSnapshot, wait_until
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.summary import DurabilitySummary, Plan
+from sqlite_faults.traffic import LoadGenerator
 
 from examples.targets import USERS_WRITE
 
@@ -63,17 +64,17 @@ async def test_sigterm_under_load_answers_in_flight_requests_and_loses_nothing(
     unanswered = 0
     cut_after_commit: list[str] = []
     while steps.more(cycles, time.monotonic() - started):
-        stop = asyncio.Event()
         first = len(ledger.creates)
-        writers = asyncio.create_task(ledger.drive(server.base_url, CLIENTS, stop))
+        writers = LoadGenerator.writers(ledger, CLIENTS, random.Random(rng.random()),
+                                        stop_when_gone=True)
+        writers.start(server.base_url)
         # When the SIGTERM lands is part of the seeded fault schedule.
         await asyncio.sleep(rng.uniform(0.1, 0.6))
         sent_at = time.monotonic()
         os.killpg(server.pid, signal.SIGTERM)
         code = await asyncio.to_thread(server.wait_exit, GRACEFUL_S + EXIT_LATE_S)
         stop_seconds.append(time.monotonic() - sent_at)
-        stop.set()
-        await writers
+        await writers.stop()
         # uvicorn re-raises the signal once its shutdown is done, so the status is "ended
         # by SIGTERM" (systemd counts that as a clean exit); the WAL check below shows the
         # shutdown really ran to the database's close.

@@ -17,6 +17,7 @@ from sqlite_faults.ledger import WriteLedger
 from sqlite_faults.postgres_server import PostgresServer
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.summary import DurabilitySummary, Plan
+from sqlite_faults.traffic import LoadGenerator
 
 from examples.targets import USERS_WRITE
 
@@ -37,17 +38,6 @@ async def answers_while_down(base_url: str, samples: int = 6) -> list[tuple[int,
         return out
 
 
-async def ready_again(base_url: str, timeout_s: float) -> float:
-    """Seconds until /readyz answers 200 (polling: the database has no event to wait on)."""
-    started = time.monotonic()
-    async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as client:
-        while time.monotonic() - started < timeout_s:
-            if (await client.get("/readyz")).status_code == 200:
-                return time.monotonic() - started
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"the service was not ready {timeout_s} s after PostgreSQL returned")
-
-
 async def test_postgres_stopped_abruptly_under_load_then_restarted(
     servers: Callable[..., ServerProcess], postgres_server: PostgresServer,
     plan: Callable[[int], Plan], rng: random.Random, durability_summary: DurabilitySummary,
@@ -60,8 +50,9 @@ async def test_postgres_stopped_abruptly_under_load_then_restarted(
     started = time.monotonic()
     cycles = 0
     while steps.more(cycles, time.monotonic() - started):
-        stop = asyncio.Event()
-        writers = asyncio.create_task(ledger.drive(server.base_url, CLIENTS, stop))
+        writers = LoadGenerator.writers(ledger, CLIENTS, random.Random(rng.random()),
+                                        stop_when_gone=True)
+        writers.start(server.base_url)
         await asyncio.sleep(rng.uniform(0.2, 0.6))  # when the stop lands: the fault schedule
         await asyncio.to_thread(postgres_server.stop, "immediate")
 
@@ -70,9 +61,8 @@ async def test_postgres_stopped_abruptly_under_load_then_restarted(
             assert seconds < DEADLINE_S + 0.5
 
         await asyncio.to_thread(postgres_server.start)
-        scenario.ready_seconds.append(await ready_again(server.base_url, 30.0))
-        stop.set()
-        await writers
+        scenario.ready_seconds.append(await server.wait_answering(30.0))
+        await writers.stop()
         assert server.running, "the service must ride out the database restart"
         report = await ledger.check(server.base_url, server.database_url)
         scenario.add_report(report)

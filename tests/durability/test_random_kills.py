@@ -20,6 +20,7 @@ from sqlite_faults.inspect_db import names_in_main_file_alone
 from sqlite_faults.ledger import WriteLedger
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.summary import DurabilitySummary, Plan
+from sqlite_faults.traffic import LoadGenerator
 
 from examples.targets import USERS_WRITE
 
@@ -48,13 +49,13 @@ async def test_random_sigkill_under_load_loses_nothing(
     started = time.monotonic()
     cycles = 0
     while steps.more(cycles, time.monotonic() - started):
-        stop = asyncio.Event()
-        writers = asyncio.create_task(ledger.drive(server.base_url, CLIENTS, stop))
+        writers = LoadGenerator.writers(ledger, CLIENTS, random.Random(rng.random()),
+                                        stop_when_gone=True)
+        writers.start(server.base_url)
         # When the kill lands is part of the seeded fault schedule, not a synchronisation.
         await asyncio.sleep(rng.uniform(0.05, 0.6))
         server.kill()
-        stop.set()
-        await writers
+        await writers.stop()
 
         only_in_wal: set[str] = set()
         if not on_postgres:  # WAL recovery evidence is about SQLite's -wal file

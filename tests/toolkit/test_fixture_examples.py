@@ -28,6 +28,7 @@ from sqlite_faults import (
     settles,
     wait_until,
 )
+from sqlite_faults.traffic import LoadGenerator
 
 from examples.targets import HARDENED, NAIVE
 
@@ -181,12 +182,11 @@ def test_write_ledger(service_server: Callable[..., ServerProcess],
     ledger = write_ledger(target.write, prefix="example")
 
     async def writes_then_kill() -> None:
-        stop = asyncio.Event()
-        writers = asyncio.create_task(ledger.drive(server.base_url, 4, stop))
+        writers = LoadGenerator.writers(ledger, 4, random.Random(1), stop_when_gone=True)
+        writers.start(server.base_url)
         await wait_until(lambda: ledger.counts()["acknowledged"] >= 10, "10 writes acked")
         server.kill()  # SIGKILL under load
-        stop.set()
-        await writers
+        await writers.stop()
     asyncio.run(writes_then_kill())
     server.start(same_port=True)
     report = asyncio.run(ledger.check(server.base_url, server.db_path))

@@ -19,9 +19,9 @@ import pytest
 from sqlite_faults.echo import TARGET, EchoServer
 from sqlite_faults.ledger import WriteLedger
 from sqlite_faults.netproxy import NetworkFaults
-from sqlite_faults.report.load import OPEN, LoadGenerator, LoadModel, Sample
-from sqlite_faults.report.retry import PLAIN, RETRYING
 from sqlite_faults.report.slo import Objectives, PhaseStats, recovery_time
+from sqlite_faults.retry import PLAIN, RETRYING
+from sqlite_faults.traffic import OPEN, LoadGenerator, LoadModel, Sample
 
 pytestmark = pytest.mark.timeout(180)
 

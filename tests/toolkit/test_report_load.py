@@ -12,7 +12,9 @@ import httpx
 import pytest
 from sqlite_faults.ledger import WriteLedger
 from sqlite_faults.outcome import Outcome
-from sqlite_faults.report.load import (
+from sqlite_faults.retry import PLAIN, RETRYING, RetryPolicy
+from sqlite_faults.target import load_target
+from sqlite_faults.traffic import (
     CLOSED,
     CREATE,
     OPEN,
@@ -22,8 +24,6 @@ from sqlite_faults.report.load import (
     LoadModel,
     LoadSpec,
 )
-from sqlite_faults.report.retry import PLAIN, RETRYING, RetryPolicy
-from sqlite_faults.target import load_target
 
 HARDENED = Path(__file__).resolve().parents[2] / "examples" / "targets" / "hardened.toml"
 ROOT_ONLY = {ROOT: 1.0, CREATE: 0.0, READ: 0.0}

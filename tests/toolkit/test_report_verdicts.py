@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from sqlite_faults.ledger import LedgerReport, WriteLedger
 from sqlite_faults.report.__main__ import gate_fails
-from sqlite_faults.report.load import CREATE
 from sqlite_faults.report.slo import (
     LaneSamples,
     Objectives,
@@ -20,6 +19,7 @@ from sqlite_faults.report.slo import (
     ledger_verdicts,
 )
 from sqlite_faults.target import target_from_dict
+from sqlite_faults.traffic import CREATE
 
 OBJECTIVES = Objectives(p95_latency_ms=300, error_rate=0.01, deadline_grace_ms=100,
                         recovery_s=3.0, acknowledged_writes_lost=0)

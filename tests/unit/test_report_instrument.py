@@ -15,10 +15,10 @@ from sqlite_faults.report.instrument import (
     service_view,
     settle,
 )
-from sqlite_faults.report.load import OPEN, READ, LoadModel, Sample
 from sqlite_faults.report.runner import ScenarioResult, judge_scenario
 from sqlite_faults.report.scenarios import SCENARIOS
 from sqlite_faults.report.slo import BREACHED, INCONCLUSIVE, MET, Objectives, judge
+from sqlite_faults.traffic import OPEN, READ, LoadModel, Sample
 
 OBJECTIVES = Objectives(p95_latency_ms=300, error_rate=0.01, deadline_grace_ms=100,
                         recovery_s=3.0, acknowledged_writes_lost=0)

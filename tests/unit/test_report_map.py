@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlite_faults.report.load import READ, Sample
 from sqlite_faults.report.render import EXPECTED_REFUSAL, map_cell
 from sqlite_faults.report.runner import ScenarioResult
 from sqlite_faults.report.scenarios import SCENARIOS, Scenario
 from sqlite_faults.report.slo import BREACHED, INCONCLUSIVE, MET, Verdict
+from sqlite_faults.traffic import READ, Sample
 
 FAIL_FAST = next(s for s in SCENARIOS if s.expect[READ] == "fail-fast")
 AVAILABLE = next(s for s in SCENARIOS if s.expect[READ] == "available")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sqlite_faults.ledger import LedgerReport
-from sqlite_faults.report.load import CREATE, READ, Sample
 from sqlite_faults.report.runner import phase_of
 from sqlite_faults.report.slo import Objectives, judge, recovery_time
+from sqlite_faults.traffic import CREATE, READ, Sample
 
 OBJECTIVES = Objectives(p95_latency_ms=300, error_rate=0.01, deadline_grace_ms=100,
                         recovery_s=3.0, acknowledged_writes_lost=0)

@@ -40,7 +40,7 @@ PUBLIC_MODULES = frozenset({
     "slow", "slowsync", "sql_errors", "syscalls", "target", "drivers", "inspect_db",
     "postgres_server", "summary", "plugin", "powerloss.model", "powerloss.points",
     "powerloss.states", "powerloss.vfs", "powerloss.scratch", "report.backends",
-    "report.load", "report.render", "report.retry", "report.runner", "report.scenarios",
+    "traffic", "retry", "report.render", "report.runner", "report.scenarios",
     "report.slo", "netproxy", "http11", "echo", "report.instrument", "report.junit",
     "report.agreement", "report.__main__",
 })

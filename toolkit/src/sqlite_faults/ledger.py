@@ -133,18 +133,15 @@ class WriteLedger:
         create.outcome = "failed" if outcome.definite_failure else "indeterminate"
         return response
 
-    async def drive(self, base_url: str, clients: int, stop: asyncio.Event,
-                    request_timeout_s: float = 10.0) -> None:
-        """`clients` concurrent writers, one create at a time each, until `stop` is set or
-        the server goes away."""
-        async with httpx.AsyncClient(base_url=base_url, timeout=request_timeout_s) as client:
-            async def writer() -> None:
-                while not stop.is_set():
-                    create = self.new_create()
-                    await self.send(client, create)
-                    if create.detail in ("ConnectError", "RemoteProtocolError", "ReadError"):
-                        return  # the server is gone; the kill is being handled
-            await asyncio.gather(*(writer() for _ in range(clients)))
+    async def seed(self, base_url: str, count: int, timeout_s: float = 10.0) -> int:
+        """`count` writes, one after the other, before an experiment (something to read from
+        the first request on); returns how many were acknowledged. They are the ledger's
+        like any other, and checked with the rest."""
+        async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s,
+                                     transport=Http11Transport()) as client:
+            for _ in range(count):
+                await self.send(client, self.new_create())
+        return sum(c.outcome == "acknowledged" for c in self.creates[-count:])
 
     async def check(
         self, base_url: str, db: Path | str, resolve_with_key: bool = True

@@ -7,6 +7,7 @@ with the same code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -50,3 +51,45 @@ async def scrape(base_url: str, path: str = "/metrics", timeout_s: float = 5.0) 
         response = await client.get(path)
         response.raise_for_status()
         return MetricsSnapshot(response.text)
+
+
+class MetricsSampler:
+    """Scrapes a service's metrics every `every_s` in the background until stopped: what an
+    operator's dashboard would have shown, each snapshot beside the time.monotonic() moment
+    it was taken. A scrape that fails (the service stalled or gone) is skipped: the gap in
+    `samples` is itself what a dashboard shows then."""
+
+    def __init__(self, base_url: str, path: str = "/metrics", every_s: float = 0.1,
+                 timeout_s: float = 1.0) -> None:
+        self.base_url = base_url
+        self.path = path
+        self.every_s = every_s
+        self.timeout_s = timeout_s
+        self.samples: list[tuple[float, MetricsSnapshot]] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        assert self._task is not None, "stop() before start()"
+        await self._task
+
+    def between(self, start: float, end: float = float("inf")) -> list[MetricsSnapshot]:
+        return [snapshot for at, snapshot in self.samples if start <= at <= end]
+
+    def latest(self) -> MetricsSnapshot | None:
+        return self.samples[-1][1] if self.samples else None
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s) as client:
+            while not self._stop.is_set():
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    response = await client.get(self.path)
+                    response.raise_for_status()
+                    self.samples.append((time.monotonic(), MetricsSnapshot(response.text)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.every_s)  # the period

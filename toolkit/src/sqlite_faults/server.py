@@ -13,6 +13,7 @@ import string, its environment, the folder it is imported from and its HTTP read
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -30,6 +31,10 @@ from .ports import free_port
 
 if TYPE_CHECKING:
     from .target import Target
+
+
+# Between two readiness checks of a starting or recovering service.
+READY_POLL_S = 0.02
 
 
 class ServerNotReady(SqliteFaultsError, RuntimeError):
@@ -141,19 +146,47 @@ class ServerProcess:
         self.ready_seconds.append(elapsed)
         return elapsed
 
+    # -- readiness: the one check every user of a server asks (its readiness path, 2xx) --
+
+    def answers_ready_now(self, timeout_s: float = 2.0) -> bool:
+        """Whether the running service answers its readiness check within `timeout_s`."""
+        if not self.running:
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(self.base_url + self.ready_path, timeout=timeout_s).is_success
+        return False
+
+    async def answers_ready(self, timeout_s: float = 2.0) -> bool:
+        """`answers_ready_now` without blocking the event loop (asked beside running load)."""
+        if not self.running:
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(timeout=timeout_s) as client:
+                return (await client.get(self.base_url + self.ready_path)).is_success
+        return False
+
+    async def wait_answering(self, timeout_s: float) -> float:
+        """Seconds until the running service answers its readiness check again (after its
+        database came back, say); ServerNotReady after `timeout_s`."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if await self.answers_ready(timeout_s=1.0):
+                return time.monotonic() - started
+            await asyncio.sleep(READY_POLL_S)  # polling: readiness has no event to wait on
+        raise ServerNotReady(f"the service did not answer its readiness check within "
+                             f"{timeout_s:g} s:\n" + self.log_tail())
+
     def _wait_ready(self, give_up_at: float) -> None:
         assert self.proc is not None
-        with httpx.Client(timeout=1.0) as client:
-            while time.monotonic() < give_up_at:
-                if self.proc.poll() is not None:
-                    raise ServerNotReady(
-                        f"the server exited with {self.proc.returncode} before it was ready:\n"
-                        + self.log_tail()
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(self.base_url + self.ready_path).status_code == 200:
-                        return
-                time.sleep(0.02)  # polling a process's readiness: there is no event to wait on
+        while time.monotonic() < give_up_at:
+            if self.proc.poll() is not None:
+                raise ServerNotReady(
+                    f"the server exited with {self.proc.returncode} before it was ready:\n"
+                    + self.log_tail()
+                )
+            if self.answers_ready_now(timeout_s=1.0):
+                return
+            time.sleep(READY_POLL_S)  # polling a process's readiness: there is no event to wait on
         self.kill()
         raise ServerNotReady("the server was not ready in time:\n" + self.log_tail())
 

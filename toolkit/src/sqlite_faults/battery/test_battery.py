@@ -28,6 +28,7 @@ from sqlite_faults.ledger import WriteLedger
 from sqlite_faults.locks import LockHolder
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.target import Target
+from sqlite_faults.traffic import LoadGenerator
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -255,12 +256,12 @@ def test_nothing_acknowledged_is_lost_across_sigkills(fresh: BatteryService,
         server.start()
         for _ in range(3):
             async def cycle() -> None:
-                stop = asyncio.Event()
-                writers = asyncio.create_task(ledger.drive(server.base_url, 8, stop))
+                writers = LoadGenerator.writers(ledger, 8, random.Random(fault_rng.random()),
+                                                stop_when_gone=True)
+                writers.start(server.base_url)
                 await asyncio.sleep(fault_rng.uniform(0.3, 0.8))  # a seeded kill moment
                 server.kill()
-                stop.set()
-                await writers
+                await writers.stop()
             asyncio.run(cycle())
             server.start(same_port=True)
             reports.append(asyncio.run(ledger.check(server.base_url, server.db_path)))

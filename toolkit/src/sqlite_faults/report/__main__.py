@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlite_faults.target import Target, TargetError, load_target
+from sqlite_faults.traffic import CLOSED, OPEN, LoadSpec
 
 from .backends import BACKENDS, BackendUnavailable, open_backend
 from .instrument import Calibration
 from .junit import write_junit
-from .load import CLOSED, OPEN, LoadSpec
 from .render import markdown, write_chart, write_json
 from .runner import Phases, Progress, ScenarioResult, run_target
 from .scenarios import SCENARIOS, matrix

@@ -45,10 +45,17 @@ from sqlite_faults.echo import TARGET as ECHO
 from sqlite_faults.echo import EchoServer
 from sqlite_faults.ledger import WriteLedger
 from sqlite_faults.netproxy import ForwardedRequest, NetworkFaults
+from sqlite_faults.retry import PLAIN
 from sqlite_faults.summary import percentile
+from sqlite_faults.traffic import (
+    LOOP_PROBE_S,
+    OPEN,
+    LoadGenerator,
+    LoadModel,
+    Sample,
+    measure_capacity,
+)
 
-from .load import LOOP_PROBE_S, OPEN, LoadGenerator, LoadModel, Sample, measure_capacity
-from .retry import PLAIN
 from .slo import Verdict
 
 # The instrument may add this share of the p95 objective at p95 (calibrated on the echo

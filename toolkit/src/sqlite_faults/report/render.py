@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .load import CREATE, ENDPOINTS
-from .retry import PLAIN, RETRYING
+from sqlite_faults.retry import PLAIN, RETRYING
+from sqlite_faults.traffic import CREATE, ENDPOINTS
+
 from .runner import ScenarioResult
 from .slo import BREACHED, INCONCLUSIVE, LANES, MET, Objectives, Verdict
 

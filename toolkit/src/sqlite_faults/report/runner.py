@@ -9,7 +9,6 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,26 @@ from sqlite_faults.ledger import LedgerReport, WriteLedger
 from sqlite_faults.libfiu import fiu_available, fiu_env, merge_preloads
 from sqlite_faults.locks import LockHolder
 from sqlite_faults.netproxy import ForwardedRequest, NetworkFaults
-from sqlite_faults.observe import scrape
+from sqlite_faults.observe import MetricsSampler
+from sqlite_faults.retry import PLAIN, PROFILES
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.slowsync import SlowSync, compiler
 from sqlite_faults.syscalls import strace_path
 from sqlite_faults.target import Target
+from sqlite_faults.traffic import (
+    ENDPOINTS,
+    OPEN,
+    LoadGenerator,
+    LoadModel,
+    LoadSpec,
+    Sample,
+    measure_capacity,
+)
+from sqlite_faults.traffic import labels as request_labels
 
 from . import instrument
 from .backends import Backend
 from .instrument import Calibration, CpuSample, CpuSampler, LoopLag
-from .load import ENDPOINTS, OPEN, LoadGenerator, LoadModel, LoadSpec, Sample, measure_capacity
-from .load import labels as request_labels
-from .retry import PLAIN, PROFILES
 from .scenarios import FaultContext, Scenario
 from .slo import LaneSamples, Objectives, PhaseStats, Verdict, judge, lanes_verdict
 
@@ -47,6 +54,8 @@ class Phases:
 # How long the service has to answer its readiness check before a scenario, and after one
 # (asked while the last requests drain), before it is restarted as wedged.
 READY_TIMEOUT_S = 2.0
+# The period of the lane gauges' sampling (scenarios that observe lanes).
+LANE_SAMPLE_S = 0.1
 
 
 @dataclass
@@ -194,7 +203,7 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                                     prefix=f"{target.name}-{profile}")
                for profile in PROFILES}
     server.start()
-    await _warm_up(server, ledgers[PLAIN])
+    await ledgers[PLAIN].seed(server.base_url, 20)  # users to read from the first request on
     # The load goes through the fault proxy; readiness checks and the ledger's checks go
     # straight to the service, so a network fault never decides what the ledger finds.
     network = NetworkFaults(("127.0.0.1", server.port), seed=rng.randrange(2**31))
@@ -293,42 +302,45 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
         # On PostgreSQL `db` is the URL: the holder takes the matching table lock on users.
         context.holder = LockHolder(db, scenario.lock_mode, acquire_timeout_s=phases.fault_s)
         await asyncio.to_thread(context.holder.start)
-    phase = "steady"
-    stop = asyncio.Event()
     await network.arequests()  # empties the proxy's log: this scenario's requests only
-    started = time.monotonic()
+    metrics = target.metrics if scenario.observe_lanes else None
+    # The service's DB calls in flight, straight from its metrics (not through the proxy).
+    lanes = (MetricsSampler(server.base_url, metrics.request.path, every_s=LANE_SAMPLE_S)
+             if metrics is not None else None)
+    load.start(network.base_url)
+    started = load.started
     with CpuSampler(lambda: server.pid if server.running else None,
                     [os.getpid(), network.pid], started) as cpu:
-        loading = asyncio.create_task(load.run(network.base_url, stop, started))
-        lanes = None
-        if scenario.observe_lanes and target.metrics is not None:
-            result.lanes = LaneSamples()
-            lanes = asyncio.create_task(_sample_lanes(server, target, result.lanes,
-                                                      lambda: phase, stop))
+        if lanes is not None:
+            lanes.start()
         try:
             progress.show(target.name, scenario.name, "steady state")
             await asyncio.sleep(phases.steady_s)  # phase lengths are the experiment's design
-            phase = "fault"
             result.fault_start = time.monotonic() - started
             progress.show(target.name, scenario.name, "fault window")
             fault = scenario.fault(context) if scenario.fault else contextlib.nullcontext()
             await _through_the_fault(fault, phases.fault_s, result)
-            phase = "recovery"
             result.fault_end = time.monotonic() - started
             progress.show(target.name, scenario.name, "recovery")
             await asyncio.sleep(phases.recovery_s)
         finally:
-            stop.set()
+            load.stop_sending()
             # Whether the service still answers, asked while the requests in flight drain: a
             # wedged service makes them wait out the client timeout, and the two waits overlap
             # (the naive baseline spent 2.7 s after each such drain on this question alone).
-            answering = asyncio.create_task(_answers_readiness(server, READY_TIMEOUT_S))
-            await loading
+            answering = asyncio.create_task(server.answers_ready(READY_TIMEOUT_S))
+            await load.stop()
             answered = await answering
             if lanes is not None:
-                await lanes
+                await lanes.stop()
             if context.holder is not None:
                 await asyncio.to_thread(context.holder.close)
+    if lanes is not None and metrics is not None:
+        result.lanes = LaneSamples()
+        for at, snapshot in lanes.samples:
+            result.lanes.capacity = snapshot.value(metrics.capacity)
+            phase = _phase_at(at - started, result.fault_start, result.fault_end)
+            result.lanes.busy.setdefault(phase, []).append(snapshot.value(metrics.busy))
     result.cpu = cpu.samples
     result.samples = [
         dataclasses.replace(s, phase=phase_of(s, result.fault_start, result.fault_end))
@@ -343,22 +355,6 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     # (measured: the naive baseline stopped answering and one check took over ten minutes).
     for profile in scenario.profiles:
         result.ledgers[profile] = await ledgers[profile].check(server.base_url, db)
-
-
-async def _sample_lanes(server: ServerProcess, target: Target, lanes: LaneSamples,
-                        phase: Callable[[], str], stop: asyncio.Event,
-                        every_s: float = 0.1) -> None:
-    """The service's DB calls in flight, straight from its metrics (not through the proxy),
-    every `every_s` until the scenario ends."""
-    metrics = target.metrics
-    assert metrics is not None
-    while not stop.is_set():
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            snapshot = await scrape(server.base_url, metrics.request.path, timeout_s=1.0)
-            lanes.capacity = snapshot.value(metrics.capacity)
-            lanes.busy.setdefault(phase(), []).append(snapshot.value(metrics.busy))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)  # the sampling period
 
 
 async def _through_the_fault(fault: contextlib.AbstractAsyncContextManager[None],
@@ -376,6 +372,11 @@ async def _through_the_fault(fault: contextlib.AbstractAsyncContextManager[None]
         await asyncio.sleep(max(0.0, window_ends - time.monotonic()))
 
 
+def _phase_at(at: float, fault_start: float, fault_end: float) -> str:
+    """The phase a moment (seconds since the scenario started) falls in."""
+    return "steady" if at < fault_start else "fault" if at < fault_end else "recovery"
+
+
 def phase_of(sample: Sample, fault_start: float, fault_end: float) -> str:
     """A request belongs to the fault window if any part of it overlapped the window: one
     sent just before the fault and answered during it met the fault."""
@@ -386,22 +387,6 @@ def phase_of(sample: Sample, fault_start: float, fault_end: float) -> str:
     return "fault"
 
 
-async def _warm_up(server: ServerProcess, ledger: WriteLedger, users: int = 20) -> None:
-    """Some users to read from the first request on (not measured)."""
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as client:
-        for _ in range(users):
-            await ledger.send(client, ledger.new_create())
-
-
-async def _answers_readiness(server: ServerProcess, timeout_s: float) -> bool:
-    if not server.running:
-        return False
-    with contextlib.suppress(httpx.HTTPError):
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
-            return (await client.get(server.base_url + server.ready_path)).is_success
-    return False
-
-
 async def ensure_answering(server: ServerProcess, result: ScenarioResult,
                             answered_while_draining: bool = True) -> None:
     """A wedged service (e.g. the naive one after a pool-timeout stall) is restarted, so the
@@ -410,7 +395,7 @@ async def ensure_answering(server: ServerProcess, result: ScenarioResult,
     scenario's last requests drained is restarted at once; one that did is asked again now
     (it may have wedged since: the naive service answered at the start of a drain and was
     stuck at its end, and the ledger's check then crawled through it for minutes)."""
-    if answered_while_draining and await _answers_readiness(server, READY_TIMEOUT_S):
+    if answered_while_draining and await server.answers_ready(READY_TIMEOUT_S):
         return
     result.notes.append(f"the service did not answer its readiness check within "
                         f"{READY_TIMEOUT_S:g} s and was restarted")

@@ -35,13 +35,12 @@ from sqlite_faults.libfiu import FiuFault, fiu_available
 from sqlite_faults.locks import LockHolder
 from sqlite_faults.netproxy import NetworkFaults
 from sqlite_faults.postgres_server import PostgresServer
+from sqlite_faults.retry import PLAIN, PROFILES
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.slowsync import SlowSync
 from sqlite_faults.syscalls import AttachedSyscallFault, SyscallFault, threads_of
 from sqlite_faults.target import Target
-
-from .load import CREATE, READ, ROOT
-from .retry import PLAIN, PROFILES
+from sqlite_faults.traffic import CREATE, READ, ROOT
 
 
 @dataclass

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlite_faults.ledger import LedgerReport
+from sqlite_faults.retry import PLAIN
 from sqlite_faults.summary import percentile
-
-from .load import CREATE, Sample
-from .retry import PLAIN
+from sqlite_faults.traffic import CREATE, Sample
 
 DEFAULT_OBJECTIVES = Path(__file__).with_name("objectives.toml")
 RECOVERY_BUCKET_S = 0.5

@@ -1,5 +1,15 @@
-"""The report's load driver: a seeded mix of the target's three requests, open- or closed-loop,
-with a plain and a retrying client profile, recording every request's outcome and latency.
+"""The one traffic driver: a seeded mix of a target's three requests (its probe, its write,
+its read), open- or closed-loop, paced or not, with a plain and a retrying client profile,
+recording every request and its answer as a `Sample`. The report, the battery, the
+durability suites and the benchmark's Python probe all send their traffic through it (wrk
+stays the benchmark's instrument for raw throughput).
+
+    generator = LoadGenerator(target, {PLAIN: ledger}, random.Random(seed),
+                              LoadModel(CLOSED, clients=3, think_s=0.0), mix={CREATE: 1.0})
+    generator.start(server.base_url)      # in the background, on the running event loop
+    ...                                   # the experiment
+    await generator.stop()                # no new request; those in flight are answered
+    generator.select(CREATE, after=moment)  # samples by time.monotonic() moments
 
 Two load models (docs/faults.md, "Open and closed loop"):
 
@@ -11,7 +21,8 @@ Two load models (docs/faults.md, "Open and closed loop"):
 - closed: `clients` clients, each sending its next request only after its last was answered
   (and a short random think time); latency from the actual send. A stall slows the clients
   down, so it contributes only a few samples: kept for comparison and for services too slow
-  for any useful rate.
+  for any useful rate. Paced: a closed loop whose think time is drawn between `think_min_s`
+  and `think_s`, so each client sends at about a known rate (a steady trickle of writes).
 
 Writes go through the write ledger (each with its own idempotency key when the service takes
 one), so whatever a write was finally told can be checked against the database; reads pick an
@@ -96,6 +107,11 @@ class Sample:
     at_service: bool = False
 
     @property
+    def answered(self) -> float:
+        """Seconds since the scenario started at which the answer (or its lack) was known."""
+        return self.at + self.latency
+
+    @property
     def instrument_s(self) -> float:
         """The part of `latency` the instrument itself is known to have added."""
         return self.lag + self.waited
@@ -112,6 +128,7 @@ class LoadModel:
     clients: int = 16  # concurrent clients (closed loop)
     timeout_s: float = 3.0  # per attempt
     think_s: float = 0.04  # closed loop: up to this long between a client's requests
+    think_min_s: float = 0.0  # closed loop: at least this long (paced clients)
 
     def in_flight_limit(self) -> int:
         """Connections the generator may hold at once (one request each)."""
@@ -125,7 +142,8 @@ class LoadModel:
             return (f"open loop: {self.rate:.0f} requests/s on a seeded Poisson schedule, "
                     f"latency from the intended send time, {self.timeout_s:g} s client timeout")
         return (f"closed loop: {self.clients} clients, each waiting for its answer (think time "
-                f"up to {self.think_s * 1000:.0f} ms), latency from the actual send, "
+                f"{self.think_min_s * 1000:.0f}-{self.think_s * 1000:.0f} ms), latency from "
+                f"the actual send, "
                 f"{self.timeout_s:g} s client timeout")
 
 
@@ -171,12 +189,19 @@ def labels(target: Target) -> dict[str, str]:
             READ: target.read.label}
 
 
+# No answer because nothing listens any more: a closed-loop client told to stop when the
+# service goes away (`stop_when_gone`) ends at the first of these.
+GONE = frozenset({"ConnectError", "RemoteProtocolError", "ReadError"})
+
+
 class LoadGenerator:
     def __init__(self, target: Target, ledgers: dict[str, WriteLedger], rng: random.Random,
                  model: LoadModel, profiles: tuple[str, ...] = (PLAIN,),
                  mix: dict[str, float] | None = None,
                  policy: RetryPolicy | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 stop_when_gone: bool = False,
+                 crews: dict[str, int] | None = None) -> None:
         self.target = target
         self.ledgers = ledgers  # profile -> its own ledger, so duplicates are attributed
         self.rng = rng
@@ -185,14 +210,71 @@ class LoadGenerator:
         self.mix = mix or DEFAULT_MIX
         self.policy = policy or RetryPolicy()
         self.transport = transport  # None: real connections (an ASGI transport in tests)
+        # A killed service ends the closed loop's clients instead of having them spin on
+        # refused connections until stopped (the durability suites kill it on purpose).
+        self.stop_when_gone = stop_when_gone
+        # Closed loop: clients dedicated to one request each (request -> clients) instead of
+        # `model.clients` each drawing from the mix (three writers and one reader, say).
+        self.crews = crews
         self.samples: list[Sample] = []
+        self.started = 0.0  # time.monotonic() the samples' `at` counts from
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         # (when, seconds late) of the generator's loop, every LOOP_PROBE_S while it runs
         self.loop_lag: list[tuple[float, float]] = []
         self._slots = asyncio.Semaphore(MIN_IN_FLIGHT)
         self._attempts = itertools.count(1)
 
+    @classmethod
+    def writers(cls, ledger: WriteLedger, clients: int, rng: random.Random, *,
+                readers: int = 0, timeout_s: float = 10.0,
+                think_s: tuple[float, float] = (0.0, 0.0),
+                stop_when_gone: bool = False) -> LoadGenerator:
+        """`clients` closed-loop clients sending the ledger's write and `readers` reading
+        back what it acknowledged, each waiting for its answer (then a think time drawn from
+        `think_s`): the durability suites' load, whose every write the ledger checks after
+        the fault."""
+        target = Target(name="writes", app=None, write=ledger.contract)
+        crews = {CREATE: clients, READ: readers}
+        return cls(target, {PLAIN: ledger}, rng,
+                   LoadModel(CLOSED, clients=clients + readers, timeout_s=timeout_s,
+                             think_min_s=think_s[0], think_s=think_s[1]),
+                   stop_when_gone=stop_when_gone, crews=crews)
+
+    def start(self, base_url: str) -> None:
+        """Load in the background from now until `stop` (or `stop_sending`). A generator
+        runs once: its samples' times count from its start."""
+        if self._task is not None:
+            raise RuntimeError("this generator has run already: start a new one")
+        self.started = time.monotonic()
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.run(base_url, self._stop, self.started))
+
+    def stop_sending(self) -> None:
+        """No new request from now on; those in flight still end in a sample."""
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Stop sending and wait for every request in flight to be answered or time out (a
+        generator never started has nothing to stop)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def select(self, endpoint: str, after: float = 0.0,
+               before: float = float("inf")) -> list[Sample]:
+        """Samples of `endpoint` sent at or after `after` and answered before `before`, both
+        time.monotonic() moments."""
+        return [s for s in self.samples if s.endpoint == endpoint
+                and self.started + s.at >= after and self.started + s.answered <= before]
+
     async def run(self, base_url: str, stop: asyncio.Event, started: float) -> None:
         """Load until `stop` is set (a restarted server comes back on the same port)."""
+        self.started = started
         # Requests wait for a slot here (the transport opens a connection per request in
         # flight and queues nothing), so the wait for one is measured (`waited`).
         self._slots = asyncio.Semaphore(self.model.in_flight_limit())
@@ -207,9 +289,13 @@ class LoadGenerator:
             if self.model.kind == OPEN:
                 await self._open_loop(client, stop, started)
             else:
+                mixes = ([{endpoint: 1.0} for endpoint, n in self.crews.items()
+                          for _ in range(n)] if self.crews
+                         else [self.mix] * self.model.clients)
                 await asyncio.gather(*(
-                    self._closed_client(client, stop, started, random.Random(self.rng.random()))
-                    for _ in range(self.model.clients)))
+                    self._closed_client(client, stop, started, random.Random(self.rng.random()),
+                                        mix)
+                    for mix in mixes))
         await probe
 
     async def _probe_loop(self, stop: asyncio.Event, started: float) -> None:
@@ -224,7 +310,7 @@ class LoadGenerator:
     async def _open_loop(self, client: httpx.AsyncClient, stop: asyncio.Event,
                          started: float) -> None:
         endpoints, weights = zip(*self.mix.items(), strict=True)
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight: set[asyncio.Task[Sample]] = set()
         intended = started  # the schedule's offsets are exactly the seeded gaps
         while not stop.is_set():
             intended += self.rng.expovariate(self.model.rate)
@@ -240,16 +326,21 @@ class LoadGenerator:
         await asyncio.gather(*in_flight)
 
     async def _closed_client(self, client: httpx.AsyncClient, stop: asyncio.Event,
-                             started: float, rng: random.Random) -> None:
-        endpoints, weights = zip(*self.mix.items(), strict=True)
+                             started: float, rng: random.Random,
+                             mix: dict[str, float]) -> None:
+        endpoints, weights = zip(*mix.items(), strict=True)
         while not stop.is_set():
             endpoint = rng.choices(endpoints, weights)[0]
             profile = rng.choice(self.profiles)
-            await self._exchange(client, endpoint, profile, time.monotonic(), started, rng)
-            await asyncio.sleep(rng.uniform(0, self.model.think_s))  # think time, part of the load
+            sample = await self._exchange(client, endpoint, profile, time.monotonic(), started,
+                                          rng)
+            if self.stop_when_gone and sample.code in GONE:
+                return
+            # Think time, part of the load model (paced clients draw it from a range).
+            await asyncio.sleep(rng.uniform(self.model.think_min_s, self.model.think_s))
 
     async def _exchange(self, client: httpx.AsyncClient, endpoint: str, profile: str,
-                        intended: float, started: float, rng: random.Random) -> None:
+                        intended: float, started: float, rng: random.Random) -> Sample:
         """One logical request: one attempt (plain), or as many as the policy allows."""
         ledger = self.ledgers[profile]
         create = ledger.new_create() if endpoint == CREATE else None
@@ -287,9 +378,10 @@ class LoadGenerator:
                     outcome, attempt, create is not None, keyed, time.monotonic() - intended):
                 break
             await asyncio.sleep(self.policy.backoff_s(attempt, retry_after, rng))
-        self.samples.append(Sample(endpoint, "steady", intended - started,
-                                   time.monotonic() - intended, outcome.status, outcome.code,
-                                   profile, attempt, lag, waited, request_id))
+        sample = Sample(endpoint, "steady", intended - started, time.monotonic() - intended,
+                        outcome.status, outcome.code, profile, attempt, lag, waited, request_id)
+        self.samples.append(sample)
+        return sample
 
     def _request_line(self, endpoint: str, rng: random.Random) -> tuple[str, str]:
         if endpoint == READ:
@@ -325,11 +417,8 @@ async def measure_capacity(target: Target, base_url: str, ledger: WriteLedger,
     the fault proxy) so the open-loop rate can be set below saturation."""
     generator = LoadGenerator(target, {PLAIN: ledger}, rng,
                               LoadModel(CLOSED, clients=clients, think_s=0.0))
-    stop = asyncio.Event()
-    started = time.monotonic()
-    task = asyncio.create_task(generator.run(base_url, stop, started))
+    generator.start(base_url)
     await asyncio.sleep(seconds)  # the measurement's length
-    stop.set()
-    await task
-    elapsed = time.monotonic() - started
+    await generator.stop()
+    elapsed = time.monotonic() - generator.started
     return sum(s.ok for s in generator.samples) / elapsed
