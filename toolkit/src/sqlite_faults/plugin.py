@@ -60,6 +60,8 @@ TOOLS: dict[str, tuple[Callable[[], bool], str]] = {
 }
 
 _SEED = pytest.StashKey[int]()
+# The servers a test started through `service_server`: their logs go into its failure report.
+_SERVERS = pytest.StashKey[list[ServerProcess]]()
 
 
 def missing_tool(name: str) -> str | None:
@@ -114,8 +116,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)  # for fixtures that report on failure
     if report.failed:
-        # The seed with the failure itself, so a red run can be replayed from its log alone.
-        report.sections.append(("fault seed", f"rerun with --fault-seed="
+        # The servers' logs and the seed with the failure itself, so a red run can be
+        # understood and replayed from its log alone.
+        for server in item.stash.get(_SERVERS, []):
+            report.sections.append((f"server log ({server.data_dir.name}, tail)",
+                                    server.log_tail()))
+        report.sections.append(("fault seed", f"rerun {item.nodeid} --fault-seed="
                                               f"{item.config.stash[_SEED]}"))
     return report
 
@@ -283,8 +289,10 @@ def service_server(tmp_path: Path, request: pytest.FixtureRequest
                    ) -> Iterator[Callable[..., ServerProcess]]:
     """`service_server(target)` or `service_server(app="mod:factory", ...)`: a started
     uvicorn process on its own port and data folder (server.py), killed at teardown; its log
-    tail is attached to a failing test's report."""
+    tail is attached to a failing test's report. `start=False` leaves the starting to the
+    test (a crash suite starts, kills and restarts it)."""
     servers: list[ServerProcess] = []
+    request.node.stash[_SERVERS] = servers
 
     def start(target: Target | None = None, *, name: str = "server", start: bool = True,
               **options: Any) -> ServerProcess:
@@ -300,10 +308,6 @@ def service_server(tmp_path: Path, request: pytest.FixtureRequest
     finally:
         for server in servers:
             server.kill()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            for server in servers:
-                print(f"--- {server.log_path} (tail)\n{server.log_tail()}")
 
 
 @pytest.fixture
