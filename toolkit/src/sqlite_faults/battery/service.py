@@ -49,11 +49,8 @@ class BatteryService:
 
     def ensure_answering(self) -> None:
         """Restart a service a check left wedged or dead, so the next check measures it."""
-        if self.server.running:
-            with contextlib.suppress(httpx.HTTPError):
-                response = httpx.get(self.server.base_url + self.target.ready_path, timeout=2)
-                if response.is_success:
-                    return
+        if self.server.answers_ready_now(timeout_s=2.0):
+            return
         self.server.kill()
         self.server.start(same_port=True)
 
