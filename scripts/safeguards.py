@@ -63,7 +63,8 @@ OVERLOAD = F + "test_overload.py::"
 BATTERY = "toolkit/src/sqlite_faults/battery/test_battery.py"
 LOAD = "toolkit/src/sqlite_faults/traffic.py"
 RETRY_POLICY = "toolkit/src/sqlite_faults/retry.py"
-PROXY = "toolkit/src/sqlite_faults/netproxy.py"
+PROXY = "toolkit/src/sqlite_faults/netproxy/proxy.py"
+PACKET_LOSS = "toolkit/src/sqlite_faults/netproxy/faults/packet_loss.py"
 INSTRUMENT = "toolkit/src/sqlite_faults/report/instrument.py"
 NAIVE_VERDICT = (TK + "test_battery_verdicts.py::test_the_battery_judges_the_naive_service_for_"
                  "the_seed_reports_reasons[{}]")
@@ -1130,7 +1131,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (TK + "test_netproxy.py::test_an_injected_500_never_reaches_the_service",)),
     Safeguard("proxy-loss-without-delay", "fault toolkit", "a lost packet waits a "
               "retransmission timeout (packet loss above TCP is delay)",
-              one(PROXY, 'return _Plan(self.values["rto_ms"] / 1000 if lost else 0.0)',
-                  "return _Plan(0.0)"),
+              one(PACKET_LOSS, 'return Plan(self.values["rto_ms"] / 1000 if lost else 0.0)',
+                  "return Plan(0.0)"),
               (TK + "test_netproxy.py::test_a_lost_packet_waits_one_retransmission_timeout",)),
 )

@@ -104,7 +104,7 @@ def service_view(samples: Sequence[Sample], loop: LoopLag, timeout_s: float) -> 
 def service_time_view(samples: Sequence[Sample], log: dict[str, ForwardedRequest], *,
                       network: bool) -> list[Sample]:
     """The samples with the service's own time and answer wherever the fault proxy logged
-    them (netproxy.py: from forwarding a request to the service's answer), so no delay of the
+    them (netproxy/proxy.py: from forwarding a request to the service's answer), so no delay of the
     generator's or the proxy's is judged as the service's:
 
     - a request the service answered counts with its own time and status;

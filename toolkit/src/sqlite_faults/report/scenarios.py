@@ -9,7 +9,7 @@ Expectations:
   losing nothing acknowledged.
 
 The network scenarios (`network=True`) are the seed report's own: faults of a TCP proxy between
-the load generator and the service (sqlite_faults/netproxy.py), judged by the same objectives.
+the load generator and the service (sqlite_faults/netproxy/), judged by the same objectives.
 They and the process faults run with both client profiles (retry.py) side by side.
 
 The same matrix runs on either backend (backends.py). A scenario whose mechanism exists
@@ -55,7 +55,7 @@ class FaultContext:
     holder: LockHolder | None = None
     slowsync: SlowSync | None = None  # preloaded into the server when a compiler exists
     postgres: PostgresServer | None = None  # the database server, on the postgres backend
-    # The fault proxy between the load and the service (sqlite_faults/netproxy.py).
+    # The fault proxy between the load and the service (sqlite_faults/netproxy/).
     network: NetworkFaults | None = None
 
     def io_threads(self) -> list[int]:
