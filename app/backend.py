@@ -5,7 +5,7 @@ through these methods only, as httpx talks to its transports through `BaseTransp
 differs per backend is data or a policy here, never a branch in the callers:
 
 - connection set-up per role: the engine's connect hook only runs what the backend lists
-  (`SqliteBackend.connection_setup`); the writer's, reader's and maintenance's BEGIN differ;
+  (`SqliteBackend.connection_pragmas`); the writer's, reader's and maintenance's BEGIN differ;
 - lane policy: how many writers (`writer_workers`) and how many writes share one transaction
   (`write_group_limit`: group commit on SQLite, one per transaction on PostgreSQL);
 - maintenance: `supports_checkpoints` says whether the service checkpoints this database

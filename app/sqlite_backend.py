@@ -86,7 +86,7 @@ LOCK_POLL_MS = 20
 # snapshot, and the service's reads are single statements. Maintenance works outside any
 # transaction (checkpoints).
 BEGIN_SQL = {"writer": "BEGIN IMMEDIATE", "reader": None, "maintenance": None}
-_WAL = "PRAGMA journal_mode = WAL"
+_JOURNAL_MODE = "WAL"
 # Virtual-machine steps between two looks at a call's cancel flag (see SqliteBackend.watch);
 # a primary-key read takes a few dozen.
 PROGRESS_OPCODES = 1000
@@ -202,11 +202,11 @@ class SqliteBackend:
                 busy_ms = self.settings.sqlite_busy_timeout_ms
             else:
                 busy_ms = int(deadline.remaining() * 1000) + LOCK_WAIT_MARGIN_MS
-            for statement in self.connection_setup(busy_ms):
-                row = dbapi_conn.execute(statement).fetchone()
-                if statement == _WAL and str(row[0]).lower() != "wal":
+            for name, value in self.connection_pragmas(busy_ms):
+                row = dbapi_conn.execute(f"PRAGMA {name} = {value}").fetchone()
+                if name == "journal_mode" and str(row[0]).upper() != value:
                     raise StorageUnavailable(
-                        f"could not enable WAL (journal_mode is {row[0]!r})")
+                        f"could not enable {value} (journal_mode is {row[0]!r})")
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
@@ -216,23 +216,25 @@ class SqliteBackend:
 
         return engine
 
-    def connection_setup(self, busy_timeout_ms: int) -> list[str]:
-        """The statements every connection runs once, in order, when it is opened (the same
-        for every role; what differs per role is BEGIN_SQL)."""
+    def connection_pragmas(self, busy_timeout_ms: int) -> list[tuple[str, str]]:
+        """The PRAGMAs every connection runs once, in order, when it is opened, as (name,
+        value): the same for every role (what differs per role is BEGIN_SQL). Data rather
+        than SQL, so the power-loss simulation (app/crash_service.py) writes with exactly
+        these settings without reading them back out of statements."""
         settings = self.settings
-        statements = [
-            f"PRAGMA busy_timeout = {busy_timeout_ms}",
-            _WAL,
-            f"PRAGMA synchronous = {settings.sqlite_synchronous}",
-            "PRAGMA foreign_keys = ON",
-            f"PRAGMA journal_size_limit = {settings.sqlite_journal_size_limit_bytes}",
+        pragmas = [
+            ("busy_timeout", str(busy_timeout_ms)),
+            ("journal_mode", _JOURNAL_MODE),
+            ("synchronous", settings.sqlite_synchronous),
+            ("foreign_keys", "ON"),
+            ("journal_size_limit", str(settings.sqlite_journal_size_limit_bytes)),
         ]
         if settings.sqlite_checkpoint_interval_s > 0:
             # The service checkpoints from its maintenance thread; an automatic checkpoint
             # would run inside some request's COMMIT, fsyncs and all
             # (sqlite.org/wal.html#application_initiated_checkpoints).
-            statements.append("PRAGMA wal_autocheckpoint = 0")
-        return statements
+            pragmas.append(("wal_autocheckpoint", "0"))
+        return pragmas
 
     def write_group_limit(self) -> int:
         """Writes committed together at most (group commit on the one writer lane)."""

@@ -37,6 +37,9 @@ _INSERT_USER = insert(_users).values(
 ).returning(_users.c.id)
 _INSERT_KEY = insert(_keys).values(
     key=bindparam("key"), user_id=bindparam("user_id"), created_at=bindparam("created_at"))
+# A create with a new key runs these, in this order, in one write transaction (_insert_user);
+# the power-loss simulation replays them on connections of its own (app/crash_service.py).
+CREATE_STATEMENTS = (_SELECT_BY_KEY, _INSERT_USER, _INSERT_KEY)
 
 
 @dataclass(frozen=True)

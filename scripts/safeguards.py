@@ -466,6 +466,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/users.py", '            conn.execute(_INSERT_KEY, {"key": key, '
                   '"user_id": user_id, "created_at": now})', "            pass"),
               (ROUTES + "test_repeated_idempotency_key_returns_the_original_user",)),
+    Safeguard("power-loss-create-drifts", "idempotency", "the power-loss simulation writes "
+              "the rows the service's create writes (the same statements, the same schema)",
+              one("app/users.py", "CREATE_STATEMENTS = (_SELECT_BY_KEY, _INSERT_USER, "
+                  "_INSERT_KEY)", "CREATE_STATEMENTS = (_SELECT_BY_KEY, _INSERT_USER)"),
+              (U + "test_crash_service.py::test_the_simulated_create_leaves_what_the_service_"
+               "leaves",)),
     Safeguard("pg-key-race-not-relooked", "idempotency", "PostgreSQL: a create that lost a "
               "race for its key looks the key up again and replays the winner",
               one("app/users.py", "if key is None or db.serialises_writes:", "if True:"),
@@ -507,26 +513,26 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (ROUTES + "test_malformed_idempotency_key_is_422",)),
     # -- SQLite set-up and start-up refusals ---------------------------------------------------
     Safeguard("no-wal", "start-up", "every connection runs in WAL",
-              (Edit("app/sqlite_backend.py", '_WAL = "PRAGMA journal_mode = WAL"',
-                    '_WAL = "PRAGMA journal_mode = DELETE"'),
+              (Edit("app/sqlite_backend.py", '_JOURNAL_MODE = "WAL"',
+                    '_JOURNAL_MODE = "DELETE"'),
                Edit("app/sqlite_backend.py",
-                    'if statement == _WAL and str(row[0]).lower() != "wal":',
+                    'if name == "journal_mode" and str(row[0]).upper() != value:',
                     "if False:")),
               (DB + "test_every_connection_gets_the_pragmas",)),
     Safeguard("synchronous-setting-ignored", "start-up", "SQLITE_SYNCHRONOUS reaches every "
               "connection",
-              one("app/sqlite_backend.py", 'f"PRAGMA synchronous = {settings.sqlite_'
-                  'synchronous}"', '"PRAGMA synchronous = NORMAL"'),
+              one("app/sqlite_backend.py", '("synchronous", settings.sqlite_synchronous)',
+                  '("synchronous", "NORMAL")'),
               (DB + "test_every_connection_gets_the_pragmas",)),
     Safeguard("foreign-keys-off", "start-up", "foreign keys are enforced",
-              one("app/sqlite_backend.py", '"PRAGMA foreign_keys = ON"',
-                  '"PRAGMA foreign_keys = OFF"'),
+              one("app/sqlite_backend.py", '("foreign_keys", "ON")',
+                  '("foreign_keys", "OFF")'),
               (DB + "test_every_connection_gets_the_pragmas",)),
     Safeguard("journal-size-limit-ignored", "start-up", "SQLITE_JOURNAL_SIZE_LIMIT_BYTES "
               "reaches every connection",
               one("app/sqlite_backend.py",
-                  'f"PRAGMA journal_size_limit = {settings.sqlite_journal_size_limit_bytes}"',
-                  '"PRAGMA journal_size_limit = -1"'),
+                  '("journal_size_limit", str(settings.sqlite_journal_size_limit_bytes))',
+                  '("journal_size_limit", "-1")'),
               (DB + "test_every_connection_gets_the_pragmas",)),
     Safeguard("affected-sqlite-accepted", "start-up", "start-up refuses WAL with several "
               "connections on an SQLite with the WAL-reset bug",
@@ -560,8 +566,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (DB + "test_the_checkpoint_loop_outlives_a_failed_checkpoint",)),
     Safeguard("autocheckpoint-left-on", "checkpoints", "with the service's own checkpoints, "
               "SQLite's automatic checkpoint (inside some request's COMMIT) is off",
-              one("app/sqlite_backend.py", '"PRAGMA wal_autocheckpoint = 0"',
-                  '"PRAGMA wal_autocheckpoint = 1000"'),
+              one("app/sqlite_backend.py", '("wal_autocheckpoint", "0")',
+                  '("wal_autocheckpoint", "1000")'),
               (DB + "test_sqlite_s_own_checkpoint_is_off_only_while_the_service_checkpoints",)),
     Safeguard("no-truncate-past-limit", "checkpoints", "a WAL past the journal size limit is "
               "truncated",

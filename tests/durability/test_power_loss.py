@@ -2,7 +2,8 @@
 
 A process kill cannot tell synchronous=NORMAL from FULL: SQLite keeps committed transactions
 across an application crash at any level. Only a lost OS page cache can, so the service's own
-writes run through a crash-simulating VFS (powerloss/) and the power is cut at many
+writes run through a crash-simulating VFS (the toolkit's sqlite_faults.powerloss, given the
+service as app/crash_service.py describes it) and the power is cut at many
 moments; every crash state is opened with the service's SQLite and judged against
 sqlite.org/pragma.html#pragma_synchronous:
 
@@ -28,28 +29,31 @@ from pathlib import Path
 
 import pysqlite3.dbapi2 as pysqlite3
 import pytest
+from sqlite_faults.powerloss.checker import Checker
+from sqlite_faults.powerloss.contract import CELLS, Cell, promise
+from sqlite_faults.powerloss.matrix import BUDGETS, Budget, CellResult, harness_gap, run_cell
 from sqlite_faults.powerloss.model import Create, DirSync, Disk, Event, Sync, Unlink, Write
+from sqlite_faults.powerloss.report import notes, table
 from sqlite_faults.powerloss.scratch import simulation_scratch
 from sqlite_faults.powerloss.states import Kind, materialise
+from sqlite_faults.powerloss.throughput import filesystem_of
+from sqlite_faults.powerloss.workload import DB_NAME, run_workload
 from sqlite_faults.summary import DurabilitySummary
 
+from app.crash_service import SMALL_WAL_LIMIT_BYTES, UsersCrashService, crash_services
 from app.settings import Settings
-from powerloss.checker import Checker
-from powerloss.contract import CELLS, Cell, promise
-from powerloss.matrix import BUDGETS, Budget, CellResult, harness_gap, run_cell
-from powerloss.report import notes, table
-from powerloss.settings_bridge import SMALL_WAL_LIMIT_BYTES, ServiceProfile, load_profiles
-from powerloss.throughput import filesystem_of
-from powerloss.workload import DB_NAME, run_workload
 
 pytestmark = pytest.mark.sqlite_only("an SQLite VFS simulating power loss")
 
 SECTOR = 4096
 
 
+SERVICE = "app.crash_service:crash_services"
+
+
 @pytest.fixture(scope="module")
-def profiles() -> tuple[ServiceProfile, ...]:
-    return load_profiles(Settings())
+def profiles() -> tuple[UsersCrashService, ...]:
+    return crash_services(Settings())
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +80,13 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[str, CellResult]]:
 
 
 def _replay(budget: Budget, cell: Cell, seed: int) -> str:
-    return f"python -m powerloss --mode {budget.mode} --cells {cell.name} --seed {seed}"
+    return (f"python -m sqlite_faults.powerloss --service {SERVICE} --mode {budget.mode} "
+            f"--cells {cell.name} --seed {seed}")
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name.replace("/", "-"))
 def test_power_loss_keeps_what_the_setting_promises(
-    cell: Cell, profiles: tuple[ServiceProfile, ...], work: Path, tmp_path: Path,
+    cell: Cell, profiles: tuple[UsersCrashService, ...], work: Path, tmp_path: Path,
     rng: random.Random, budget: Budget, durability_summary: DurabilitySummary,
     matrix: dict[str, CellResult],
 ) -> None:
@@ -112,7 +117,7 @@ def test_power_loss_keeps_what_the_setting_promises(
 @pytest.mark.parametrize("cell", [Cell("WAL", "FULL"), Cell("DELETE", "EXTRA")],
                          ids=lambda c: c.name.replace("/", "-"))
 def test_a_vfs_that_drops_syncs_is_caught(
-    cell: Cell, profiles: tuple[ServiceProfile, ...], work: Path, tmp_path: Path,
+    cell: Cell, profiles: tuple[UsersCrashService, ...], work: Path, tmp_path: Path,
     rng: random.Random,
 ) -> None:
     """The checker is only worth its silence if it speaks up: a disk that says "synced" and
@@ -127,7 +132,7 @@ def test_a_vfs_that_drops_syncs_is_caught(
 
 
 def test_a_seed_replays_the_same_crash_states(
-    profiles: tuple[ServiceProfile, ...], work: Path, tmp_path: Path, rng: random.Random,
+    profiles: tuple[UsersCrashService, ...], work: Path, tmp_path: Path, rng: random.Random,
 ) -> None:
     seed = rng.randrange(1, 2**31)
     budget = replace(BUDGETS["quick"], min_states=60, throughput_s=0)
@@ -138,18 +143,16 @@ def test_a_seed_replays_the_same_crash_states(
         second.states, second.crash_points, second.lost, second.integrity_failures)
 
 
-def test_the_workload_uses_the_service_settings(profiles: tuple[ServiceProfile, ...]) -> None:
-    """Derived from the service (its connect hook, its create), not copied: the second
-    profile was loaded with another journal_size_limit, and its pragma follows."""
+def test_the_workload_uses_the_service_settings(
+        profiles: tuple[UsersCrashService, ...]) -> None:
+    """Derived from the service (its connect hook's pragmas), not copied: the second variant
+    was made with another journal_size_limit, and its pragma follows."""
     service, small = profiles
     pragmas = {p.name: p.value for p in service.pragmas}
     assert pragmas["journal_mode"].upper() == "WAL"
     assert pragmas["synchronous"].upper() == service.settings.sqlite_synchronous
     assert {p.name: p.value for p in small.pragmas}["journal_size_limit"] == str(
         SMALL_WAL_LIMIT_BYTES)
-    steps = [step.sql for step in service.create]
-    assert steps[0] == "BEGIN IMMEDIATE" and steps[-1] == "COMMIT"
-    assert sum(step.yields_user_id for step in service.create) == 1
 
 
 # -- the model the crash states come from ------------------------------------------------
@@ -205,7 +208,7 @@ def test_torn_and_garbage_sectors_respect_the_reported_device(powersafe: bool) -
 
 
 def test_the_checker_finds_holes_and_half_transactions(
-    profiles: tuple[ServiceProfile, ...], work: Path,
+    profiles: tuple[UsersCrashService, ...], work: Path,
 ) -> None:
     trace = run_workload(profiles[0], "WAL", "FULL", commits=4, early_users=3,
                          checkpoint_chance=0, rng=random.Random(0), folder=work / "holes")

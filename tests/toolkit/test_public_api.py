@@ -12,7 +12,7 @@ import sqlite_faults
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLKIT = ROOT / "toolkit" / "src" / "sqlite_faults"
-SERVICE_PACKAGES = {"app", "examples", "powerloss", "report", "benchmarks", "tests"}
+SERVICE_PACKAGES = {"app", "examples", "report", "benchmarks", "tests"}
 
 
 def imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -34,7 +34,7 @@ def test_the_toolkit_imports_nothing_of_the_service() -> None:
 
 
 def test_this_repository_uses_only_the_public_api() -> None:
-    users = [p for folder in ("tests", "powerloss", "report", "benchmarks", "examples",
+    users = [p for folder in ("tests", "report", "benchmarks", "examples",
                               "scripts")
              for p in (ROOT / folder).rglob("*.py")] + [ROOT / "conftest.py"]
     private = []

@@ -39,6 +39,8 @@ PUBLIC_MODULES = frozenset({
     "outcome", "server",
     "slow", "slowsync", "sql_errors", "syscalls", "target", "drivers", "inspect_db",
     "postgres_server", "summary", "plugin", "powerloss.model", "powerloss.points",
+    "powerloss.service", "powerloss.checker", "powerloss.contract", "powerloss.matrix",
+    "powerloss.report", "powerloss.throughput", "powerloss.workload", "powerloss.__main__",
     "powerloss.states", "powerloss.vfs", "powerloss.scratch", "report.backends",
     "traffic", "retry", "report.render", "report.runner", "report.scenarios",
     "report.slo", "netproxy", "http11", "echo", "report.instrument", "report.junit",

@@ -3,7 +3,7 @@ writes, cut the power at many moments, check every crash state against the setti
 promise, and measure what the setting costs.
 
 Everything random follows from one seed per cell (runs, checkpoint moments, crash points,
-crash states), so `python -m powerloss --cells WAL/FULL --seed S` replays a cell, and
+crash states), so `python -m sqlite_faults.powerloss --cells WAL/FULL --seed S` replays a cell, and
 a contradiction names the seed, the run, the crash point and the state.
 """
 
@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlite_faults.powerloss.model import Create, Disk
-from sqlite_faults.powerloss.points import CrashPoint, choose
-from sqlite_faults.powerloss.states import Kind, materialise
-
 from .checker import Checker, Verdict
 from .contract import Cell, Promise, promise
-from .settings_bridge import ServiceProfile
+from .model import Create, Disk
+from .points import CrashPoint, choose
+from .service import CrashService
+from .states import Kind, materialise
 from .throughput import commits_per_second
 from .workload import Trace, run_workload, workload_sqlite_version
 
@@ -110,24 +109,23 @@ class CellResult:
         return ", ".join(f"{_bucket(b)}: {states}" for b, states in sorted(buckets.items()))
 
 
-def run_cell(profiles: Sequence[ServiceProfile], cell: Cell, seed: int, budget: Budget,
+def run_cell(services: Sequence[CrashService], cell: Cell, seed: int, budget: Budget,
              work: Path, disk_dir: Path, *, drop_syncs: bool = False,
              keep: Path | None = None) -> CellResult:
-    """Runs take the profiles in turn (the service as configured first; see
-    settings_bridge.load_profiles). `work`: scratch space for simulated files (a tmpfs is
-    best); `disk_dir`: a folder on the real disk for the throughput figure, which is measured
-    with the first profile; `keep`: where to copy the files of each contradicting crash
-    state, to open them by hand."""
+    """Runs take the service's variants in turn (as configured first). `work`: scratch
+    space for simulated files (a tmpfs is best); `disk_dir`: a folder on the real disk for the
+    throughput figure, which is measured with the first variant; `keep`: where to copy the
+    files of each contradicting crash state, to open them by hand."""
     started = time.monotonic()
-    profile = profiles[0]
-    result = CellResult(cell, seed, profile.sqlite_version,
+    service = services[0]
+    result = CellResult(cell, seed, service.sqlite_version,
                         workload_sqlite=workload_sqlite_version())
     rng = random.Random(seed)
-    checker = Checker(profile, work / "check")
+    checker = Checker(service, work / "check")
     label = cell.name + (" (broken VFS)" if drop_syncs else "")
     while result.states < budget.min_states:
         trace = run_workload(
-            profiles[result.runs % len(profiles)], cell.journal_mode, cell.synchronous,
+            services[result.runs % len(services)], cell.journal_mode, cell.synchronous,
             commits=budget.commits, early_users=budget.early_users,
             checkpoint_chance=budget.checkpoint_chance, rng=rng, folder=work / "run",
             drop_syncs=drop_syncs)
@@ -141,7 +139,7 @@ def run_cell(profiles: Sequence[ServiceProfile], cell: Cell, seed: int, budget: 
         result.crash_points += len(points)
     if not drop_syncs:
         result.commits_per_s = commits_per_second(
-            profile, cell.journal_mode, cell.synchronous, disk_dir, budget.throughput_s)
+            service, cell.journal_mode, cell.synchronous, disk_dir, budget.throughput_s)
     result.seconds = time.monotonic() - started
     return result
 
@@ -223,11 +221,11 @@ def harness_gap(result: CellResult) -> str | None:
     return None
 
 
-def run_matrix(profiles: Sequence[ServiceProfile], cells: tuple[Cell, ...], seed: int,
+def run_matrix(services: Sequence[CrashService], cells: tuple[Cell, ...], seed: int,
                budget: Budget, work: Path, disk_dir: Path,
                keep: Path | None = None) -> list[CellResult]:
     """Every cell with the same seed: the cells differ by their setting, not their luck."""
-    return [run_cell(profiles, cell, seed, budget, work / _slug(cell), disk_dir,
+    return [run_cell(services, cell, seed, budget, work / _slug(cell), disk_dir,
                      keep=keep / _slug(cell) if keep else None) for cell in cells]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlite_faults.powerloss.model import Disk
+from .model import Disk
 
 JOURNAL_MODES = ("WAL", "DELETE")
 SYNC_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")

@@ -1,13 +1,14 @@
-"""The service's writes, through the recording VFS, with the service's connection settings.
+"""The service's writes, through the recording VFS, with the service's connection settings
+(everything about the service comes from its `CrashService`, service.py).
 
 One run: a writer connection and a maintenance connection, both set up with the service's
 pragmas (the matrix replaces journal_mode and synchronous); the service's schema and page
 size; some users created beforehand and made durable (the database existed before the cut);
 then `commits` creates, each the service's own create transaction, each marked as begun and
 as acknowledged (COMMIT returned: the service would answer 201). Between creates the
-maintenance connection runs the service's checkpoint (`SqliteBackend.checkpoint`: PASSIVE, or
-TRUNCATE past journal_size_limit) at seeded moments, standing in for its timer; when the
-service leaves checkpoints to SQLite, none is run. The run ends with the service's shutdown
+maintenance connection runs the service's checkpoint (`CrashService.checkpoint`; ours:
+PASSIVE, or TRUNCATE past journal_size_limit) at seeded moments, standing in for its timer;
+when the service leaves checkpoints to SQLite, none is run. The run ends with the service's shutdown
 (connections closed: SQLite checkpoints and deletes the WAL).
 """
 
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
-from sqlite_faults.powerloss.model import Event
-from sqlite_faults.powerloss.vfs import Recorder, RecordingVFS
 
-from .settings_bridge import ServiceProfile, replay_create
+from .model import Event
+from .service import CrashService, pragmas_for
+from .vfs import Recorder, RecordingVFS
 
 DB_NAME = "users.db"
 
@@ -53,7 +54,7 @@ class Trace:
     early_users: int  # created and made durable before the recorded window
 
 
-def run_workload(profile: ServiceProfile, journal_mode: str, synchronous: str, *,
+def run_workload(service: CrashService, journal_mode: str, synchronous: str, *,
                  commits: int, early_users: int, checkpoint_chance: float,
                  rng: random.Random, folder: Path, drop_syncs: bool = False) -> Trace:
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,32 +63,31 @@ def run_workload(profile: ServiceProfile, journal_mode: str, synchronous: str, *
     path = folder / DB_NAME
     recorder = Recorder()
     vfs = RecordingVFS(recorder, drop_syncs=drop_syncs)
-    pragmas = profile.pragmas_for(journal_mode, synchronous)
+    pragmas = pragmas_for(service, journal_mode, synchronous)
     connections: list[apsw.Connection] = []
     try:
         writer = apsw.Connection(str(path), vfs=vfs.vfs_name)
         connections.append(writer)
         # The service sets no page size; its SQLite's default is forced here in case
         # APSW's build defaults to another.
-        writer.execute(f"PRAGMA page_size = {profile.page_size}")
+        writer.execute(f"PRAGMA page_size = {service.page_size}")
         for pragma in pragmas:
             writer.execute(pragma.sql).fetchall()
-        for ddl in profile.schema:
+        for ddl in service.schema:
             writer.execute(ddl)
         for i in range(1, early_users + 1):
-            replay_create(writer, profile.create, early_name(i), early_key(i))
+            service.create(writer, early_name(i), early_key(i))
         maintenance = apsw.Connection(str(path), vfs=vfs.vfs_name)
         connections.append(maintenance)
         for pragma in pragmas:
             maintenance.execute(pragma.sql).fetchall()
-        backend = profile.backend(path)
         recorder.barrier()
         for commit in range(1, commits + 1):
             recorder.begin(commit)
-            replay_create(writer, profile.create, user_name(commit), user_key(commit))
+            service.create(writer, user_name(commit), user_key(commit))
             recorder.ack(commit)
-            if profile.checkpoints_by_service and rng.random() < checkpoint_chance:
-                backend.checkpoint(maintenance)
+            if service.checkpoint_interval_s > 0 and rng.random() < checkpoint_chance:
+                service.checkpoint(maintenance, path)
         # The service's shutdown: the last close checkpoints and deletes the WAL.
         while connections:
             connections.pop().close()

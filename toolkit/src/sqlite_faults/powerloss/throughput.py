@@ -14,37 +14,36 @@ import os
 import time
 from pathlib import Path
 
-from .settings_bridge import ServiceProfile, replay_create
+from .service import CrashService, pragmas_for
 from .workload import DB_NAME, user_key, user_name
 
 
-def commits_per_second(profile: ServiceProfile, journal_mode: str, synchronous: str,
+def commits_per_second(service: CrashService, journal_mode: str, synchronous: str,
                        folder: Path, duration_s: float) -> float:
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.iterdir():
         leftover.unlink()
     path = folder / DB_NAME
-    driver = profile.driver()
-    pragmas = profile.pragmas_for(journal_mode, synchronous)
+    driver = service.driver()
+    pragmas = pragmas_for(service, journal_mode, synchronous)
     writer = driver.connect(str(path), isolation_level=None)
     maintenance = driver.connect(str(path), isolation_level=None)
     try:
-        writer.execute(f"PRAGMA page_size = {profile.page_size}")
+        writer.execute(f"PRAGMA page_size = {service.page_size}")
         for conn in (writer, maintenance):
             for pragma in pragmas:
                 conn.execute(pragma.sql).fetchall()
-        for ddl in profile.schema:
+        for ddl in service.schema:
             writer.execute(ddl)
-        backend = profile.backend(path)
-        interval = profile.checkpoint_interval_s
+        interval = service.checkpoint_interval_s
         started = time.perf_counter()
         next_checkpoint = started + interval
         commits = 0
         while (now := time.perf_counter()) - started < duration_s:
             commits += 1
-            replay_create(writer, profile.create, user_name(commits), user_key(commits))
-            if profile.checkpoints_by_service and now >= next_checkpoint:
-                backend.checkpoint(maintenance)
+            service.create(writer, user_name(commits), user_key(commits))
+            if interval > 0 and now >= next_checkpoint:
+                service.checkpoint(maintenance, path)
                 next_checkpoint = now + interval
         return commits / (time.perf_counter() - started)
     finally:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .settings_bridge import ServiceProfile
+from .service import CrashService
 from .workload import DB_NAME, early_key, early_name, user_key, user_name
 
 
@@ -38,9 +38,9 @@ class Verdict:
 
 
 class Checker:
-    def __init__(self, profile: ServiceProfile, scratch: Path) -> None:
-        self.profile = profile
-        self.driver = profile.driver()
+    def __init__(self, service: CrashService, scratch: Path) -> None:
+        self.rows = service.rows
+        self.driver = service.driver()
         self.scratch = scratch
 
     def check(self, files: dict[str, bytes], *, early_users: int, started: int) -> Verdict:
@@ -73,8 +73,11 @@ class Checker:
         report = [row[0] for row in conn.execute("PRAGMA integrity_check")]
         if report != ["ok"]:
             return Verdict(0, "integrity_check: " + "; ".join(report[:3]), corrupt=True)
-        users = dict(conn.execute(f"SELECT name, id FROM {self.profile.users_table}"))
-        keys = dict(conn.execute(f'SELECT "key", user_id FROM {self.profile.keys_table}'))
+        rows = self.rows
+        users = dict(conn.execute(f'SELECT "{rows.unique_column}", "{rows.id_column}" '
+                                  f'FROM "{rows.table}"'))
+        keys = dict(conn.execute(f'SELECT "{rows.key_column}", "{rows.key_ref_column}" '
+                                 f'FROM "{rows.keys_table}"'))
         missing = [i for i in range(1, early_users + 1)
                    if early_name(i) not in users or keys.get(early_key(i)) != users[early_name(i)]]
         if missing:

@@ -1,7 +1,12 @@
-"""python -m powerloss: run the power-loss matrix, print it, optionally write the docs.
+"""python -m sqlite_faults.powerloss: run the power-loss matrix on a service, print it,
+optionally write the docs.
 
-    python -m powerloss --mode quick|nightly --seed N [--cells WAL/NORMAL,DELETE/FULL]
-                               [--write-docs docs/durability.md] [--keep DIR]
+    python -m sqlite_faults.powerloss --service MODULE:CALLABLE
+        [--mode quick|nightly] [--seed N] [--cells WAL/NORMAL,DELETE/FULL]
+        [--write-docs docs/durability.md] [--keep DIR]
+
+CALLABLE returns the service's `CrashService` variants (service.py), the service as
+configured first; this repository's is `app.crash_service:crash_services`.
 
 Exit status 1 when SQLite contradicted its documentation in some crash state (each is printed
 with its seed, run, cut and state), or when the simulation failed to show a documented loss.
@@ -10,25 +15,39 @@ with its seed, run, cut and state), or when the simulation failed to show a docu
 from __future__ import annotations
 
 import argparse
+import importlib
 import random
 import sys
 import time
 from pathlib import Path
 
-from sqlite_faults.powerloss.scratch import disk_scratch, simulation_scratch
-
 from .contract import CELLS, Cell
 from .matrix import BUDGETS, harness_gap, run_cell, run_matrix
 from .report import contradictions, section, setup_line, table, write_section
-from .settings_bridge import load_profiles
+from .scratch import disk_scratch, simulation_scratch
+from .service import CrashService
 from .throughput import filesystem_of
 
-_BUILD = Path(__file__).resolve().parents[2] / "build" / "power-loss"
+_BUILD = Path("build") / "power-loss"
+
+
+def load_services(spec: str) -> tuple[CrashService, ...]:
+    """MODULE:CALLABLE -> the variants it returns."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"--service takes MODULE:CALLABLE, got {spec!r}")
+    services = tuple(getattr(importlib.import_module(module), name)())
+    if not services:
+        raise ValueError(f"{spec} returned no service")
+    return services
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m powerloss", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m sqlite_faults.powerloss",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--service", required=True, metavar="MODULE:CALLABLE",
+                        help="what returns the service's CrashService variants")
     parser.add_argument("--mode", choices=sorted(BUDGETS), default="quick")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of every random choice (default: a fresh one, printed)")
@@ -43,15 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     cells = tuple(Cell.parse(name) for name in args.cells.split(","))
     budget = BUDGETS[args.mode]
     print(f"power-loss matrix, {args.mode} mode, seed {seed} "
-          f"(replay: python -m powerloss --mode {args.mode} --seed {seed})", flush=True)
+          f"(replay: python -m sqlite_faults.powerloss --service {args.service} "
+          f"--mode {args.mode} --seed {seed})", flush=True)
 
     started = time.monotonic()
-    profiles = load_profiles()
+    try:
+        services = load_services(args.service)
+    except (ValueError, ImportError, AttributeError) as exc:
+        parser.error(str(exc))
     _BUILD.mkdir(parents=True, exist_ok=True)
     with simulation_scratch() as work, disk_scratch(_BUILD) as disk:
         filesystem = filesystem_of(disk)
-        results = run_matrix(profiles, cells, seed, budget, work, disk, keep=args.keep)
-        broken = run_cell(profiles, Cell("WAL", "FULL"), seed, budget, work / "broken", disk,
+        results = run_matrix(services, cells, seed, budget, work, disk, keep=args.keep)
+        broken = run_cell(services, Cell("WAL", "FULL"), seed, budget, work / "broken", disk,
                           drop_syncs=True)
     seconds = time.monotonic() - started
 
@@ -67,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     for gap in gaps:
         print(f"HARNESS GAP: {gap}")
     if args.write_docs is not None:
-        command = (f".venv/bin/python -m powerloss --mode {args.mode} --seed {seed} "
+        command = (f".venv/bin/python -m sqlite_faults.powerloss --service {args.service} "
+                   f"--mode {args.mode} --seed {seed} "
                    f"--write-docs {args.write_docs}")
         write_section(args.write_docs,
                       section(results, broken, budget, seed, filesystem, seconds, command))
