@@ -103,6 +103,11 @@ class RetryPolicy:
     Only `TransientStorageError` is retried, and only whole transactions (the caller passes the
     whole unit of work as the attempt). A retry is not started when its backoff would end past
     the deadline: the call then fails with the transient error, which app/db.py turns into 503.
+
+    The toolkit's retrying client (sqlite_faults/retry.py) has the same backoff (full jitter)
+    but another shape on purpose: it decides on HTTP answers (status, Retry-After, whether a
+    write may run twice), this one on storage errors under a deadline and a retry budget, built
+    on tenacity; and the service does not import the test toolkit.
     """
 
     max_attempts: int

@@ -12,6 +12,11 @@ A request is retried only when retrying cannot do harm:
 Backoff is "full jitter" (a uniform draw between 0 and an exponentially growing cap, as in
 the AWS Architecture Blog's "Exponential Backoff And Jitter"), and a `Retry-After` the service
 sends is honoured: the client waits at least that long, up to `retry_after_cap_s`.
+
+The service's own retry policy (app/resilience.py) shares the backoff but not the shape: it
+retries storage errors inside a deadline and a retry budget, through tenacity; this one
+judges HTTP answers (what a client can know), and the toolkit works on services that are not
+ours, so neither imports the other.
 """
 
 from __future__ import annotations
