@@ -135,9 +135,9 @@ class RetryPolicy:
             # Counted here rather than from tenacity's `.statistics`, which is one dict per
             # decorated function and is reset by every concurrent call.
             assert state.outcome is not None
-            # Runs only after a failed attempt, so exception() is never None; tenacity types
-            # it Optional (this line is a safeguard mutant's anchor, hence no cast in it).
-            on_retry(state.outcome.exception())  # type: ignore[arg-type]
+            error = state.outcome.exception()
+            assert error is not None  # it runs only after a failed attempt
+            on_retry(error)
 
         return AsyncRetrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, TransientStorageError)),

@@ -1,10 +1,10 @@
 """Remove each safeguard of the inventory (scripts/safeguards.py) in turn and show the tests
 that catch it.
 
-Each mutant is a few textual edits in app/ (or in the fault toolkit, toolkit/src); the script
-applies them to a scratch copy of the tree (never to your work tree), runs tests there and
-lists those that went red. A mutant no test kills is a hole in the suite: the script then
-exits non-zero.
+Each mutant is a few edits in app/ (or in the fault toolkit, toolkit/src), each anchored
+inside a named function or class (scripts/anchors.py); the script applies them to a scratch
+copy of the tree (never to your work tree), runs tests there and lists those that went red.
+A mutant no test kills is a hole in the suite: the script then exits non-zero.
 
     .venv/bin/python scripts/check_mutants.py                 # quick: each row's own tests (CI)
     .venv/bin/python scripts/check_mutants.py --full          # unit + fault suites (nightly)
@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anchors import AnchorError, replace
 from safeguards import SAFEGUARDS, Safeguard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +57,11 @@ def scratch_copy(dest: Path) -> None:
 def apply(row: Safeguard, tree: Path) -> None:
     for edit in row.edits:
         target = tree / edit.path
-        source = target.read_text()
-        if source.count(edit.old) != 1:
-            raise SystemExit(f"{row.name}: the text to replace is not in {edit.path} once:\n"
-                             f"{edit.old}")
-        target.write_text(source.replace(edit.old, edit.new))
+        try:
+            target.write_text(replace(target.read_text(), edit.old, edit.new, edit.within,
+                                      edit.path))
+        except AnchorError as exc:
+            raise SystemExit(f"{row.name}: {exc}") from None
     for path, code in row.append.items():
         target = tree / path
         target.write_text(target.read_text() + code)
@@ -120,7 +121,9 @@ def inventory_markdown(rows: Iterable[Safeguard]) -> str:
             family = row.family
             lines += ["", f"### {family}", "", "| mutant | safeguard | backend | red tests |",
                       "|---|---|---|---|"]
-        files = ", ".join(sorted({e.path.removeprefix("app/") for e in row.edits}))
+        files = ", ".join(sorted({e.path.removeprefix("app/") + (f": {e.within}" if e.within
+                                                                 else "")
+                                  for e in row.edits}))
         tests = "<br>".join(f"`{t.split('/')[-1]}`" for t in row.tests)
         lines.append(f"| `{row.name}` ({files}) | {row.what} | {row.backend} | {tests} |")
     lines += ["", END]

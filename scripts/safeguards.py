@@ -1,10 +1,12 @@
 """The safeguard inventory: every safeguard in app/, the mutant that removes it, and the tests
 that must go red when it is gone.
 
-One row per safeguard. `scripts/check_mutants.py` applies each row's edits to a scratch copy
-of the tree and runs the row's tests (quick mode) or the whole unit and fault suites (full
-mode); `--write-inventory` renders this table as docs/safeguards.md. A safeguard without a
-row is a hole in the suite; a row whose mutant no test kills is a hole too.
+One row per safeguard. Each edit names the function or class its anchor lives in, so rows
+survive code moving and reformatting (scripts/anchors.py). `scripts/check_mutants.py` applies
+each row's edits to a scratch copy of the tree and runs the row's tests (quick mode) or the
+whole unit and fault suites (full mode); `--write-inventory` renders this table as
+docs/safeguards.md. A safeguard without a row is a hole in the suite; a row whose mutant no
+test kills is a hole too.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Edit:
     path: str
-    old: str  # must occur exactly once in the file
+    old: str  # the anchor: once in `within` (scripts/anchors.py), whitespace free
     new: str
+    # The definition the anchor lives in ("Class.method", "function"); None: module level.
+    within: str | None = None
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,8 @@ class Safeguard:
     append: dict[str, str] = field(default_factory=dict)  # path -> code appended (helpers)
 
 
-def one(path: str, old: str, new: str) -> tuple[Edit, ...]:
-    return (Edit(path, old, new),)
+def one(path: str, old: str, new: str, within: str | None = None) -> tuple[Edit, ...]:
+    return (Edit(path, old, new, within),)
 
 
 F = "tests/fault/"
@@ -88,62 +92,75 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("no-deadline", "deadlines", "the event loop waits for a DB call only until its "
               "deadline (504), not until the worker finishes",
               one("app/resilience.py", "    timer = (None if math.isinf(remaining)",
-                  "    timer = (None if True"),
+                  "    timer = (None if True",
+                  within="await_until"),
               (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",
                LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline")),
     Safeguard("deadline-from-handler", "deadlines", "the deadline counts from the request's "
               "arrival (StampArrival), not from when the handler starts",
               one("app/main.py", "    app.add_middleware(StampArrival, metrics=metrics, "
-                  "admission=admission)\n", ""),
+                  "admission=admission)\n", "",
+                  within="create_app"),
               (ACCOUNT + "test_time_before_the_handler_runs_is_inside_the_budget",)),
     Safeguard("db-deadline-setting-ignored", "deadlines", "DB_DEADLINE_S sets the deadline "
               "of user requests",
-              one("app/api.py", "request.app.state.settings.db_deadline_s,", "5.0,"),
+              one("app/api.py", "request.app.state.settings.db_deadline_s,", "5.0,",
+                  within="_deadline"),
               (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",)),
     Safeguard("readyz-deadline-setting-ignored", "deadlines", "READYZ_DEADLINE_S (not "
               "DB_DEADLINE_S) bounds /readyz and GET /",
               one("app/api.py", "request.app.state.settings.readyz_deadline_s)",
-                  "request.app.state.settings.db_deadline_s)"),
+                  "request.app.state.settings.db_deadline_s)",
+                  within="_ready_deadline"),
               (ACCOUNT + "test_readyz_answers_within_its_own_deadline_not_the_db_deadline",)),
     Safeguard("commit-after-deadline", "deadlines", "a transaction past its deadline is "
               "rolled back before COMMIT (the client already has its 504)",
               one("app/db.py", "committing = [c for c, _ in done if c.handle.begin_commit()]",
-                  "committing = [c for c, _ in done if c.handle.begin_commit() or True]"),
+                  "committing = [c for c, _ in done if c.handle.begin_commit() or True]",
+                  within="Database._commit_group"),
               (SLOW + "test_a_write_stalled_past_its_deadline_before_commit_is_not_committed",)),
     Safeguard("statements-after-deadline", "deadlines", "no statement starts after the "
               "deadline (checked before every statement, not only at COMMIT)",
               one("app/db.py", 'event.listen(engine, "before_cursor_execute", '
-                  '_stop_if_cancelled)', "pass"),
+                  '_stop_if_cancelled)', "pass",
+                  within="Database.__init__"),
               (CANCEL + "test_no_statement_starts_after_the_deadline_between_statements",)),
     Safeguard("queued-call-not-dropped", "deadlines", "a call whose deadline passed while "
               "it waited (even with the loop too busy to withdraw it) runs no statement: "
               "dropped when its worker reaches it, and refused by the statement hook (removed "
               "together: since the group-commit rewrite either one alone stops it)",
               (Edit("app/db.py", "handle.raise_if_cancelled()  # dropped at its deadline while "
-                    "still queued", "pass"),
+                    "still queued", "pass",
+                    within="Database._read_on"),
                Edit("app/db.py", "                if call.handle.stopping:  # its deadline "
-                    "passed while it waited", "                if False:"),
+                    "passed while it waited", "                if False:",
+                    within="Database._commit_group"),
                Edit("app/db.py", "            if handle.stopping:\n                call.fail("
                     "DeadlineExceeded(\"the DB call outlived its deadline\"))\n"
                     "                continue\n            self._attach(",
-                    "            self._attach("),
+                    "            self._attach(",
+                    within="Database._commit_group"),
                Edit("app/db.py", 'event.listen(engine, "before_cursor_execute", '
-                    '_stop_if_cancelled)', "pass")),
+                    '_stop_if_cancelled)', "pass",
+                    within="Database.__init__")),
               (ACCOUNT + "test_a_call_whose_deadline_passed_in_the_queue_never_runs",)),
     Safeguard("checkpoint-deadline-ignored", "deadlines", "a checkpoint call has a deadline "
               "too (DB_DEADLINE_S), so shutdown and the loop are never stuck behind one",
               one("app/db.py", "        deadline = Deadline.after(self.settings.db_deadline_s)"
                   "\n        result = await self._call(",
-                  "        deadline = Deadline.after(3600)\n        result = await self._call("),
+                  "        deadline = Deadline.after(3600)\n        result = await self._call(",
+                  within="Database.checkpoint"),
               (CANCEL + "test_a_cancelled_checkpoint_leaves_nothing_behind_so_a_clean_close_"
                "removes_the_wal",)),
     # -- cancellation ----------------------------------------------------------------------
     Safeguard("no-interrupt", "cancellation", "a running statement is stopped at the "
               "deadline (interrupt(), and the progress handler reading the cancel flag)",
               (Edit("app/sqlite_backend.py", "            dbapi_conn.interrupt()",
-                    "            pass"),
+                    "            pass",
+                    within="SqliteBackend.interrupt"),
                Edit("app/sqlite_backend.py", "dbapi_conn.set_progress_handler(cancelled, "
-                    "PROGRESS_OPCODES)", "pass")),
+                    "PROGRESS_OPCODES)", "pass",
+                    within="SqliteBackend.watch")),
               (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",
                SLOW + "test_slow_write_is_interrupted_and_rolled_back")),
     Safeguard("no-cancel-when-caller-leaves", "cancellation", "when the awaiting task is "
@@ -151,20 +168,23 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "running statement interrupted",
               one("app/resilience.py", "    except asyncio.CancelledError:\n"
                   "        _stop(call, interrupter)\n        raise",
-                  "    except asyncio.CancelledError:\n        raise"),
+                  "    except asyncio.CancelledError:\n        raise",
+                  within="await_until"),
               (CANCEL + "test_a_cancelled_caller_s_queued_write_never_runs",
                CANCEL + "test_a_cancelled_caller_s_running_statement_is_interrupted")),
     Safeguard("cancel-flag-waits-for-interrupter", "cancellation", "the cancel flag is set "
               "on the event loop at once; only the interrupt waits for the interrupter thread",
               one("app/resilience.py", "    handle.mark_cancelled()  # now: no statement and "
-                  "no COMMIT after this\n", ""),
+                  "no COMMIT after this\n", "",
+                  within="_cancel"),
               (ACCOUNT + "test_a_cancelled_caller_s_work_stops_even_while_the_interrupter_is_"
                "busy",)),
     Safeguard("lost-interrupt", "cancellation", "SQLite: a progress handler reads the "
               "cancel flag inside long statements, so a cancel that lands just before a "
               "statement starts (when an interrupt is a no-op) still stops it",
               one("app/sqlite_backend.py", "dbapi_conn.set_progress_handler(cancelled, "
-                  "PROGRESS_OPCODES)", "pass"),
+                  "PROGRESS_OPCODES)", "pass",
+                  within="SqliteBackend.watch"),
               (CANCEL + "test_a_cancel_that_lands_just_before_a_statement_starts_still_stops_"
                "it",)),
     Safeguard("late-interrupt", "cancellation", "an interrupt is sent under the handle's "
@@ -174,13 +194,15 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "            if self._interrupt is not None:\n"
                   "                self._interrupt()",
                   "            self._cancelled = True\n            interrupt = self._interrupt\n"
-                  "        if interrupt is not None:\n            interrupt()"),
+                  "        if interrupt is not None:\n            interrupt()",
+                  within="CallHandle.cancel"),
               (LANE + "test_detach_waits_for_an_interrupt_in_flight",)),
     Safeguard("interrupt-flag-left-set", "cancellation", "SQLite: a cancelled attempt's "
               "interrupt flag is cleared before the connection is reused or closed (else "
               "the close-time checkpoint stops and the WAL outlives a clean stop)",
               one("app/sqlite_backend.py",
-                  'conn.connection.dbapi_connection.execute("SELECT 1").fetchall()', "pass"),
+                  'conn.connection.dbapi_connection.execute("SELECT 1").fetchall()', "pass",
+                  within="SqliteBackend.reset_after_cancel"),
               (CANCEL + "test_a_cancelled_checkpoint_leaves_nothing_behind_so_a_clean_close_"
                "removes_the_wal",)),
     Safeguard("cancelled-connection-discarded", "cancellation", "SQLite: a cancelled "
@@ -190,38 +212,44 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   '"SELECT 1").fetchall()\n        except self.driver_error:\n'
                   '            conn.invalidate()',
                   '            conn.invalidate()\n        except self.driver_error:\n'
-                  '            pass'),
+                  '            pass',
+                  within="SqliteBackend.reset_after_cancel"),
               (CANCEL + "test_a_cancelled_attempt_keeps_its_connection_and_the_next_call_runs_"
                "on_it",)),
     Safeguard("pg-cancelled-connection-reused", "cancellation", "PostgreSQL: a connection "
               "sent a cancel is discarded (a late cancel would hit its next query)",
               one("app/postgres_backend.py", "the next query.\"\"\"\n        conn.invalidate()",
-                  "the next query.\"\"\"\n        pass"),
+                  "the next query.\"\"\"\n        pass",
+                  within="PostgresBackend.reset_after_cancel"),
               (SLOW + "test_a_connection_that_was_sent_a_cancel_is_not_reused",),
               backend="postgres"),
     Safeguard("pg-invalidated-connection-touched", "cancellation", "PostgreSQL: an "
               "attempt whose connection was invalidated (lost mid-call) leaves it alone, so it "
               "is not reconnected inside the failed attempt",
               one("app/db.py", "        if conn.invalidated:  # touching an invalidated one would "
-                  "reconnect\n            return\n", ""),
+                  "reconnect\n            return\n", "",
+                  within="Database._detach"),
               (PG + "test_a_connection_lost_mid_call_is_retried_on_a_new_one",),
               backend="postgres"),
     Safeguard("cancel-on-event-loop", "cancellation", "interrupts are sent from the "
               "interrupter thread, not the event loop (a PostgreSQL cancel is a network round "
               "trip): a slow cancel delays neither the 504 nor other requests",
               one("app/db.py", "await await_until(call, self.interrupter)",
-                  "await await_until(call)"),
+                  "await await_until(call)",
+                  within="Database._attempt"),
               (SLOW + "test_a_slow_cancel_delays_neither_the_504_nor_the_event_loop",)),
     # -- lock waits ------------------------------------------------------------------------
     Safeguard("unbounded-lock-wait", "lock waits", "a write's wait for the lock ends once "
               "every call of its group is past its deadline or gone, lock still held",
               one("app/sqlite_backend.py", "                if abandoned():",
-                  "                if False:"),
+                  "                if False:",
+                  within="SqliteBackend.begin_write"),
               (LOCKED + "test_write_held_past_its_deadline_gets_504_at_the_deadline",)),
     Safeguard("write-lock-wait-gives-up-early", "lock waits", "a write waits for the lock "
               "while a call of its group still wants its answer, not one busy wait only",
               one("app/sqlite_backend.py", "                if abandoned():",
-                  "                if True:"),
+                  "                if True:",
+                  within="SqliteBackend.begin_write"),
               (LOCKED + "test_write_waits_out_a_lock_shorter_than_its_deadline",)),
     Safeguard("write-lock-one-long-busy-wait", "lock waits", "the writer waits in short busy "
               "waits, so a released lock is taken within one, not up to 100 ms late (SQLite's "
@@ -231,24 +259,28 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("unbounded-read-lock-wait", "lock waits", "a read's lock wait is bounded by the "
               "call's remaining budget (busy_timeout set before the call)",
               one("app/sqlite_backend.py", 'seat.dbapi.execute(f"PRAGMA busy_timeout = '
-                  '{seat.busy_ms}")', "pass"),
+                  '{seat.busy_ms}")', "pass",
+                  within="SqliteBackend.bound_lock_wait"),
               (READ_BOUNDS + "test_a_read_s_lock_wait_ends_just_after_its_deadline",
                READ_BOUNDS + "test_a_busy_timeout_set_for_a_long_budget_does_not_outlast_a_"
                "short_one")),
     Safeguard("lock-wait-ends-early", "lock waits", "a read's busy wait ends a little after "
               "the deadline, so the answer is the 504, not a 503 from an exhausted retry",
               one("app/sqlite_backend.py", "        low = remaining_ms + LOCK_WAIT_MARGIN_MS",
-                  "        low = max(1, remaining_ms - 200)"),
+                  "        low = max(1, remaining_ms - 200)",
+                  within="SqliteBackend.bound_lock_wait"),
               (READ_BOUNDS + "test_a_read_s_lock_wait_ends_just_after_its_deadline",)),
     Safeguard("unbounded-connect-wait", "lock waits", "a new connection's set-up pragmas "
               "wait no longer than the call's deadline",
               one("app/sqlite_backend.py", "deadline = self._connecting.current",
-                  "deadline = None"),
+                  "deadline = None",
+                  within="SqliteBackend.make_engine._configure"),
               (LOCKED + "test_exclusive_locking_mode_makes_reads_time_out_cleanly",)),
     Safeguard("busy-timeout-setting-ignored", "lock waits", "SQLITE_BUSY_TIMEOUT_MS bounds "
               "waits outside requests (start-up's schema creation)",
               one("app/sqlite_backend.py", "busy_ms = self.settings.sqlite_busy_timeout_ms",
-                  "busy_ms = 0"),
+                  "busy_ms = 0",
+                  within="SqliteBackend.make_engine._configure"),
               (WIRING + "test_start_up_waits_out_a_lock_shorter_than_the_busy_timeout",)),
     Safeguard("deferred-begin", "lock waits", "writes take the write lock first (BEGIN "
               "IMMEDIATE), so a concurrent commit never fails them with BUSY_SNAPSHOT",
@@ -259,132 +291,159 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("pg-no-server-side-bounds", "lock waits", "PostgreSQL: statement_timeout, "
               "lock_timeout and a cancel end a query past its deadline on the server",
               (Edit("app/postgres_backend.py", 'cursor.execute(f"SET LOCAL statement_timeout'
-                    ' = {remaining_ms + 25}")', "pass"),
+                    ' = {remaining_ms + 25}")', "pass",
+                    within="PostgresBackend.bound_lock_wait"),
                Edit("app/postgres_backend.py", 'cursor.execute(f"SET LOCAL lock_timeout = '
-                    '{remaining_ms + 25}")', "pass"),
-               Edit("app/postgres_backend.py", "            cancel()\n", "            pass\n")),
+                    '{remaining_ms + 25}")', "pass",
+                    within="PostgresBackend.bound_lock_wait"),
+               Edit("app/postgres_backend.py", "            cancel()\n", "            pass\n",
+                    within="PostgresBackend.interrupt")),
               (PG + "test_a_query_past_its_deadline_is_cancelled_on_the_server",),
               backend="postgres"),
     # -- retries ---------------------------------------------------------------------------
     Safeguard("no-retry", "retries", "transient errors are retried",
-              one("app/resilience.py", "state.attempt_number >= self.max_attempts", "True"),
+              one("app/resilience.py", "state.attempt_number >= self.max_attempts", "True",
+                  within="RetryPolicy.retrying.stop"),
               (SQLERR + "test_transient_errors_below_the_budget_are_retried_exactly_that_often",)),
     Safeguard("retry-everything", "retries", "only transient errors are retried (never "
               "integrity, schema, programming or deadline errors)",
               one("app/resilience.py", "isinstance(exc, TransientStorageError)",
-                  "isinstance(exc, Exception)"),
+                  "isinstance(exc, Exception)",
+                  within="RetryPolicy.retrying"),
               (SQLERR + "test_non_transient_errors_are_never_retried",
                SQLERR + "test_a_non_transient_error_on_a_retry_is_not_retried_again")),
     Safeguard("unbounded-attempts", "retries", "attempts are bounded by RETRY_MAX_ATTEMPTS",
               one("app/resilience.py", "state.attempt_number >= self.max_attempts",
-                  "state.attempt_number >= 10**6"),
+                  "state.attempt_number >= 10**6",
+                  within="RetryPolicy.retrying.stop"),
               (SQLERR + "test_transient_errors_past_the_budget_are_503_and_write_nothing",)),
     Safeguard("retry-past-deadline", "retries", "no retry starts whose backoff would end "
               "past the deadline",
               one("app/resilience.py", "                    or deadline.remaining() <= "
-                  "state.upcoming_sleep):", "                    ):"),
+                  "state.upcoming_sleep):", "                    ):",
+                  within="RetryPolicy.retrying.stop"),
               (RETRY + "test_deadline_stops_a_retry_whose_backoff_would_outlast_it",)),
     Safeguard("retry-at-an-expired-deadline", "retries", "the deadline's boundary: with no "
               "budget left, not even a retry without backoff starts",
               one("app/resilience.py", "deadline.remaining() <= state.upcoming_sleep",
-                  "deadline.remaining() < state.upcoming_sleep"),
+                  "deadline.remaining() < state.upcoming_sleep",
+                  within="RetryPolicy.retrying.stop"),
               (RETRY + "test_expired_deadline_stops_even_a_retry_with_no_backoff",)),
     Safeguard("backoff-uncapped", "retries", "the backoff ceiling is capped at "
               "RETRY_BACKOFF_MAX_S",
               one("app/resilience.py", "min(self.maximum, self.initial * 2 ** "
                   "(retry_state.attempt_number - 1))",
-                  "self.initial * 2 ** (retry_state.attempt_number - 1)"),
+                  "self.initial * 2 ** (retry_state.attempt_number - 1)",
+                  within="wait_full_jitter.__call__"),
               (WIRING + "test_backoff_settings_shape_the_waits_between_attempts",)),
     Safeguard("backoff-not-growing", "retries", "the backoff ceiling doubles per retry",
               one("app/resilience.py", "min(self.maximum, self.initial * 2 ** "
-                  "(retry_state.attempt_number - 1))", "min(self.maximum, self.initial)"),
+                  "(retry_state.attempt_number - 1))", "min(self.maximum, self.initial)",
+                  within="wait_full_jitter.__call__"),
               (WIRING + "test_backoff_settings_shape_the_waits_between_attempts",)),
     Safeguard("backoff-global-rng", "retries", "jitter draws from the policy's seeded RNG, "
               "so a run replays from its seed",
               one("app/resilience.py", "return self.rng.uniform(0, ceiling)",
-                  "return random.uniform(0, ceiling)"),
+                  "return random.uniform(0, ceiling)",
+                  within="wait_full_jitter.__call__"),
               (RETRY + "test_same_seed_gives_the_same_delays",)),
     Safeguard("retry-attempts-setting-ignored", "retries", "RETRY_MAX_ATTEMPTS reaches the "
               "retry policy",
               one("app/main.py", "max_attempts=settings.retry_max_attempts",
-                  "max_attempts=5"),
+                  "max_attempts=5",
+                  within="retry_policy"),
               (SQLERR + "test_transient_errors_past_the_budget_are_503_and_write_nothing",)),
     Safeguard("backoff-initial-setting-ignored", "retries", "RETRY_BACKOFF_INITIAL_S reaches "
               "the retry policy",
               one("app/main.py", "backoff_initial_s=settings.retry_backoff_initial_s",
-                  "backoff_initial_s=0.01"),
+                  "backoff_initial_s=0.01",
+                  within="retry_policy"),
               (WIRING + "test_backoff_settings_shape_the_waits_between_attempts",)),
     Safeguard("backoff-max-setting-ignored", "retries", "RETRY_BACKOFF_MAX_S reaches the "
               "retry policy",
               one("app/main.py", "backoff_max_s=settings.retry_backoff_max_s",
-                  "backoff_max_s=0.25"),
+                  "backoff_max_s=0.25",
+                  within="retry_policy"),
               (WIRING + "test_backoff_settings_shape_the_waits_between_attempts",)),
     Safeguard("retries-not-counted", "retries", "every retry is counted "
               "(db_retries_total), also under concurrency",
-              one("app/resilience.py", "on_retry(state.outcome.exception())", "pass"),
+              one("app/resilience.py", "on_retry(error)", "pass",
+                  within="RetryPolicy.retrying.before_sleep"),
               (SQLERR + "test_transient_errors_below_the_budget_are_retried_exactly_that_often",)),
     # -- back-pressure and the event loop ----------------------------------------------------
     Safeguard("unbounded-queue", "back-pressure", "a full DB work queue refuses new calls "
               "at once (503 overloaded)",
-              one("app/resilience.py", "if self._pending >= self.capacity:", "if False:"),
+              one("app/resilience.py", "if self._pending >= self.capacity:", "if False:",
+                  within="WorkerLane.submit"),
               (F + "test_backpressure_and_leaks.py::test_full_queue_is_refused_at_once_and_"
                "recovers",)),
     Safeguard("capacity-freed-at-deadline", "back-pressure", "an abandoned call holds its "
               "place until its worker really finishes",
               one("app/resilience.py", "            elif call.state != _TAKEN:\n",
-                  "            elif call.state not in (_TAKEN, _RUNNING):\n"),
+                  "            elif call.state not in (_TAKEN, _RUNNING):\n",
+                  within="WorkerLane.withdraw"),
               (LANE + "test_capacity_is_given_back_when_work_finishes",
                LANE + "test_await_until_gives_up_at_the_deadline_and_interrupts")),
     Safeguard("queue-limit-setting-ignored", "back-pressure", "DB_QUEUE_LIMIT sizes the "
               "lanes' queues",
-              one("app/db.py", "queue = settings.db_queue_limit", "queue = 64"),
+              one("app/db.py", "queue = settings.db_queue_limit", "queue = 64",
+                  within="Database.__init__"),
               (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
     Safeguard("read-workers-setting-ignored", "back-pressure", "DB_READ_WORKERS sizes the "
               "reader lane and its pool",
-              one("app/db.py", "readers = settings.db_read_workers", "readers = 4"),
+              one("app/db.py", "readers = settings.db_read_workers", "readers = 4",
+                  within="Database.__init__"),
               (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
     Safeguard("hash-concurrency-unbounded", "back-pressure", "PASSWORD_HASH_CONCURRENCY "
               "bounds the hashes computed at once",
               one("app/passwords.py", 'WorkerLane("hash", settings.hash_concurrency,',
-                  'WorkerLane("hash", 64,'),
+                  'WorkerLane("hash", 64,',
+                  within="PasswordHasher.__init__"),
               (WIRING + "test_hash_concurrency_bounds_the_hashes_computed_at_once",)),
     Safeguard("blocking-on-event-loop", "event loop", "a handler awaits its DB call without "
               "blocking the event loop",
               one("app/resilience.py",
                   "        return await call.future  # type: ignore[no-any-return]",
-                  "        return _blocking(call)"),
+                  "        return _blocking(call)",
+                  within="await_until"),
               (LOCKED + "test_event_loop_answers_while_db_calls_wait_on_a_lock",),
               append={"app/resilience.py": _BLOCKING_HELPER}),
     Safeguard("hash-on-event-loop", "event loop", "password hashing runs off the event loop",
               one("app/passwords.py", "        return await self._run(partial(self._hash, "
-                  "password), deadline)", "        return self._hash(password)"),
+                  "password), deadline)", "        return self._hash(password)",
+                  within="PasswordHasher.hash"),
               (WIRING + "test_hashing_runs_off_the_event_loop",)),
     Safeguard("checkpoint-on-writer-lane", "event loop", "checkpoints run on their own lane "
               "and connection, never in front of writes",
               (Edit("app/db.py", 'await self._call("checkpoint", self.maintenance,',
-                    'await self._call("checkpoint", self.writer,'),
+                    'await self._call("checkpoint", self.writer,',
+                    within="Database.checkpoint"),
                Edit("app/db.py",
                     '        seat = self._seats["writer"][worker]\n        while calls:',
                     '        seat = self._seats["writer"][worker]\n'
                     '        if calls[0].fn == self.backend.checkpoint:\n'
-                    '            return self._run_maintenance(0, calls)\n        while calls:')),
+                    '            return self._run_maintenance(0, calls)\n        while calls:',
+                    within="Database._run_writes")),
               (WIRING + "test_checkpoints_run_beside_writes_not_in_front_of_them",)),
     # -- errors to HTTP --------------------------------------------------------------------
     Safeguard("busy-not-transient", "error mapping", "SQLITE_BUSY (any extended code) is a "
               "transient lock timeout",
               one("app/sqlite_backend.py", "        if primary == SQLITE_BUSY:",
-                  "        if primary == -1:"),
+                  "        if primary == -1:",
+                  within="SqliteBackend.classify"),
               (CLASSIFY + "test_result_code_selects_the_error_class",
                CLASSIFY + "test_real_busy_from_a_second_writer")),
     Safeguard("extended-codes-unmasked", "error mapping", "errors are classified by their "
               "primary result code (extended codes masked)",
-              one("app/sqlite_backend.py", "primary = code & 0xFF", "primary = code"),
+              one("app/sqlite_backend.py", "primary = code & 0xFF", "primary = code",
+                  within="SqliteBackend.classify"),
               (CLASSIFY + "test_result_code_selects_the_error_class",)),
     Safeguard("interrupt-always-deadline", "error mapping", "an interrupt is a 504 only when "
               "the call was cancelled; otherwise it is a defect",
               one("app/sqlite_backend.py", "        if primary == SQLITE_INTERRUPT:\n"
                   "            if cancelled:", "        if primary == SQLITE_INTERRUPT:\n"
-                  "            if True:"),
+                  "            if True:",
+                  within="SqliteBackend.classify"),
               (CLASSIFY + "test_interrupt_is_a_deadline_only_when_the_call_was_cancelled",)),
     Safeguard("schema-change-not-transient", "error mapping", "SQLITE_SCHEMA and "
               "SQLITE_LOCKED are retried",
@@ -407,7 +466,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("pg-lost-connection-not-transient", "error mapping", "PostgreSQL: a lost "
               "connection or a server shutting down is transient (retried, then 503)",
               one("app/postgres_backend.py", "if exc.connection_invalidated or state."
-                  'startswith("08") or state in _SERVER_GONE:', "if False:"),
+                  'startswith("08") or state in _SERVER_GONE:', "if False:",
+                  within="PostgresBackend.classify"),
               (U + "test_postgres_backend.py::test_sqlstate_selects_the_error_class",
                U + "test_postgres_backend.py::test_a_connection_lost_mid_call_is_"
                "transient_whatever_its_error")),
@@ -415,56 +475,67 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("log-driver-text", "log hygiene", "a 5xx is logged by class and result code "
               "only, never the driver's text (SQL)",
               one("app/http_errors.py", 'detail = getattr(exc, "error_name", None) or '
-                  "type(exc.__cause__).__name__", "detail = str(exc.__cause__)"),
+                  "type(exc.__cause__).__name__", "detail = str(exc.__cause__)",
+                  within="install_error_handlers.service_error"),
               (LOGS + "test_a_real_schema_error_leaves_no_sql_or_parameters_in_logs_or_"
                "response",)),
     Safeguard("no-hide-parameters", "log hygiene", "SQLAlchemy hides bound parameters "
               "(names, hashes) in every driver error it raises",
-              one("app/sqlite_backend.py", "hide_parameters=True,", "hide_parameters=False,"),
+              one("app/sqlite_backend.py", "hide_parameters=True,", "hide_parameters=False,",
+                  within="SqliteBackend.make_engine"),
               (LOGS + "test_the_driver_error_kept_for_logs_quotes_sql_but_never_its_"
                "parameters",)),
     Safeguard("pg-no-hide-parameters", "log hygiene", "PostgreSQL: the same, on its engines",
               one("app/postgres_backend.py", "            pool_pre_ping=True,\n"
                   "            hide_parameters=True,",
-                  "            pool_pre_ping=True,\n            hide_parameters=False,"),
+                  "            pool_pre_ping=True,\n            hide_parameters=False,",
+                  within="PostgresBackend.make_engine"),
               (LOGS + "test_the_driver_error_kept_for_logs_quotes_sql_but_never_its_"
                "parameters",), backend="postgres"),
     Safeguard("internal-error-text-public", "log hygiene", "a 500 gets a fixed message, "
               "never the error's own text",
               one("app/http_errors.py", "message = _PUBLIC_MESSAGES.get(error.status, str(exc))",
-                  "message = str(exc.__cause__ or exc)"),
+                  "message = str(exc.__cause__ or exc)",
+                  within="install_error_handlers.service_error"),
               (ROUTES + "test_schema_error_is_500_without_sql_or_trace",)),
     Safeguard("unexpected-error-text-public", "log hygiene", "an unexpected exception is a "
               "bare 500",
               one("app/http_errors.py", 'return error_response(500, "internal_error", '
-                  '"internal error")', 'return error_response(500, "internal_error", str(exc))'),
+                  '"internal error")', 'return error_response(500, "internal_error", str(exc))',
+                  within="install_error_handlers.unexpected"),
               (ROUTES + "test_unexpected_exception_is_a_bare_500",)),
     Safeguard("readyz-driver-text", "log hygiene", "/readyz names the error class only",
-              one("app/api.py", "{type(exc).__name__}", "{exc.__cause__}"),
+              one("app/api.py", "{type(exc).__name__}", "{exc.__cause__}",
+                  within="readyz"),
               (LOGS + "test_readiness_failure_names_the_error_class_only",)),
     Safeguard("validation-echoes-input", "log hygiene", "a 422 never echoes what was sent "
               "(a rejected password)",
               one("app/http_errors.py", '"type": err.get("type")}',
-                  '"type": err.get("type"), "input": err.get("input")}'),
+                  '"type": err.get("type"), "input": err.get("input")}',
+                  within="install_error_handlers.validation_error"),
               (HTTP + "test_validation_error_never_echoes_the_password",)),
     Safeguard("password-in-repr", "secrets", "a request body's repr never shows the password",
-              one("app/schemas.py", "max_length=128, repr=False)", "max_length=128)"),
+              one("app/schemas.py", "max_length=128, repr=False)", "max_length=128)",
+                  within="UserCreate"),
               (SCHEMAS + "test_repr_and_str_never_show_the_password",)),
     Safeguard("password-stored-plain", "secrets", "only an argon2id hash is stored",
               one("app/users.py", "work = _insert_user(name, password_hash, key)",
-                  "work = _insert_user(name, password, key)"),
+                  "work = _insert_user(name, password, key)",
+                  within="create_user"),
               (ROUTES + "test_password_is_stored_only_as_a_salted_argon2_hash",)),
     # -- idempotency and data --------------------------------------------------------------
     Safeguard("replay-ignores-password", "idempotency", "a replay under a key must carry the "
               "same password (checked against the hash)",
               one("app/users.py", "same = outcome.user.name == name and await hasher.verify(\n"
                   "            outcome.password_hash, password, deadline)",
-                  "same = outcome.user.name == name"),
+                  "same = outcome.user.name == name",
+                  within="create_user"),
               (ROUTES + "test_same_idempotency_key_with_another_body_is_422",)),
     Safeguard("key-not-stored", "idempotency", "the key is stored with the user, in the same "
               "transaction",
               one("app/users.py", '            conn.execute(_INSERT_KEY, {"key": key, '
-                  '"user_id": user_id, "created_at": now})', "            pass"),
+                  '"user_id": user_id, "created_at": now})', "            pass",
+                  within="_insert_user.work"),
               (ROUTES + "test_repeated_idempotency_key_returns_the_original_user",)),
     Safeguard("power-loss-create-drifts", "idempotency", "the power-loss simulation writes "
               "the rows the service's create writes (the same statements, the same schema)",
@@ -474,22 +545,26 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                "leaves",)),
     Safeguard("pg-key-race-not-relooked", "idempotency", "PostgreSQL: a create that lost a "
               "race for its key looks the key up again and replays the winner",
-              one("app/users.py", "if key is None or db.serialises_writes:", "if True:"),
+              one("app/users.py", "if key is None or db.serialises_writes:", "if True:",
+                  within="create_user"),
               (PG + "test_two_creates_that_both_miss_the_key_make_one_user",
                PG + "test_concurrent_creates_with_one_key_make_one_user"), backend="postgres"),
     Safeguard("pg-serializable-writers", "idempotency", "PostgreSQL: writers run at READ "
               "COMMITTED, so concurrent creates of different users never fail each other",
               one("app/postgres_backend.py", 'isolation_level="READ COMMITTED"',
-                  'isolation_level="SERIALIZABLE"'),
+                  'isolation_level="SERIALIZABLE"',
+                  within="PostgresBackend.make_engine"),
               (PG + "test_concurrent_keyed_creates_of_different_users_never_conflict",),
               backend="postgres"),
     Safeguard("names-not-unique", "idempotency", "names are unique (409 name_taken)",
-              one("app/models.py", "String(64), unique=True)", "String(64))"),
+              one("app/models.py", "String(64), unique=True)", "String(64))",
+                  within="User"),
               (ROUTES + "test_duplicate_name_is_409_and_leaves_one_row",)),
     Safeguard("ids-reused", "idempotency", "an id is never handed out twice "
               "(AUTOINCREMENT)",
               one("app/models.py", '{"sqlite_autoincrement": True}',
-                  '{"sqlite_autoincrement": False}'),
+                  '{"sqlite_autoincrement": False}',
+                  within="User"),
               (DB + "test_an_id_is_never_handed_out_twice",)),
     # -- input -----------------------------------------------------------------------------
     Safeguard("control-characters-in-names", "input", "names with C0/C1 control characters "
@@ -498,11 +573,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   r'_NAME_PATTERN = r"^.+$"'),
               (SCHEMAS + "test_c1_control_characters_in_names_are_rejected",)),
     Safeguard("unknown-fields-accepted", "input", "unknown body fields are refused",
-              one("app/schemas.py", 'ConfigDict(extra="forbid")', 'ConfigDict(extra="ignore")'),
+              one("app/schemas.py", 'ConfigDict(extra="forbid")', 'ConfigDict(extra="ignore")',
+                  within="UserCreate"),
               (SCHEMAS + "test_extra_fields_are_forbidden",)),
     Safeguard("short-passwords", "input", "passwords have at least 8 characters",
               one("app/schemas.py", "min_length=8, max_length=128", "min_length=1, "
-                  "max_length=128"),
+                  "max_length=128",
+                  within="UserCreate"),
               (SCHEMAS + "test_invalid_passwords_are_rejected",)),
     Safeguard("ids-past-int64", "input", "an id past 2^63-1 is a 422, not a 500",
               one("app/api.py", "Path(gt=0, le=MAX_USER_ID,", "Path(gt=0,"),
@@ -517,32 +594,38 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                     '_JOURNAL_MODE = "DELETE"'),
                Edit("app/sqlite_backend.py",
                     'if name == "journal_mode" and str(row[0]).upper() != value:',
-                    "if False:")),
+                    "if False:",
+                    within="SqliteBackend.make_engine._configure")),
               (DB + "test_every_connection_gets_the_pragmas",)),
     Safeguard("synchronous-setting-ignored", "start-up", "SQLITE_SYNCHRONOUS reaches every "
               "connection",
               one("app/sqlite_backend.py", '("synchronous", settings.sqlite_synchronous)',
-                  '("synchronous", "NORMAL")'),
+                  '("synchronous", "NORMAL")',
+                  within="SqliteBackend.connection_pragmas"),
               (DB + "test_every_connection_gets_the_pragmas",)),
     Safeguard("foreign-keys-off", "start-up", "foreign keys are enforced",
               one("app/sqlite_backend.py", '("foreign_keys", "ON")',
-                  '("foreign_keys", "OFF")'),
+                  '("foreign_keys", "OFF")',
+                  within="SqliteBackend.connection_pragmas"),
               (DB + "test_every_connection_gets_the_pragmas",)),
     Safeguard("journal-size-limit-ignored", "start-up", "SQLITE_JOURNAL_SIZE_LIMIT_BYTES "
               "reaches every connection",
               one("app/sqlite_backend.py",
                   '("journal_size_limit", str(settings.sqlite_journal_size_limit_bytes))',
-                  '("journal_size_limit", "-1")'),
+                  '("journal_size_limit", "-1")',
+                  within="SqliteBackend.connection_pragmas"),
               (DB + "test_every_connection_gets_the_pragmas",)),
     Safeguard("affected-sqlite-accepted", "start-up", "start-up refuses WAL with several "
               "connections on an SQLite with the WAL-reset bug",
               one("app/sqlite_backend.py", "if connections > 1 and has_wal_reset_bug("
-                  "self.version):", "if False:"),
+                  "self.version):", "if False:",
+                  within="SqliteBackend.check_version"),
               (DB + "test_an_affected_sqlite_is_refused_at_start_up",)),
     Safeguard("memory-database-accepted", "start-up", "a DATABASE_URL without a file "
               "(:memory:, file: URIs) is refused",
               one("app/sqlite_backend.py", 'if not database or database == ":memory:" or '
-                  'database.startswith("file:"):', "if not database:"),
+                  'database.startswith("file:"):', "if not database:",
+                  within="SqliteBackend.__init__"),
               (CLASSIFY + "test_database_url_without_a_file_is_refused",)),
     Safeguard("infinite-durations-accepted", "start-up", "durations must be finite "
               "(inf would break every deadline)",
@@ -550,45 +633,53 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (SETTINGS + "test_infinite_durations_are_rejected",)),
     Safeguard("synchronous-off-accepted", "start-up", "SQLITE_SYNCHRONOUS=OFF is refused",
               one("app/settings.py", 'Literal["NORMAL", "FULL", "EXTRA"]',
-                  'Literal["OFF", "NORMAL", "FULL", "EXTRA"]'),
+                  'Literal["OFF", "NORMAL", "FULL", "EXTRA"]',
+                  within="Settings"),
               (SETTINGS + "test_synchronous_rejects_off_and_unknown_modes",)),
     # -- checkpoints -----------------------------------------------------------------------
     Safeguard("checkpoint-loop-dies", "checkpoints", "a failed checkpoint (a storage "
               "error) never ends the checkpoint loop",
               one("app/main.py", "        except ServiceError as exc:\n            log.warning(",
                   "        except ServiceError as exc:\n            raise\n"
-                  "            log.warning("),
+                  "            log.warning(",
+                  within="_checkpoint_loop"),
               (DB + "test_the_checkpoint_loop_outlives_a_failed_checkpoint",)),
     Safeguard("checkpoint-loop-dies-on-a-defect", "checkpoints", "an unexpected exception "
               "in a checkpoint is logged and the loop goes on",
               one("app/main.py", "        except Exception:\n            log.exception(",
-                  "        except Exception:\n            raise\n            log.exception("),
+                  "        except Exception:\n            raise\n            log.exception(",
+                  within="_checkpoint_loop"),
               (DB + "test_the_checkpoint_loop_outlives_a_failed_checkpoint",)),
     Safeguard("autocheckpoint-left-on", "checkpoints", "with the service's own checkpoints, "
               "SQLite's automatic checkpoint (inside some request's COMMIT) is off",
               one("app/sqlite_backend.py", '("wal_autocheckpoint", "0")',
-                  '("wal_autocheckpoint", "1000")'),
+                  '("wal_autocheckpoint", "1000")',
+                  within="SqliteBackend.connection_pragmas"),
               (DB + "test_sqlite_s_own_checkpoint_is_off_only_while_the_service_checkpoints",)),
     Safeguard("no-truncate-past-limit", "checkpoints", "a WAL past the journal size limit is "
               "truncated",
               one("app/sqlite_backend.py", 'mode = "TRUNCATE" if self.wal_bytes() > limit '
-                  'else "PASSIVE"', 'mode = "PASSIVE"'),
+                  'else "PASSIVE"', 'mode = "PASSIVE"',
+                  within="SqliteBackend.checkpoint"),
               (DB + "test_checkpoint_truncates_a_wal_past_the_limit_and_reports_lag",)),
     Safeguard("truncate-below-limit", "checkpoints", "a WAL up to the journal size limit "
               "gets a PASSIVE checkpoint (never waits for readers or writers); TRUNCATE only "
               "past it",
               one("app/sqlite_backend.py", 'mode = "TRUNCATE" if self.wal_bytes() > limit ',
-                  'mode = "TRUNCATE" if self.wal_bytes() >= limit '),
+                  'mode = "TRUNCATE" if self.wal_bytes() >= limit ',
+                  within="SqliteBackend.checkpoint"),
               (DB + "test_checkpoint_is_passive_up_to_the_limit_and_truncates_only_past_it",)),
     Safeguard("wal-size-of-missing-file", "metrics", "sqlite_wal_bytes reads 0 while there "
               "is no -wal file (after a clean close), instead of failing /metrics",
               one("app/sqlite_backend.py", "        except FileNotFoundError:\n            "
-                  "return 0", "        except ZeroDivisionError:\n            return 0"),
+                  "return 0", "        except ZeroDivisionError:\n            return 0",
+                  within="SqliteBackend.wal_bytes"),
               (DB + "test_wal_size_of_a_database_with_no_wal_file_is_zero",)),
     Safeguard("truncate-waits-for-readers", "checkpoints", "a TRUNCATE checkpoint never "
               "waits for a pinned reader while holding the WAL write lock",
               one("app/sqlite_backend.py", '            dbapi_conn.execute("PRAGMA '
-                  'busy_timeout = 0")', "            pass"),
+                  'busy_timeout = 0")', "            pass",
+                  within="SqliteBackend.checkpoint"),
               (D + "test_checkpoint_starvation.py::test_writes_go_on_while_a_reader_pins_a_"
                "snapshot",
                DB + "test_a_truncate_checkpoint_gives_up_at_once_on_a_pinned_reader")),
@@ -596,91 +687,108 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("failed-start-leaks-threads", "resources", "a start-up that fails after the "
               "lanes exist (the schema cannot be made) stops their threads",
               one("app/db.py", "        except BaseException:\n            db.close()\n",
-                  "        except BaseException:\n"),
+                  "        except BaseException:\n",
+                  within="Database.open"),
               (DB + "test_a_failed_start_up_leaves_no_thread_behind",)),
     Safeguard("cold-pools", "resources", "every pooled connection is opened at start-up, so "
               "no request pays for (or waits on a lock in) a connection's set-up",
-              one("app/db.py", "            db._open_seats()\n", ""),
+              one("app/db.py", "            db._open_seats()\n", "",
+                  within="Database.open"),
               (DB + "test_no_request_opens_a_connection",)),
     Safeguard("interrupter-started-late", "resources", "the interrupter thread starts with "
               "the service, so a burst of timeouts adds no thread",
-              one("app/db.py", "        self.interrupter.submit(lambda: None).result()\n", ""),
+              one("app/db.py", "        self.interrupter.submit(lambda: None).result()\n", "",
+                  within="Database.__init__"),
               (F + "test_backpressure_and_leaks.py::test_burst_of_timeouts_and_failures_leaves_"
                "nothing_behind",)),
     Safeguard("shutdown-keeps-database-open", "resources", "shutdown closes the database "
               "(lanes and connections)",
               one("app/main.py", "                    await checkpoints\n            db.close()",
-                  "                    await checkpoints\n            pass"),
+                  "                    await checkpoints\n            pass",
+                  within="create_app.lifespan"),
               (DB + "test_lifespan_runs_checkpoints_and_closes_the_database",)),
     Safeguard("shutdown-runs-queued-calls", "resources", "closing the service drops calls "
               "still queued on a lane instead of starting them",
               one("app/resilience.py", "            dropped = list(self._queue)\n"
-                  "            self._queue.clear()\n", "            dropped = []\n"),
+                  "            self._queue.clear()\n", "            dropped = []\n",
+                  within="WorkerLane.shutdown"),
               (LANE + "test_shutdown_drops_queued_calls_and_lets_the_running_one_finish",)),
     Safeguard("connect-error-unclassified", "error mapping", "a driver error while the pool "
               "opens a connection (before any statement) is classified like a statement's "
               "(SQLITE_CANTOPEN: 503, not 500)",
               one("app/db.py", "        except DBAPIError as exc:  # a new connection's set-up "
                   "failed", "        except ZeroDivisionError as exc:  # a new connection's "
-                  "set-up failed"),
+                  "set-up failed",
+                  within="Database._connect"),
               (ANSWERS + "test_a_new_connection_that_cannot_open_the_database_gets_503_not_"
                "500",)),
     Safeguard("cross-thread-connections", "resources", "pooled connections may be used by "
               "the worker threads (opened on the main thread at start-up)",
               one("app/sqlite_backend.py", '{"check_same_thread": False}',
-                  '{"check_same_thread": True}'),
+                  '{"check_same_thread": True}',
+                  within="SqliteBackend.make_engine"),
               (ROUTES + "test_create_then_read_a_user",)),
     Safeguard("no-data-folder", "start-up", "the database's folder is created on first run",
               one("app/sqlite_backend.py", "        self.path.parent.mkdir(parents=True, "
-                  "exist_ok=True)\n", ""),
+                  "exist_ok=True)\n", "",
+                  within="SqliteBackend.make_engine"),
               (DB + "test_the_database_folder_is_created_on_first_run",)),
     # -- limits at the door --------------------------------------------------------------
     Safeguard("body-limit-not-installed", "limits", "request bodies are bounded "
               "(LimitRequestBody in the app)",
               one("app/main.py", "    app.add_middleware(LimitRequestBody, max_bytes=settings."
                   "http_max_body_bytes,\n                       timeout_s=settings."
-                  "http_body_timeout_s)\n", ""),
+                  "http_body_timeout_s)\n", "",
+                  within="create_app"),
               (DOOR + "test_a_chunked_body_is_refused_once_it_passes_the_bound",)),
     Safeguard("declared-body-read-anyway", "limits", "a declared Content-Length past the "
               "bound is refused (413) before the body is read",
               one("app/request_limits.py", "if value.isdigit() and int(value) > self.max_bytes:",
-                  "if False:"),
+                  "if False:",
+                  within="LimitRequestBody.__call__"),
               (DOOR + "test_a_declared_oversized_body_is_refused_before_it_is_sent",)),
     Safeguard("chunked-body-uncounted", "limits", "a body without Content-Length is counted "
               "as it arrives and refused past the bound",
               one("app/request_limits.py", "                if received > self.max_bytes:",
-                  "                if False:"),
+                  "                if False:",
+                  within="LimitRequestBody.__call__.limited_receive"),
               (DOOR + "test_a_chunked_body_is_refused_once_it_passes_the_bound",)),
     Safeguard("slow-body-unbounded", "limits", "a body must arrive within "
               "HTTP_BODY_TIMEOUT_S (408)",
               one("app/request_limits.py", "async with asyncio.timeout_at(give_up_at):",
-                  "async with asyncio.timeout_at(None):"),
+                  "async with asyncio.timeout_at(None):",
+                  within="LimitRequestBody.__call__.limited_receive"),
               (DOOR + "test_a_body_that_trickles_in_is_answered_408",)),
     Safeguard("head-size-unbounded", "limits", "a request head past HTTP_MAX_HEADER_BYTES "
               "gets 431 (httptools alone reads any size)",
               one("app/serve.py", "        if self._head_bytes > self.max_head_bytes:",
-                  "        if False:"),
+                  "        if False:",
+                  within="GuardedHttpTools._count"),
               (DOOR + "test_an_oversized_request_head_gets_431",)),
     Safeguard("slow-head-unbounded", "limits", "a client that sends no head, or half of "
               "one, is answered 408 and closed after HTTP_HEADER_TIMEOUT_S",
               one("app/serve.py", "        self._head_timer = self.loop.call_later("
                   "self.head_timeout_s, self._head_timed_out)",
-                  "        self._head_timer = None"),
+                  "        self._head_timer = None",
+                  within="GuardedHttpTools._arm_head_timer"),
               (DOOR + "test_a_client_that_never_finishes_its_head_is_answered_408_and_closed",)),
     Safeguard("keep-alive-setting-ignored", "limits", "HTTP_KEEP_ALIVE_S closes idle "
               "keep-alive connections",
               one("app/serve.py", '"timeout_keep_alive": settings.http_keep_alive_s,',
-                  '"timeout_keep_alive": 3600,'),
+                  '"timeout_keep_alive": 3600,',
+                  within="uvicorn_options"),
               (DOOR + "test_an_idle_keep_alive_connection_is_closed",)),
     Safeguard("concurrency-unlimited", "limits", "HTTP_LIMIT_CONCURRENCY caps connections "
               "and requests at once (503 past it)",
               one("app/serve.py", '"limit_concurrency": settings.http_limit_concurrency,',
-                  '"limit_concurrency": None,'),
+                  '"limit_concurrency": None,',
+                  within="uvicorn_options"),
               (DOOR + "test_connections_past_the_concurrency_limit_get_503_at_once",)),
     Safeguard("graceful-shutdown-cuts-in-flight", "limits", "on SIGTERM, requests in "
               "flight finish (HTTP_GRACEFUL_SHUTDOWN_S) before the server exits",
               one("app/serve.py", '"timeout_graceful_shutdown": settings.graceful_shutdown_s,',
-                  '"timeout_graceful_shutdown": 0.001,'),
+                  '"timeout_graceful_shutdown": 0.001,',
+                  within="uvicorn_options"),
               (D + "test_graceful_restart.py::test_a_request_in_flight_at_sigterm_gets_its_"
                "answer_and_its_commit",)),
     # -- batches and group commit ------------------------------------------------------------
@@ -688,23 +796,27 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "rolled back to its own savepoint; the group's other calls commit in the same "
               "transaction and nothing runs twice",
               one("app/db.py", "            if not (savepoints and self._undo_savepoint(seat)):",
-                  "            if True:"),
+                  "            if True:",
+                  within="Database._commit_group"),
               (GROUP + "test_a_duplicate_name_fails_only_its_own_request_in_one_transaction",)),
     Safeguard("group-rerun-dropped", "group commit", "when one call's interrupted INSERT "
               "ends the group's transaction, the calls whose work it held run again",
               one("app/db.py", "                return [c for c, _ in done] + live[index + 1:]",
-                  "                return []"),
+                  "                return []",
+                  within="Database._commit_group"),
               (GROUP + "test_an_interrupted_insert_runs_the_rest_of_its_group_again",)),
     Safeguard("group-ack-before-commit", "group commit", "no call of a group is acknowledged "
               "before the COMMIT that holds it: a failed COMMIT fails them all",
               one("app/db.py", "            self._fail_all(seat, [c for c, _ in done], exc)",
-                  "            self._fail_all(seat, [], exc)"),
+                  "            self._fail_all(seat, [], exc)",
+                  within="Database._commit_group"),
               (GROUP + "test_a_failed_commit_fails_every_call_of_its_group",)),
     Safeguard("group-key-lookup-outside-transaction", "group commit", "idempotency keys "
               "stay exact within a group: each call's key lookup runs in the group's "
               "transaction, after the earlier calls' inserts",
               one("app/users.py", '            earlier = conn.execute(_SELECT_BY_KEY, {"key": key})'
-                  '.first()', "            earlier = None"),
+                  '.first()', "            earlier = None",
+                  within="_insert_user.work"),
               (GROUP + "test_two_creates_with_one_key_in_one_group_make_one_user",
                ROUTES + "test_repeated_idempotency_key_returns_the_original_user")),
     Safeguard("busy-timeout-kept-too-long", "lock waits", "a busy timeout already set on a "
@@ -712,66 +824,78 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "deadline: one set for a long budget never outlasts a short one",
               one("app/sqlite_backend.py",
                   "        if low <= seat.busy_ms <= low + LOCK_WAIT_SLACK_MS:",
-                  "        if low <= seat.busy_ms:"),
+                  "        if low <= seat.busy_ms:",
+                  within="SqliteBackend.bound_lock_wait"),
               (READ_BOUNDS + "test_a_busy_timeout_set_for_a_long_budget_does_not_outlast_a_"
                "short_one",)),
     Safeguard("lock-wait-taken-for-call-cost", "back-pressure", "a batch's wait for another "
               "process's lock is left out of the lane's cost per call (else the calls queued "
               "behind one lock pulse are refused as seconds of work)",
               one("app/resilience.py", "time.monotonic() - began - self._lock_waited_s[worker])",
-                  "time.monotonic() - began)"),
+                  "time.monotonic() - began)",
+                  within="WorkerLane._work"),
               (LANE + "test_a_lock_wait_counts_while_it_lasts_not_as_the_cost_of_the_calls",)),
     Safeguard("lock-wait-under-way-ignored", "back-pressure", "while every worker waits for "
               "a lock, the expected wait counts that wait as it lasts",
               one("app/resilience.py", "                + self.lock_wait_ahead())",
-                  "                )"),
+                  "                )",
+                  within="WorkerLane.wait_for"),
               (LANE + "test_a_lock_wait_counts_while_it_lasts_not_as_the_cost_of_the_calls",)),
     Safeguard("taken-call-not-withdrawn", "back-pressure", "a call taken into a worker's "
               "batch but not started is withdrawn at its deadline: it never runs and its "
               "place is given back at once",
               one("app/resilience.py", "            elif call.state != _TAKEN:\n",
-                  "            elif True:\n"),
+                  "            elif True:\n",
+                  within="WorkerLane.withdraw"),
               (LANE + "test_a_call_withdrawn_from_a_taken_batch_never_runs_and_frees_its_"
                "capacity",)),
     # -- metrics ---------------------------------------------------------------------------
     Safeguard("timeouts-not-counted", "metrics", "every 504 is counted (db_timeouts_total)",
               one("app/db.py", "                self.metrics.db_timeouts.labels(operation)"
-                  ".inc()\n", "                pass\n"),
+                  ".inc()\n", "                pass\n",
+                  within="Database._call"),
               (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",)),
     Safeguard("lock-timeouts-not-counted", "metrics", "every busy wait that ended without "
               "the lock is counted (db_lock_timeouts_total)",
               one("app/db.py", "            self.metrics.db_lock_timeouts.labels(operation)"
-                  ".inc()\n", "            pass\n"),
+                  ".inc()\n", "            pass\n",
+                  within="Database._count_transient"),
               (SQLERR + "test_transient_errors_below_the_budget_are_retried_exactly_that_often",)),
     Safeguard("lane-gauges-frozen", "metrics", "db_queue_depth and db_inflight follow the "
               "lanes",
               one("app/db.py", '_reading(lane, "queued"), _reading(lane, "running"))',
-                  "lambda: 0, lambda: 0)"),
+                  "lambda: 0, lambda: 0)",
+                  within="Database.__init__"),
               (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
     Safeguard("alerted-metric-renamed", "metrics", "every metric ops/alerts.yml names is "
               "exported (a renamed metric breaks a test, not an alert)",
               one("app/metrics.py", '"db_lane_workers", "Worker threads',
-                  '"db_lane_threads", "Worker threads'),
+                  '"db_lane_threads", "Worker threads',
+                  within="Metrics.__init__"),
               (U + "test_alert_rules.py::test_every_metric_a_rule_names_is_exported",)),
     Safeguard("transient-error-unlabelled", "metrics", "db_transient_errors_total names the "
               "result code (error=SQLITE_BUSY, ...), not the exception class",
               one("app/db.py", "labels(operation, _error_name(exc))",
-                  "labels(operation, type(exc).__name__)"),
+                  "labels(operation, type(exc).__name__)",
+                  within="Database._count_transient"),
               (SERIES + "test_a_transient_error_is_counted_under_its_result_code",)),
     Safeguard("failed-call-outcome-lost", "metrics", "a call that ends in a defect or is "
               "cancelled is counted with outcome=error (not dropped, not ok)",
               one("app/db.py", '        outcome = "error"\n        retries = 0',
-                  '        outcome = "ok"\n        retries = 0'),
+                  '        outcome = "ok"\n        retries = 0',
+                  within="Database._call"),
               (SERIES + "test_a_defect_and_a_cancelled_call_count_under_the_error_outcome",)),
     Safeguard("call-duration-unobserved", "metrics", "db_call_duration_seconds observes "
               "every call under its operation and outcome",
               one("app/db.py", "            seconds.observe(time.monotonic() - started)",
-                  '            self._series(operation, "ok")[1].observe(0.0)'),
+                  '            self._series(operation, "ok")[1].observe(0.0)',
+                  within="Database._call"),
               (SERIES + "test_each_call_is_counted_once_under_its_operation_and_outcome",)),
     Safeguard("lane-label-wrong", "metrics", "the lane gauges carry the lane's name "
               "(writer, reader, maintenance)",
               one("app/db.py", 'WorkerLane("maintenance", 1, 0, run_batch=',
-                  'WorkerLane("checkpoint", 1, 0, run_batch='),
+                  'WorkerLane("checkpoint", 1, 0, run_batch=',
+                  within="Database.__init__"),
               (SERIES + "test_lane_gauges_name_the_lane_that_is_busy",)),
     Safeguard("checkpoint-error-unclassified", "metrics", "a driver error from a checkpoint "
               "(raw driver connection, outside SQLAlchemy) is classified like any other "
@@ -779,40 +903,47 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("app/db.py", "        except self.backend.driver_error as exc:\n"
                   "            # Raised by the driver directly",
                   "        except ZeroDivisionError as exc:\n"
-                  "            # Raised by the driver directly"),
+                  "            # Raised by the driver directly",
+                  within="Database._maintain_on"),
               (SERIES + "test_a_driver_error_in_a_checkpoint_is_classified_and_counted",)),
     # -- answers ---------------------------------------------------------------------------
     Safeguard("deadline-message-vague", "error mapping", "a 504 says the DB call outlived "
               "its deadline (README's error table), with no Retry-After",
               one("app/resilience.py", '    call.future.set_exception(DeadlineExceeded('
                   '"the DB call outlived its deadline"))',
-                  '    call.future.set_exception(DeadlineExceeded("timeout"))'),
+                  '    call.future.set_exception(DeadlineExceeded("timeout"))',
+                  within="_expire"),
               (ANSWERS + "test_a_deadline_answer_says_so_without_retry_after",)),
     Safeguard("busy-message-vague", "error mapping", "a 503 storage_busy says the retry "
               "budget ran out",
               one("app/db.py", '"transient database errors outlasted the retry budget"',
-                  '"busy"'),
+                  '"busy"',
+                  within="Database._call"),
               (ANSWERS + "test_a_driver_error_gets_its_code_message_and_one_log_line",)),
     Safeguard("queue-full-message-vague", "error mapping", "a 503 overloaded names the lane "
               "whose queue is full and its capacity",
               one("app/resilience.py", 'f"the {self.name} queue is full ({self.capacity} calls '
-                  'pending)"', '"overloaded"'),
+                  'pending)"', '"overloaded"',
+                  within="WorkerLane.submit"),
               (ANSWERS + "test_a_full_queue_is_refused_at_once_naming_the_lane",)),
     Safeguard("5xx-log-without-result-code", "log hygiene", "a 5xx's log line names the driver's "
               "result code (SQLITE_BUSY, ...), so an operator sees which failure it was",
               one("app/http_errors.py", 'detail = getattr(exc, "error_name", None) or '
-                  'type(exc.__cause__).__name__', 'detail = type(exc.__cause__).__name__'),
+                  'type(exc.__cause__).__name__', 'detail = type(exc.__cause__).__name__',
+                  within="install_error_handlers.service_error"),
               (ANSWERS + "test_a_driver_error_gets_its_code_message_and_one_log_line",)),
     Safeguard("root-fails-with-the-database", "error mapping", "GET / answers 200 with "
               "database \"unavailable\" when the database does not answer in time",
               one("app/api.py", "    except ServiceError:\n        database", "    except "
-                  "QueueFull:\n        database"),
+                  "QueueFull:\n        database",
+                  within="service_info"),
               (ACCOUNT + "test_readyz_answers_within_its_own_deadline_not_the_db_deadline",),
               append={"app/api.py": "\nfrom .errors import QueueFull  # noqa: E402\n"}),
     Safeguard("readyz-without-retry-after", "error mapping", "/readyz's 503 carries "
               "Retry-After",
               one("app/api.py", '            headers={"Retry-After": str(settings.retry_after_s)'
-                  '},\n', ""),
+                  '},\n', "",
+                  within="readyz"),
               (ACCOUNT + "test_readyz_answers_within_its_own_deadline_not_the_db_deadline",)),
     Safeguard("disk-full-is-500", "error mapping", "disk full is 503 storage_unavailable "
               "(not a defect)",
@@ -822,47 +953,56 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("routing-errors-not-json", "error mapping", "unknown routes and methods get "
               "the JSON error shape (404 not_found, 405 method_not_allowed)",
               one("app/http_errors.py", '{404: "not_found", 405: "method_not_allowed", 408: '
-                  '"request_timeout",', '{408: "request_timeout",'),
+                  '"request_timeout",', '{408: "request_timeout",',
+                  within="install_error_handlers.http_exception"),
               (ROUTES + "test_unknown_route_and_method_are_json_errors",)),
     Safeguard("name-taken-is-generic", "error mapping", "a duplicate name is 409 name_taken",
               one("app/users.py", '            raise NameTaken(f"a user named {name!r} '
-                  'already exists") from exc', "            raise"),
+                  'already exists") from exc', "            raise",
+                  within="create_user"),
               (ROUTES + "test_duplicate_name_is_409_and_leaves_one_row",)),
     Safeguard("wrong-password-replay-is-500", "error mapping", "a replay with a wrong "
               "password is 422, not an argon2 exception (500)",
               one("app/passwords.py", "        except (VerificationError, InvalidHashError):",
-                  "        except InvalidHashError:"),
+                  "        except InvalidHashError:",
+                  within="PasswordHasher._verify"),
               (ROUTES + "test_same_idempotency_key_with_another_body_is_422",)),
     Safeguard("long-names", "input", "names have at most 64 characters",
-              one("app/schemas.py", "min_length=1, max_length=64,", "min_length=1,"),
+              one("app/schemas.py", "min_length=1, max_length=64,", "min_length=1,",
+                  within="UserCreate"),
               (SCHEMAS + "test_invalid_names_are_rejected",)),
     Safeguard("backoff-order-unchecked", "start-up", "RETRY_BACKOFF_MAX_S below "
               "RETRY_BACKOFF_INITIAL_S is refused",
               one("app/settings.py", "if self.retry_backoff_max_s < self.retry_backoff_initial_s:",
-                  "if False:"),
+                  "if False:",
+                  within="Settings._check_consistency"),
               (SETTINGS + "test_backoff_max_below_initial_is_rejected",)),
     Safeguard("pg-start-up-hangs", "lock waits", "PostgreSQL: start-up against a server "
               "that accepts and never answers fails in bounded time",
               one("app/postgres_backend.py", 'connect_args={"connect_timeout": _connect_timeout('
                   '\n                                   self.settings.db_deadline_s)}',
-                  "connect_args={}"),
+                  "connect_args={}",
+                  within="PostgresBackend.check_version"),
               (U + "test_postgres_backend.py::test_start_up_against_a_silent_server_fails_in_"
                "bounded_time",)),
     Safeguard("pg-connect-unbounded", "lock waits", "PostgreSQL: a connection opened for a "
               "call waits no longer than the call's budget (connect_timeout)",
               one("app/postgres_backend.py", '            cparams["connect_timeout"] = '
-                  "_connect_timeout(budget)", "            pass"),
+                  "_connect_timeout(budget)", "            pass",
+                  within="PostgresBackend.make_engine._connect_within_deadline"),
               (U + "test_postgres_backend.py::test_a_connection_opened_for_a_call_waits_no_"
                "longer_than_its_budget",)),
     Safeguard("affected-sqlite-refused-even-when-allowed", "start-up",
               "SQLITE_ALLOW_AFFECTED_VERSION=true lets an affected SQLite run (with a warning)",
               one("app/sqlite_backend.py", "            if not self.settings.sqlite_allow_"
-                  "affected_version:", "            if True:"),
+                  "affected_version:", "            if True:",
+                  within="SqliteBackend.check_version"),
               (DB + "test_an_affected_sqlite_runs_when_explicitly_allowed",)),
     Safeguard("driver-setting-ignored", "start-up", "SQLITE_DRIVER selects the driver "
               "(and so the SQLite library the version gate judges)",
               one("app/sqlite_backend.py", '"pysqlite3.dbapi2" if name == "pysqlite3" else '
-                  '"sqlite3"', '"pysqlite3.dbapi2"'),
+                  '"sqlite3"', '"pysqlite3.dbapi2"',
+                  within="load_driver"),
               (DB + "test_an_affected_sqlite_is_refused_at_start_up",)),
 
     # Overload (app/admission.py, app/serve.py): every answer by its deadline at any load,
@@ -870,57 +1010,67 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("hash-without-deadline", "overload", "a password hash waits under the "
               "request's deadline and is never computed past it",
               one("app/passwords.py", "self._lane.submit(work, CallHandle(deadline))",
-                  "self._lane.submit(work)"),
+                  "self._lane.submit(work)",
+                  within="PasswordHasher._run"),
               (OVERLOAD + "test_a_hash_queued_past_its_deadline_is_never_computed",)),
     Safeguard("hash-lane-starts-late-calls", "overload", "the hash lane's worker skips a call "
               "already past its deadline (the loop's timer may be late)",
-              one("app/passwords.py", "skip_late=True,", "skip_late=False,"),
+              one("app/passwords.py", "skip_late=True,", "skip_late=False,",
+                  within="PasswordHasher.__init__"),
               (OVERLOAD + "test_a_late_call_is_skipped_by_the_worker_when_the_loop_is_too_"
                "busy_to_withdraw_it",)),
     Safeguard("client-gone-ignored", "overload", "queued work of a client who disconnected "
               "is withdrawn, never started",
               one("app/resilience.py", "        gone.add_done_callback(on_gone)",
-                  "        pass"),
+                  "        pass",
+                  within="await_until"),
               (OVERLOAD + "test_a_queued_call_whose_client_went_away_is_never_started",
                OVERLOAD + "test_a_create_whose_client_disconnected_while_queued_is_never_"
                "started")),
     Safeguard("disconnect-not-signalled", "overload", "the protocol tells a request's "
               "handler when its connection is lost",
               one("app/serve.py", "                gone.set_result(None)",
-                  "                pass"),
+                  "                pass",
+                  within="GuardedHttpTools.connection_lost"),
               (OVERLOAD + "test_a_create_whose_client_disconnected_while_queued_is_never_"
                "started",)),
     Safeguard("deadline-from-asgi-call", "overload", "the deadline counts from the request's "
               "first byte as the server reads it, not from the ASGI call",
-              one("app/serve.py", '        state["arrived"] = self._first_byte_at\n', ""),
+              one("app/serve.py", '        state["arrived"] = self._first_byte_at\n', "",
+                  within="GuardedHttpTools.on_headers_complete"),
               (OVERLOAD + "test_time_before_the_handler_counts_against_the_deadline",)),
     Safeguard("refusal-holds-every-connection", "overload", "a refused connection is held "
               "only while refusals come fast: the next request on it (a pooled client's, for "
               "any route) is not delayed by a lone refusal",
               one("app/serve.py", "        if not gate.holds_after_refusal():\n"
-                  "            return\n", ""),
+                  "            return\n", "",
+                  within="GuardedHttpTools._refuse"),
               (OVERLOAD + "test_a_request_behind_a_lone_refusal_on_its_connection_is_not_held",)),
     Safeguard("refusal-never-held", "overload", "past the unheld rate, refused connections "
               "are held (a client that asks again at once costs no more than the rate)",
               one("app/admission.py", "            return False\n        return True\n",
-                  "            return False\n        return False\n"),
+                  "            return False\n        return False\n",
+                  within="Admission.holds_after_refusal"),
               (U + "test_admission.py::test_a_refused_connection_is_held_only_once_refusals_"
                "come_fast",)),
     Safeguard("gc-walks-start-up-objects", "overload", "the served process freezes what "
               "start-up made, so a full collection does not stop the event loop for 70 ms",
-              one("app/serve.py", "        gc.freeze()\n", "        pass\n"),
+              one("app/serve.py", "        gc.freeze()\n", "        pass\n",
+                  within="FrozenAtStartServer.startup"),
               (U + "test_serve_gc.py::test_the_server_freezes_every_object_alive_once_it_has_"
                "started",)),
     Safeguard("no-admission", "overload", "requests that cannot start in time are refused at "
               "the door, before their body is read",
-              one("app/main.py", 'yield {"admission": admission}', "yield {}"),
+              one("app/main.py", 'yield {"admission": admission}', "yield {}",
+                  within="create_app.lifespan"),
               (OVERLOAD + "test_a_refusal_is_sent_before_the_body_is_read",
                OVERLOAD + "test_a_burst_far_past_capacity_is_answered_by_the_deadline")),
     Safeguard("admission-blind-to-a-burst", "overload", "the door counts the requests it "
               "admitted that have not reached their lane yet",
               one("app/admission.py",
                   "lane.wait_for(max(lane.queued, self.admitted - lane.workers))",
-                  "lane.wait_for(lane.queued)"),
+                  "lane.wait_for(lane.queued)",
+                  within="Route.expected_wait"),
               # The unit test kills it every time; the burst on a real server only when the
               # burst is read within one turn of the loop, which the machine decides.
               (U + "test_admission.py::test_admitted_requests_count_before_they_reach_the_lane",
@@ -928,17 +1078,20 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("connection-limit-refused-by-uvicorn", "overload", "past HTTP_LIMIT_CONCURRENCY "
               "the protocol refuses at once (JSON, no task) and sheds the connection",
               one("app/serve.py", "if gate is not None and in_order and self._past_"
-                  "connection_limit():", "if False:"),
+                  "connection_limit():", "if False:",
+                  within="GuardedHttpTools.on_headers_complete"),
               (DOOR + "test_connections_past_the_concurrency_limit_get_503_at_once",)),
     Safeguard("admission-blind-to-the-loop", "overload", "the door counts the event loop's "
               "recent delay before the app (the loop as the bottleneck)",
               one("app/admission.py", "if spent + self.door_delay_s + route.expected_wait()",
-                  "if spent + route.expected_wait()"),
+                  "if spent + route.expected_wait()",
+                  within="Admission.admits"),
               (U + "test_admission.py::test_a_loop_that_is_behind_makes_the_door_refuse",)),
     Safeguard("refused-large-body-read", "overload", "a refused request announcing a large "
               "body gets its connection closed rather than read",
               one("app/serve.py", "return not value.isdigit() or int(value) > "
-                  "self.max_body_bytes", "return False"),
+                  "self.max_body_bytes", "return False",
+                  within="GuardedHttpTools._body_to_skip_is_large"),
               (OVERLOAD + "test_a_refused_request_announcing_a_large_body_closes_the_"
                "connection",)),
 
@@ -948,17 +1101,20 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "fault when the test ends, also when it failed",
               one("toolkit/src/sqlite_faults/plugin.py",
                   "return stack.enter_context(InjectSqlError(engine, kind, **options))",
-                  "return InjectSqlError(engine, kind, **options).__enter__()"),
+                  "return InjectSqlError(engine, kind, **options).__enter__()",
+                  within="inject_sql_error"),
               (CLEANUP,)),
     Safeguard("fixture-lock-left-held", "fault toolkit", "lock_holder lets go of its lock "
               "when the test ends, also when it failed",
               one("toolkit/src/sqlite_faults/plugin.py", "        for holder in holders:\n"
-                  "            holder.close()", "        pass"),
+                  "            holder.close()", "        pass",
+                  within="lock_holder"),
               (CLEANUP,)),
     Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
               "registers every engine built from a ?plugin=sqlite_faults URL",
               one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",
-                  "        pass"),
+                  "        pass",
+                  within="FaultEnginePlugin.engine_created"),
               (TK + "test_engine_plugin.py::test_an_engine_from_a_plugin_url_is_registered_"
                "and_the_dialect_never_sees_the_plugin",
                NAIVE_VERDICT.format("test_the_engine_is_built_from_the_url_it_is_given"))),
@@ -966,35 +1122,42 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "committed), never a definite failure",
               one("toolkit/src/sqlite_faults/outcome.py",
                   "return 400 <= self.status < 500 and self.status not in (408, 429)",
-                  "return 400 <= self.status and self.status not in (408, 429)"),
+                  "return 400 <= self.status and self.status not in (408, 429)",
+                  within="Outcome.definite_failure"),
               (TK + "test_outcome.py::test_only_refusals_that_cannot_have_committed_are_"
                "definite",)),
     Safeguard("battery-wal-unchecked", "fault toolkit", "the battery fails a service not in "
-              "WAL mode", one(BATTERY, 'assert mode == [("wal",)], (', "assert mode, ("),
+              "WAL mode", one(BATTERY, 'assert mode == [("wal",)], (', "assert mode, (",
+                              within="test_wal_is_on"),
               (NAIVE_VERDICT.format("test_wal_is_on"),)),
     Safeguard("battery-5xx-on-bad-input-accepted", "fault toolkit", "the battery fails a "
               "service answering malformed input with a 5xx",
               one(BATTERY, "if answer.outcome.status >= 500 or not answer.outcome.answered]",
-                  "if not answer.outcome.answered]"),
+                  "if not answer.outcome.answered]",
+                  within="test_bad_input_never_gets_a_500"),
               (NAIVE_VERDICT.format("test_bad_input_never_gets_a_500"),)),
     Safeguard("battery-late-answers-accepted", "fault toolkit", "the battery fails a service "
               "that answers a lock past its deadline late, or with a 500 or a success",
               (Edit(BATTERY, "    late = [a for a in answers if a.seconds > budget]",
-                    "    late: list[Answer] = []"),
+                    "    late: list[Answer] = []",
+                    within="test_a_lock_past_the_deadline_is_answered_in_time"),
                Edit(BATTERY, "    unclear = [a for a in answers if a.outcome.status in (0, 500) "
                     "or a.outcome.ok]", "    unclear = [a for a in answers "
-                    "if a.outcome.status == 0]")),
+                    "if a.outcome.status == 0]",
+                    within="test_a_lock_past_the_deadline_is_answered_in_time")),
               (NAIVE_VERDICT.format("test_a_lock_past_the_deadline_is_answered_in_time"),)),
     Safeguard("battery-transient-500-accepted", "fault toolkit", "the battery fails a service "
               "that turns one transient error into a failed request",
               one(BATTERY, "              if not answer.outcome.ok]",
-                  "              if not answer.outcome.answered]"),
+                  "              if not answer.outcome.answered]",
+                  within="test_transient_errors_are_retried_not_turned_into_500s"),
               (NAIVE_VERDICT.format("test_transient_errors_are_retried_not_turned_into_"
                                     "500s"),)),
     Safeguard("battery-blocked-loop-accepted", "fault toolkit", "the battery fails a service "
               "whose event loop stops answering while DB calls are stuck",
               one(BATTERY, "assert during.outcome.ok and during.seconds < GRACE_S, (",
-                  "assert during.outcome.status != 500, ("),
+                  "assert during.outcome.status != 500, (",
+                  within="test_the_event_loop_keeps_answering_while_db_calls_are_stuck"),
               (NAIVE_VERDICT.format("test_the_event_loop_keeps_answering_while_db_calls_are_"
                                     "stuck"),)),
     # The report as an instrument: its load model, its retrying client and its verdicts.
@@ -1006,34 +1169,39 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("load-coordinated-omission", "fault toolkit", "open-loop latency is measured "
               "from the intended send time, so a stall that holds requests back counts in full",
               one(LOAD, "client, endpoint, profile, intended, started,",
-                  "client, endpoint, profile, time.monotonic(), started,"),
+                  "client, endpoint, profile, time.monotonic(), started,",
+                  within="LoadGenerator._open_loop"),
               (TK + "test_report_load.py::test_open_loop_counts_a_stall_in_full_from_the_"
                "intended_send_times",)),
     Safeguard("retry-new-key", "fault toolkit", "the retrying client resends a write with the "
               "first attempt's idempotency key",
               one(LOAD, "response = await ledger.send(client, create)",
                   "response = await ledger.send(\n                    client, create if "
-                  "attempt == 1 else ledger.new_create())"),
+                  "attempt == 1 else ledger.new_create())",
+                  within="LoadGenerator._exchange"),
               (TK + "test_report_load.py::test_the_retrying_client_resends_a_write_with_the_"
                "same_key_after_a_503",)),
     Safeguard("report-exit-gate-ignores-scope", "fault toolkit", "--fail-on "
               "non-network-breach leaves the seed's network scenarios out of the exit gate",
               one("toolkit/src/sqlite_faults/report/__main__.py",
-                  'if fail_on == "breach" or not r.scenario.network]', "]"),
+                  'if fail_on == "breach" or not r.scenario.network]', "]",
+                  within="gate_fails"),
               (TK + "test_report_verdicts.py::test_the_exit_gate_is_opt_in_and_scoped",)),
     Safeguard("report-generator-pool-grows-with-connections", "fault toolkit", "the report's "
               "load generator sends through the lean transport, whose cost per request does "
               "not grow with the connections a network fault left open",
               one(LOAD, "transport = self.transport or Http11Transport()",
                   "transport = self.transport or httpx.AsyncHTTPTransport("
-                  "limits=httpx.Limits(max_connections=None))"),
+                  "limits=httpx.Limits(max_connections=None))",
+                  within="LoadGenerator.run"),
               (TK + "test_instrument_recovery.py::test_latency_returns_to_steady_state_after_"
                "every_network_fault",)),
     Safeguard("report-inconclusive-excuses-service-errors", "fault toolkit", "only a client "
               "timeout the instrument ate into leaves the service's view; a 500 is the "
               "service's however late the generator was",
               one(INSTRUMENT, 'if sample.code == "ClientTimeout" and delay > ',
-                  "if delay > "),
+                  "if delay > ",
+                  within="service_view"),
               (U + "test_report_instrument.py::test_a_met_check_stays_met_and_a_service_error_"
                "is_never_excused",)),
     Safeguard("report-network-view-excuses-held-requests", "fault toolkit", "a request the "
@@ -1041,7 +1209,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "a network scenario",
               one(INSTRUMENT, "        if (service_s is None or forwarded.status is None\n",
                   "        if service_s is None:\n            continue\n"
-                  "        if (forwarded.status is None\n"),
+                  "        if (forwarded.status is None\n",
+                  within="service_time_view"),
               (U + "test_report_instrument.py::test_requests_the_service_got_and_never_"
                "answered_stay_its_timeouts",)),
     Safeguard("report-judges-the-clients-figure", "fault toolkit", "every check is judged on "
@@ -1050,32 +1219,37 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               one("toolkit/src/sqlite_faults/report/runner.py",
                   "    judged = instrument.service_time_view(result.samples, result.forwarded,\n"
                   "                                          network=scenario.network)",
-                  "    judged = result.samples"),
+                  "    judged = result.samples",
+                  within="judge_scenario"),
               (U + "test_report_instrument.py::test_the_runner_judges_a_scenario_on_the_"
                "services_own_time",)),
     Safeguard("report-service-time-for-retries", "fault toolkit", "a retrying client's request "
               "of several attempts keeps the client's figure outside a network fault (the last "
               "attempt's time is not the request's)",
               one(INSTRUMENT, "                or (sample.attempts > 1 and not network_fault)):",
-                  "                ):"),
+                  "                ):",
+                  within="service_time_view"),
               (U + "test_report_instrument.py::test_a_retried_request_keeps_the_clients_"
                "figure",)),
     Safeguard("report-gate-fails-on-inconclusive", "fault toolkit", "the exit gate counts the "
               "service's breaches, not checks the instrument could have decided",
               one("toolkit/src/sqlite_faults/report/__main__.py",
                   "return any(v.breached for r in judged for v in r.verdicts)",
-                  "return any(not v.passed for r in judged for v in r.verdicts)"),
+                  "return any(not v.passed for r in judged for v in r.verdicts)",
+                  within="gate_fails"),
               (TK + "test_report_verdicts.py::test_the_exit_gate_is_opt_in_and_scoped",)),
     Safeguard("http11-ignores-connection-close", "fault toolkit", "the generators' transport "
               "does not reuse a connection the server said it closes",
               one("toolkit/src/sqlite_faults/http11.py",
-                  'keep = fields.get(b"connection", b"").lower() != b"close"', "keep = True"),
+                  'keep = fields.get(b"connection", b"").lower() != b"close"', "keep = True",
+                  within="Http11Transport._read_response"),
               (TK + "test_http11.py::test_connection_close_header_is_honoured",)),
     Safeguard("door-refuses-root-for-slow-reads", "overload", "the root and readiness are "
               "not refused because the reader lane is full: they answer by their own deadline "
               "whatever they find",
               one("app/main.py", 'gate.route("GET", "/", [])',
-                  'gate.route("GET", "/", [db.readers])'),
+                  'gate.route("GET", "/", [db.readers])',
+                  within="admission_gate"),
               (U + "test_admission.py::test_the_root_and_readiness_are_not_refused_for_a_"
                "reader_lane_full_of_slow_reads",)),
     Safeguard("door-charges-group-lock-wait-per-call", "overload", "the door's expected wait "
@@ -1083,31 +1257,36 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "not once per call it carried",
               one("app/resilience.py",
                   "wall = math.ceil(share / self.batch_limit) * fixed + share * per_call",
-                  "wall = share * (fixed + per_call)"),
+                  "wall = share * (fixed + per_call)",
+                  within="WorkerLane.wait_for"),
               (U + "test_worker_lane.py::test_a_groups_lock_wait_is_paid_once_per_batch_in_"
                "the_expected_wait",)),
     Safeguard("deadline-answers-over-a-commit", "deadlines", "a write whose COMMIT began "
               "before its deadline is answered by its outcome, never 504 for what committed",
               one("app/resilience.py", "if not call.handle.expire():",
-                  "if not (call.handle.expire() or True):"),
+                  "if not (call.handle.expire() or True):",
+                  within="_expire"),
               (SLOW + "test_a_write_whose_commit_began_before_its_deadline_is_answered_by_"
                "its_outcome",)),
     Safeguard("proxy-charges-the-hole-to-the-service", "fault toolkit", "a request a black "
               "hole cut off from its answer is the network's, not the service's held request",
               one(PROXY, "            self.proxy.requests.pop(self.awaiting.popleft(), None)",
-                  "            self.awaiting.popleft()"),
+                  "            self.awaiting.popleft()",
+                  within="_Connection.condemn"),
               (TK + "test_netproxy.py::test_a_request_the_hole_cut_off_before_its_answer_"
                "leaves_the_log",)),
     Safeguard("no-retry-budget", "retries", "retries stop while most attempts fail (the "
               "retry budget), and resume once successes give the tokens back",
               one("app/main.py", "    budget = (RetryBudget(settings.retry_budget_tokens, "
-                  "settings.retry_budget_ratio)", "    budget = (None"),
+                  "settings.retry_budget_ratio)", "    budget = (None",
+                  within="retry_policy"),
               (F + "test_sql_errors.py::test_retries_stop_while_most_attempts_fail_and_resume_"
                "after",)),
     Safeguard("retry-after-ignored", "fault toolkit", "the retrying client waits at least "
               "the Retry-After the service sent",
               one(RETRY_POLICY, "wait = max(wait, min(told, self.retry_after_cap_s))",
-                  "wait = wait"),
+                  "wait = wait",
+                  within="RetryPolicy.backoff_s"),
               (TK + "test_report_load.py::test_the_retrying_client_resends_a_write_with_the_"
                "same_key_after_a_503",
                TK + "test_report_load.py::test_backoff_is_full_jitter_under_a_growing_cap_and_"
@@ -1115,29 +1294,34 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("retry-unkeyed-write", "fault toolkit", "the retrying client never resends a "
               "write without a key that may have committed",
               one(RETRY_POLICY, "return not is_write or keyed or outcome.code in NEVER_SENT",
-                  "return True"),
+                  "return True",
+                  within="RetryPolicy.should_retry"),
               (TK + "test_report_load.py::test_only_retries_that_cannot_write_twice",)),
     Safeguard("committed-error-uncounted", "fault toolkit", "the ledger counts a write told "
               "5xx that committed anyway",
               one("toolkit/src/sqlite_faults/ledger.py",
-                  "report.committed_after_error += 1", "pass"),
+                  "report.committed_after_error += 1", "pass",
+                  within="WriteLedger.check"),
               (TK + "test_report_verdicts.py::test_the_ledger_counts_a_500_whose_write_"
                "committed",)),
     Safeguard("lanes-unjudged", "fault toolkit", "the report fails a service whose DB lanes "
               "are held while clients are slow",
               one("toolkit/src/sqlite_faults/report/slo.py",
                   "passed = sampled and lanes.capacity > 0 and fault_mean < limit",
-                  "passed = sampled"),
+                  "passed = sampled",
+                  within="lanes_verdict"),
               (TK + "test_report_verdicts.py::test_lanes_held_by_slow_clients_fail_and_free_"
                "lanes_pass",)),
     Safeguard("proxy-500-forwarded", "fault toolkit", "the fault proxy's injected 500 is "
               "answered by the proxy, never sent on to the service",
               one(PROXY, "                    await self._answer_500(now)",
-                  "                    pass"),
+                  "                    pass",
+                  within="_Connection._read"),
               (TK + "test_netproxy.py::test_an_injected_500_never_reaches_the_service",)),
     Safeguard("proxy-loss-without-delay", "fault toolkit", "a lost packet waits a "
               "retransmission timeout (packet loss above TCP is delay)",
               one(PACKET_LOSS, 'return Plan(self.values["rto_ms"] / 1000 if lost else 0.0)',
-                  "return Plan(0.0)"),
+                  "return Plan(0.0)",
+                  within="PacketLoss.plan"),
               (TK + "test_netproxy.py::test_a_lost_packet_waits_one_retransmission_timeout",)),
 )

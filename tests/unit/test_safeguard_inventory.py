@@ -1,8 +1,10 @@
-"""The safeguard inventory stays true to the code: every mutant still applies to app/, every
-test it names exists, and docs/safeguards.md shows the current rows."""
+"""The safeguard inventory stays true to the code: every mutant still applies to app/ (its
+anchor once inside the definition it names, the result still Python), every test it names
+exists, and docs/safeguards.md shows the current rows."""
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+from anchors import AnchorError, locate, replace  # noqa: E402
 from check_mutants import END, START, inventory_markdown  # noqa: E402
 from safeguards import SAFEGUARDS, Safeguard  # noqa: E402
 
@@ -18,7 +21,23 @@ from safeguards import SAFEGUARDS, Safeguard  # noqa: E402
 @pytest.mark.parametrize("row", SAFEGUARDS, ids=lambda row: row.name)
 def test_each_mutant_applies_to_the_code_once(row: Safeguard) -> None:
     for edit in row.edits:
-        assert (ROOT / edit.path).read_text().count(edit.old) == 1, (edit.path, edit.old)
+        source = (ROOT / edit.path).read_text()
+        mutated = replace(source, edit.old, edit.new, edit.within, edit.path)
+        assert mutated != source
+        ast.parse(mutated)  # a mutant is a mistake in the logic, never a syntax error
+
+
+def test_an_anchor_follows_its_function_and_ignores_layout() -> None:
+    source = ("def first():\n    return 1\n\n\n"
+              "class Lane:\n    def take(self):\n        return wait(\n"
+              "            1)\n")
+    moved = source.replace("def first():\n    return 1\n\n\n", "") + (
+        "\n\ndef first():\n    return 1\n")
+    for text in (source, moved):
+        mutated = replace(text, "return wait(1)", "return 0", "Lane.take")
+        assert "return 0" in mutated and "wait" not in mutated
+    with pytest.raises(AnchorError, match="first"):
+        locate(source, "return wait(1)", "first")
 
 
 @pytest.mark.parametrize("row", SAFEGUARDS, ids=lambda row: row.name)
