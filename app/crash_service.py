@@ -41,30 +41,6 @@ SMALL_WAL_LIMIT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
-class Pragma:
-    """The shape of the toolkit's Pragma (name, value, sql)."""
-
-    name: str
-    value: str
-
-    @property
-    def sql(self) -> str:
-        return f"PRAGMA {self.name} = {self.value}"
-
-
-@dataclass(frozen=True)
-class Rows:
-    """The shape of the toolkit's Rows: where a create leaves its user and its key."""
-
-    table: str = User.__tablename__
-    unique_column: str = "name"
-    id_column: str = "id"
-    keys_table: str = IdempotencyKey.__tablename__
-    key_column: str = "key"
-    key_ref_column: str = "user_id"
-
-
-@dataclass(frozen=True)
 class _Compiled:
     sql: str
     names: tuple[str, ...]  # the parameters, in the order the SQL takes them
@@ -90,10 +66,9 @@ class UsersCrashService:
     password_hash: str  # one real hash at the settings' cost: its length shapes the pages
 
     @property
-    def pragmas(self) -> tuple[Pragma, ...]:
+    def pragmas(self) -> tuple[tuple[str, str], ...]:
         backend = SqliteBackend(self.settings)
-        return tuple(Pragma(name, value) for name, value in
-                     backend.connection_pragmas(self.settings.sqlite_busy_timeout_ms))
+        return tuple(backend.connection_pragmas(self.settings.sqlite_busy_timeout_ms))
 
     @property
     def page_size(self) -> int:
@@ -111,10 +86,6 @@ class UsersCrashService:
             statements += [str(CreateIndex(index).compile(dialect=_DIALECT)).strip()
                            for index in sorted(table.indexes, key=lambda i: str(i.name))]
         return tuple(statements)
-
-    @property
-    def rows(self) -> Rows:
-        return Rows()
 
     @property
     def sqlite_version(self) -> str:
@@ -143,6 +114,11 @@ class UsersCrashService:
         backend = SqliteBackend(self.settings.model_copy(
             update={"database_url": f"sqlite:///{db_path}"}))
         backend.checkpoint(conn)
+
+    def written(self, conn: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        users, keys = User.__tablename__, IdempotencyKey.__tablename__
+        return (dict(conn.execute(f'SELECT name, id FROM "{users}"')),
+                dict(conn.execute(f'SELECT "key", user_id FROM "{keys}"')))
 
     def driver(self) -> Any:
         return load_driver(self.settings.sqlite_driver)

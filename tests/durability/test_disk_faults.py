@@ -237,8 +237,7 @@ async def test_wal_errors_answer_503_lose_nothing_and_recover(
     steps = disk_plan(plan)
     server.start()
     await ledger.seed(server.base_url, 1)  # a user to read before the first write
-    started = time.monotonic()
-    while steps.more(scenario.cycles, time.monotonic() - started):
+    for _ in steps.cycles(scenario):
         window = await fault_window(server, ledger, rng, fault, rng.uniform(0.5, 0.8))
         scenario.notes.append(window.note())
         assert_clear_answers(window.traffic)
@@ -259,9 +258,7 @@ async def test_wal_errors_answer_503_lose_nothing_and_recover(
         assert report.ok, report.problems
         # A live server never shows a commit it answered 503 for: SQLite rolled it back.
         assert report.recovered == 0, report.as_dict()
-        scenario.cycles += 1
     await finish_with_restart(server, ledger, scenario, steps)
-    scenario.seconds += time.monotonic() - started
 
 
 async def test_wal_sync_errors_under_normal_hit_checkpoints_and_wal_reuse_only(
@@ -413,8 +410,7 @@ async def test_slow_fdatasync_is_bounded_by_the_deadline(
     steps = disk_plan(plan)
     server.start()
     await ledger.seed(server.base_url, 1)  # a user to read before the first write
-    started = time.monotonic()
-    while steps.more(scenario.cycles, time.monotonic() - started):
+    for _ in steps.cycles(scenario):
         delay_s = rng.uniform(0.15, 0.25)
         # Under FULL only a few creates a second are answered: keep the disk slow until
         # eight were answered inside the window, so there are latencies to judge.
@@ -453,9 +449,7 @@ async def test_slow_fdatasync_is_bounded_by_the_deadline(
         scenario.notes.append(f"{note}; 504s that had committed: {report.recovered} of "
                               f"{report.indeterminate}")
         assert report.ok, report.problems
-        scenario.cycles += 1
     await finish_with_restart(server, ledger, scenario, steps)
-    scenario.seconds += time.monotonic() - started
 
 
 def _ms(seconds: float) -> str:

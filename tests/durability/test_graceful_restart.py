@@ -58,12 +58,10 @@ async def test_sigterm_under_load_answers_in_flight_requests_and_loses_nothing(
     ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix=f"t{synchronous[0]}")
     steps = plan(4)
     server.start()
-    started = time.monotonic()
-    cycles = 0
     stop_seconds: list[float] = []
     unanswered = 0
     cut_after_commit: list[str] = []
-    while steps.more(cycles, time.monotonic() - started):
+    for cycle in steps.cycles(scenario):
         first = len(ledger.creates)
         writers = LoadGenerator.writers(ledger, CLIENTS, random.Random(rng.random()),
                                         stop_when_gone=True)
@@ -79,28 +77,25 @@ async def test_sigterm_under_load_answers_in_flight_requests_and_loses_nothing(
         # by SIGTERM" (systemd counts that as a clean exit); the WAL check below shows the
         # shutdown really ran to the database's close.
         assert code in (0, -signal.SIGTERM), \
-            f"cycle {cycles}: the server did not stop cleanly ({code}):\n" + server.log_tail()
+            f"cycle {cycle}: the server did not stop cleanly ({code}):\n" + server.log_tail()
         if not on_postgres:
             wal = server.db_path.with_name(server.db_path.name + "-wal")
-            assert not wal.exists(), f"cycle {cycles}: the WAL outlived a clean stop"
+            assert not wal.exists(), f"cycle {cycle}: the WAL outlived a clean stop"
 
         no_answer = [c for c in ledger.creates[first:] if c.detail in NO_ANSWER]
         unanswered += len(no_answer)
         scenario.ready_seconds.append(server.start())
         report = await ledger.check(server.base_url, server.database_url)
         scenario.add_report(report)
-        assert report.ok, f"cycle {cycles}: {report.problems}"
+        assert report.ok, f"cycle {cycle}: {report.problems}"
         # check() retried each with its key: a replay means the first attempt had
         # committed, and its client was cut off without the answer.
         cut_after_commit += [c.name for c in no_answer if c.detail == "replayed"]
-        cycles += 1
 
-    scenario.cycles += cycles
-    scenario.seconds += time.monotonic() - started
     scenario.notes.append(
-        f"{cycles} SIGTERMs under {CLIENTS} writers: {scenario.acknowledged} acknowledged, "
-        f"{scenario.lost} lost, {unanswered} unanswered (refused or idle-closed, never run), "
-        f"{len(cut_after_commit)} cut after commit; stop took "
+        f"{len(stop_seconds)} SIGTERMs under {CLIENTS} writers: {scenario.acknowledged} "
+        f"acknowledged, {scenario.lost} lost, {unanswered} unanswered (refused or "
+        f"idle-closed, never run), {len(cut_after_commit)} cut after commit; stop took "
         f"{min(stop_seconds):.2f}-{max(stop_seconds):.2f} s (graceful window {GRACEFUL_S:g} s)")
     assert scenario.acknowledged > 0
     assert cut_after_commit == [], "answers lost for committed creates"

@@ -47,9 +47,7 @@ async def test_postgres_stopped_abruptly_under_load_then_restarted(
     server.start()
     ledger = WriteLedger(random.Random(rng.random()), USERS_WRITE, prefix="pgstop")
     steps = plan(2)
-    started = time.monotonic()
-    cycles = 0
-    while steps.more(cycles, time.monotonic() - started):
+    for cycle in steps.cycles(scenario):
         writers = LoadGenerator.writers(ledger, CLIENTS, random.Random(rng.random()),
                                         stop_when_gone=True)
         writers.start(server.base_url)
@@ -66,8 +64,5 @@ async def test_postgres_stopped_abruptly_under_load_then_restarted(
         assert server.running, "the service must ride out the database restart"
         report = await ledger.check(server.base_url, server.database_url)
         scenario.add_report(report)
-        assert report.ok, f"cycle {cycles}: {report.problems}"
-        cycles += 1
-    scenario.cycles += cycles
-    scenario.seconds += time.monotonic() - started
+        assert report.ok, f"cycle {cycle}: {report.problems}"
     assert scenario.acknowledged > 0

@@ -148,10 +148,10 @@ def test_the_workload_uses_the_service_settings(
     """Derived from the service (its connect hook's pragmas), not copied: the second variant
     was made with another journal_size_limit, and its pragma follows."""
     service, small = profiles
-    pragmas = {p.name: p.value for p in service.pragmas}
+    pragmas = dict(service.pragmas)
     assert pragmas["journal_mode"].upper() == "WAL"
     assert pragmas["synchronous"].upper() == service.settings.sqlite_synchronous
-    assert {p.name: p.value for p in small.pragmas}["journal_size_limit"] == str(
+    assert dict(small.pragmas)["journal_size_limit"] == str(
         SMALL_WAL_LIMIT_BYTES)
 
 

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlite_faults.report.scenarios import SCENARIOS, matrix
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_report(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "report", "--phases", "0.5,1.5,1", "--load", "closed",
-         "--clients", "4",
-         "--seed", "7", "--out", str(out), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )
 
 
 def test_the_default_sqlite_matrix_is_unchanged_by_the_postgres_only_scenario() -> None:
@@ -44,7 +33,7 @@ def test_the_postgres_matrix_names_its_skips_and_its_own_mechanisms() -> None:
 
 
 def test_compare_on_postgres_is_refused_because_the_baseline_is_sqlite_only(
-        tmp_path: Path) -> None:
+        tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     proc = run_report(tmp_path, "--compare", "--backend", "postgres")
     assert proc.returncode == 2
     assert "naive baseline, which is SQLite-only" in proc.stderr
@@ -52,7 +41,8 @@ def test_compare_on_postgres_is_refused_because_the_baseline_is_sqlite_only(
 
 
 @pytest.mark.postgres_only
-def test_the_report_judges_the_matrix_on_a_throwaway_postgres_server(tmp_path: Path) -> None:
+def test_the_report_judges_the_matrix_on_a_throwaway_postgres_server(
+        tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     out = tmp_path / "report"
     proc = run_report(out, "--backend", "postgres",
                       "--scenarios", "steady-state,lock-past-deadline,disk-full")

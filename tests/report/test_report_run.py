@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def run_report(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "report", "--phases", "0.5,1.5,1", "--load", "closed",
-         "--clients", "4",
-         "--seed", "7", "--out", str(out), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )
-
-
-def test_the_report_judges_a_fault_and_writes_markdown_json_and_a_chart(tmp_path: Path) -> None:
+def test_the_report_judges_a_fault_and_writes_markdown_json_and_a_chart(
+        tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     out = tmp_path / "report"
     proc = run_report(out, "--scenarios", "steady-state,lock-past-deadline")
     assert proc.returncode == 0, proc.stderr[-2000:]  # produced: 0, whatever it found
@@ -44,7 +34,8 @@ def test_the_report_judges_a_fault_and_writes_markdown_json_and_a_chart(tmp_path
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_unknown_scenarios_are_refused_with_the_known_ones_listed(tmp_path: Path) -> None:
+def test_unknown_scenarios_are_refused_with_the_known_ones_listed(
+        tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     proc = run_report(tmp_path, "--scenarios", "no-such-thing")
     assert proc.returncode == 2
     assert "unknown scenarios: no-such-thing" in proc.stderr

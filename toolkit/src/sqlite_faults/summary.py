@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,19 @@ class Plan:
         if self.mode == "quick":
             return cycles_done < self.quick_cycles
         return cycles_done < self.target_cycles and elapsed_s < self.budget_s
+
+    def cycles(self, figures: ScenarioFigures) -> Iterator[int]:
+        """Cycle numbers for as long as the plan wants more; each cycle that ends is counted
+        into `figures`, and the time they took (also when one fails)."""
+        started = time.monotonic()
+        done = 0
+        try:
+            while self.more(done, time.monotonic() - started):
+                yield done
+                done += 1
+                figures.cycles += 1
+        finally:
+            figures.seconds += time.monotonic() - started
 
 
 class DurabilitySummary:

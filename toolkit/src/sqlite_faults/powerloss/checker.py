@@ -39,7 +39,7 @@ class Verdict:
 
 class Checker:
     def __init__(self, service: CrashService, scratch: Path) -> None:
-        self.rows = service.rows
+        self.service = service
         self.driver = service.driver()
         self.scratch = scratch
 
@@ -73,11 +73,7 @@ class Checker:
         report = [row[0] for row in conn.execute("PRAGMA integrity_check")]
         if report != ["ok"]:
             return Verdict(0, "integrity_check: " + "; ".join(report[:3]), corrupt=True)
-        rows = self.rows
-        users = dict(conn.execute(f'SELECT "{rows.unique_column}", "{rows.id_column}" '
-                                  f'FROM "{rows.table}"'))
-        keys = dict(conn.execute(f'SELECT "{rows.key_column}", "{rows.key_ref_column}" '
-                                 f'FROM "{rows.keys_table}"'))
+        users, keys = self.service.written(conn)
         missing = [i for i in range(1, early_users + 1)
                    if early_name(i) not in users or keys.get(early_key(i)) != users[early_name(i)]]
         if missing:

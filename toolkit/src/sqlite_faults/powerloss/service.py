@@ -11,38 +11,17 @@ knows nothing else about it. This repository's is app/crash_service.py:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
+
+# A PRAGMA as data: (name, value), e.g. ("synchronous", "NORMAL").
+Pragma = tuple[str, str]
 
 
 class Executes(Protocol):
     """What the simulation's connections offer: APSW's and the DB-API's `execute` both fit."""
 
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Pragma:
-    name: str
-    value: str
-
-    @property
-    def sql(self) -> str:
-        return f"PRAGMA {self.name} = {self.value}"
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Where one create leaves its trace, so a crash state can be judged: a row named by its
-    unique value, and a key row pointing at it (written in the same transaction)."""
-
-    table: str
-    unique_column: str
-    id_column: str
-    keys_table: str
-    key_column: str
-    key_ref_column: str
 
 
 class CrashService(Protocol):
@@ -65,9 +44,6 @@ class CrashService(Protocol):
         """CREATE statements, in creation order."""
 
     @property
-    def rows(self) -> Rows: ...
-
-    @property
     def sqlite_version(self) -> str:
         """Of the driver the service ships (crash states are opened with it)."""
 
@@ -81,6 +57,10 @@ class CrashService(Protocol):
     def checkpoint(self, conn: Executes, db_path: Path) -> None:
         """The service's checkpoint policy, once, on its maintenance connection."""
 
+    def written(self, conn: Executes) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What the creates left in a database: each create's row id by its name, and the
+        row id each key points at (written in the same transaction as its row)."""
+
     def driver(self) -> Any:
         """The DB-API module the service uses."""
 
@@ -91,8 +71,13 @@ def pragmas_for(service: CrashService, journal_mode: str,
     service's own pragmas: if it stopped setting one, the matrix would measure something
     else, so that is an error, not a default."""
     wanted = {"journal_mode": journal_mode, "synchronous": synchronous}
-    names = {p.name.lower() for p in service.pragmas}
-    missing = sorted(set(wanted) - names)
+    missing = sorted(set(wanted) - {name.lower() for name, _ in service.pragmas})
     if missing:
         raise LookupError(f"the service no longer sets {missing}; the matrix needs them")
-    return tuple(replace(p, value=wanted.get(p.name.lower(), p.value)) for p in service.pragmas)
+    return tuple((name, wanted.get(name.lower(), value)) for name, value in service.pragmas)
+
+
+def set_up(conn: Executes, pragmas: Sequence[Pragma]) -> None:
+    """Run the pragmas on a fresh connection, in order."""
+    for name, value in pragmas:
+        conn.execute(f"PRAGMA {name} = {value}").fetchall()

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from .service import CrashService, pragmas_for
+from .service import CrashService, pragmas_for, set_up
 from .workload import DB_NAME, user_key, user_name
 
 
@@ -31,8 +31,7 @@ def commits_per_second(service: CrashService, journal_mode: str, synchronous: st
     try:
         writer.execute(f"PRAGMA page_size = {service.page_size}")
         for conn in (writer, maintenance):
-            for pragma in pragmas:
-                conn.execute(pragma.sql).fetchall()
+            set_up(conn, pragmas)
         for ddl in service.schema:
             writer.execute(ddl)
         interval = service.checkpoint_interval_s

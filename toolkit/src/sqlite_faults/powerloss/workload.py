@@ -21,7 +21,7 @@ from pathlib import Path
 import apsw
 
 from .model import Event
-from .service import CrashService, pragmas_for
+from .service import CrashService, pragmas_for, set_up
 from .vfs import Recorder, RecordingVFS
 
 DB_NAME = "users.db"
@@ -71,16 +71,14 @@ def run_workload(service: CrashService, journal_mode: str, synchronous: str, *,
         # The service sets no page size; its SQLite's default is forced here in case
         # APSW's build defaults to another.
         writer.execute(f"PRAGMA page_size = {service.page_size}")
-        for pragma in pragmas:
-            writer.execute(pragma.sql).fetchall()
+        set_up(writer, pragmas)
         for ddl in service.schema:
             writer.execute(ddl)
         for i in range(1, early_users + 1):
             service.create(writer, early_name(i), early_key(i))
         maintenance = apsw.Connection(str(path), vfs=vfs.vfs_name)
         connections.append(maintenance)
-        for pragma in pragmas:
-            maintenance.execute(pragma.sql).fetchall()
+        set_up(maintenance, pragmas)
         recorder.barrier()
         for commit in range(1, commits + 1):
             recorder.begin(commit)
