@@ -3,51 +3,58 @@
 
 from __future__ import annotations
 
-import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlite_faults.ports import free_port
 from sqlite_faults.report.runner import ScenarioResult, ensure_answering
 from sqlite_faults.report.scenarios import SCENARIOS
+from sqlite_faults.server import ServerProcess
 
 pytestmark = pytest.mark.unit
 
 
-class FakeServer:
+class FakeServer(ServerProcess):
     """A server whose port nothing listens on: it cannot answer its readiness check."""
 
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.ready_path = "/readyz"
-        self.running = True
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir, app="nothing:app", ready_path="/readyz")
+        self.port = free_port()
+        self.up = True
         self.restarts = 0
 
-    def kill(self) -> None:
-        self.running = False
+    @property
+    def running(self) -> bool:
+        return self.up
 
-    def start(self, **_: Any) -> None:
-        self.running = True
+    def kill(self, sig: int = 0) -> None:
+        self.up = False
+
+    def start(self, *_: Any, **__: Any) -> float:
+        self.up = True
         self.restarts += 1
+        return 0.0
 
 
-async def test_a_service_that_answered_during_the_drain_is_asked_again() -> None:
+async def test_a_service_that_answered_during_the_drain_is_asked_again(
+        tmp_path: Path) -> None:
     """It may have wedged since: this one no longer answers, and is restarted."""
-    server, result = FakeServer(), ScenarioResult("svc", SCENARIOS[0])
-    await ensure_answering(server, result, answered_while_draining=True)  # type: ignore[arg-type]
+    server, result = FakeServer(tmp_path), ScenarioResult("svc", SCENARIOS[0])
+    await ensure_answering(server, result, answered_while_draining=True)
     assert server.restarts == 1
 
 
-async def test_a_service_that_did_not_answer_during_the_drain_is_restarted_and_noted() -> None:
-    server, result = FakeServer(), ScenarioResult("svc", SCENARIOS[0])
-    await ensure_answering(server, result, answered_while_draining=False)  # type: ignore[arg-type]
+async def test_a_service_that_did_not_answer_during_the_drain_is_restarted_and_noted(
+        tmp_path: Path) -> None:
+    server, result = FakeServer(tmp_path), ScenarioResult("svc", SCENARIOS[0])
+    await ensure_answering(server, result, answered_while_draining=False)
     assert server.restarts == 1
     assert "restarted" in result.notes[0]
 
 
-async def test_before_a_scenario_a_service_that_does_not_answer_is_restarted() -> None:
-    server, result = FakeServer(), ScenarioResult("svc", SCENARIOS[0])
-    await ensure_answering(server, result)  # type: ignore[arg-type]
+async def test_before_a_scenario_a_service_that_does_not_answer_is_restarted(
+        tmp_path: Path) -> None:
+    server, result = FakeServer(tmp_path), ScenarioResult("svc", SCENARIOS[0])
+    await ensure_answering(server, result)
     assert server.restarts == 1
