@@ -1312,6 +1312,21 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="lanes_verdict"),
               (TK + "test_report_verdicts.py::test_lanes_held_by_slow_clients_fail_and_free_"
                "lanes_pass",)),
+    Safeguard("ledger-check-unbounded", "fault toolkit", "the write ledger's check of a "
+              "service that stopped answering ends within its budget, and says what it left "
+              "unchecked",
+              one("toolkit/src/sqlite_faults/ledger.py",
+                  "if give_up is None or asyncio.get_running_loop().time() < give_up:",
+                  "if True:", within="WriteLedger.check.out_of_time"),
+              (TK + "test_report_verdicts.py::test_the_check_of_a_service_that_stopped_"
+               "answering_ends_within_its_budget",)),
+    Safeguard("ledger-partial-check-judged", "fault toolkit", "a ledger check that could not "
+              "read every write back is inconclusive, never a pass",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  "count <= limit and not (partial and name in read_back),",
+                  "count <= limit,", within="ledger_verdicts"),
+              (TK + "test_report_verdicts.py::test_a_check_that_could_not_read_every_write_"
+               "back_claims_nothing",)),
     Safeguard("proxy-500-forwarded", "fault toolkit", "the fault proxy's injected 500 is "
               "answered by the proxy, never sent on to the service",
               one(PROXY, "                    await self._answer_500(now)",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +14,9 @@ import pytest
 from sqlite_faults.ledger import LedgerReport, WriteLedger
 from sqlite_faults.report.__main__ import gate_fails
 from sqlite_faults.report.slo import (
+    BREACHED,
+    INCONCLUSIVE,
+    MET,
     LaneSamples,
     Objectives,
     Verdict,
@@ -59,6 +64,45 @@ async def test_the_ledger_counts_a_500_whose_write_committed(tmp_path: Path) -> 
     # row exists too, but that client was told nothing.
     assert report.committed_after_error == 1
     assert report.lost == 0
+
+
+def test_a_check_that_could_not_read_every_write_back_claims_nothing() -> None:
+    verdicts = {v.slo: v for v in ledger_verdicts("s", CREATE, LedgerReport(unchecked=3),
+                                                  OBJECTIVES)}
+    assert verdicts["acknowledged writes lost"].status == INCONCLUSIVE
+    assert verdicts["indeterminate writes unresolved"].status == INCONCLUSIVE
+    assert verdicts["duplicate writes"].status == MET  # read from the table, not over HTTP
+    found = {v.slo: v for v in ledger_verdicts("s", CREATE, LedgerReport(unchecked=3, lost=1),
+                                               OBJECTIVES)}
+    assert found["acknowledged writes lost"].status == BREACHED  # a loss found stands
+
+
+@pytest.mark.timeout(60)
+async def test_the_check_of_a_service_that_stopped_answering_ends_within_its_budget(
+        tmp_path: Path) -> None:
+    """A listener that accepts and never answers: without the budget the check would wait a
+    request timeout for every write, eight at a time."""
+    db = tmp_path / "users.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    target = target_from_dict(TARGET, tmp_path)
+    ledger = WriteLedger(random.Random(1), target.write, prefix="t")
+    for _ in range(64):
+        ledger.new_create().outcome = "indeterminate"
+    held: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _r, w: held.append(w), "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    started = time.monotonic()
+    async with silent:
+        report = await ledger.check(f"http://127.0.0.1:{port}", db, budget_s=1.0,
+                                    request_timeout_s=1.0)
+        for writer in held:
+            writer.close()
+            await writer.wait_closed()
+    # Budget, then the requests in flight at its end: 8 at a time, so 16 at most were sent.
+    assert time.monotonic() - started < 5.0  # without the budget: 8 s (64 / 8 x 1 s)
+    assert report.unchecked >= 64 - 16
+    assert report.unresolved + report.unchecked == 64
 
 
 def lanes(steady: list[float], fault: list[float], capacity: float = 4) -> LaneSamples:

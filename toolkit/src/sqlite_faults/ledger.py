@@ -68,6 +68,9 @@ class LedgerReport:
     committed_after_error: int = 0
     integrity_failures: int = 0
     read_back: int = 0  # acknowledged writes read back over HTTP by this check
+    # Writes the check did not get to before its time budget ran out (a service that stopped
+    # answering): neither read back nor resolved, so nothing is claimed about them.
+    unchecked: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -144,7 +147,8 @@ class WriteLedger:
         return sum(c.outcome == "acknowledged" for c in self.creates[-count:])
 
     async def check(
-        self, base_url: str, db: Path | str, resolve_with_key: bool = True
+        self, base_url: str, db: Path | str, resolve_with_key: bool = True,
+        budget_s: float | None = None, request_timeout_s: float = 10.0,
     ) -> LedgerReport:
         """Verify the invariants against a restarted server; resolves indeterminate writes
         by retrying them with their keys (so run it once per crash). `resolve_with_key=False`
@@ -157,6 +161,10 @@ class WriteLedger:
         there; the sample says the API returns what it acknowledged, and a few hundred say
         it as well as thousands, at a fraction of a slow service's time). Without a
         `[database]` table in the target, every acknowledged write is read back.
+
+        `budget_s` bounds the HTTP part: no request is started after it (one in flight ends
+        within `request_timeout_s`), and what was left is counted as `unchecked`. A service
+        that stopped answering then costs the check that long, not a timeout per write.
         """
         report = LedgerReport()
         integrity = _integrity(db)
@@ -189,7 +197,15 @@ class WriteLedger:
         id_field = self.contract.id_field
         # The lean transport (http11.py): a check reads back every write since the last one,
         # thousands after a scenario at a high rate, and httpcore's pool costs more per request.
-        async with httpx.AsyncClient(base_url=base_url, timeout=10.0,
+        give_up = None if budget_s is None else asyncio.get_running_loop().time() + budget_s
+
+        def out_of_time() -> bool:
+            if give_up is None or asyncio.get_running_loop().time() < give_up:
+                return False
+            report.unchecked += 1
+            return True
+
+        async with httpx.AsyncClient(base_url=base_url, timeout=request_timeout_s,
                                      transport=Http11Transport()) as client:
             read_back, unsettled = [], []
             for index, create in enumerate(self.creates):
@@ -215,28 +231,43 @@ class WriteLedger:
 
             async def read(create: Create) -> None:
                 async with lanes:
-                    await self._check_acknowledged(client, create, report)
+                    if out_of_time():
+                        return
+                    if await self._check_acknowledged(client, create, report):
+                        report.read_back += 1
+                    else:
+                        report.unchecked += 1
 
             async def resolve(create: Create) -> None:
                 async with lanes:
-                    await self._resolve(client, create, db, report, resolve_with_key)
+                    if not out_of_time():
+                        await self._resolve(client, create, db, report, resolve_with_key)
             await asyncio.gather(*(resolve(c) for c in unsettled))
             if rows is not None and len(read_back) > READ_BACK_SAMPLE:
                 read_back = self.rng.sample(read_back, READ_BACK_SAMPLE)
-            report.read_back = len(read_back)
             await asyncio.gather(*(read(c) for c in read_back))
+        if report.unchecked:
+            report.problems.append(f"{report.unchecked} writes not checked: the service did not "
+                                   f"answer the check's reads within {request_timeout_s:g} s, or "
+                                   f"the check's {budget_s} s ran out")
         self._checked = len(self.creates)
         return report
 
     async def _check_acknowledged(self, client: httpx.AsyncClient, create: Create,
-                                  report: LedgerReport) -> None:
+                                  report: LedgerReport) -> bool:
+        """Read one acknowledged write back; False when no answer came (which says nothing
+        about the write)."""
         assert create.user is not None
         path = self.contract.read_path(create.user[self.contract.id_field])
-        response = await client.request(self.contract.read.method, path)
+        try:
+            response = await client.request(self.contract.read.method, path)
+        except httpx.HTTPError:
+            return False
         if response.status_code != 200 or response.json() != create.user:
             report.lost += 1
             report.problems.append(
                 f"lost {create.name}: {response.status_code} {response.text[:120]}")
+        return True
 
     async def _resolve(self, client: httpx.AsyncClient, create: Create, db: Path | str,
                        report: LedgerReport, with_key: bool) -> None:

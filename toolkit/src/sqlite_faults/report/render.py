@@ -340,7 +340,9 @@ def _scenario_section(target: str, result: ScenarioResult,
                      f"duplicated, {led.phantoms + led.committed_after_error} told failed but "
                      f"committed, {led.indeterminate} indeterminate ({led.recovered} found "
                      f"committed, {led.resolved} created by a keyed retry, {led.unresolved} "
-                     f"unresolved), integrity failures {led.integrity_failures}.")
+                     f"unresolved), integrity failures {led.integrity_failures}"
+                     + (f"; {led.unchecked} not checked (the service stopped answering the "
+                        "check)." if led.unchecked else "."))
     if result.lanes is not None:
         lanes = result.lanes
         lines.append("")
