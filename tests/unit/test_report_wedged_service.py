@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from sqlite_faults.ports import free_port
-from sqlite_faults.report.runner import ScenarioResult, ensure_answering
+from sqlite_faults.report.runner import RESTARTS, ScenarioResult, ServiceGone, ensure_answering
 from sqlite_faults.report.scenarios import SCENARIOS
-from sqlite_faults.server import ServerProcess
+from sqlite_faults.server import ServerNotReady, ServerProcess
 
 pytestmark = pytest.mark.unit
 
@@ -23,6 +23,7 @@ class FakeServer(ServerProcess):
         self.port = free_port()
         self.up = True
         self.restarts = 0
+        self.failing_starts = 0  # restarts that do not get ready
 
     @property
     def running(self) -> bool:
@@ -32,8 +33,10 @@ class FakeServer(ServerProcess):
         self.up = False
 
     def start(self, *_: Any, **__: Any) -> float:
-        self.up = True
         self.restarts += 1
+        if self.restarts <= self.failing_starts:
+            raise ServerNotReady("the server was not ready in time:\n--- start\ndatabase is locked")
+        self.up = True
         return 0.0
 
 
@@ -58,3 +61,20 @@ async def test_before_a_scenario_a_service_that_does_not_answer_is_restarted(
     server, result = FakeServer(tmp_path), ScenarioResult("svc", SCENARIOS[0])
     await ensure_answering(server, result)
     assert server.restarts == 1
+
+
+async def test_a_restart_that_does_not_get_ready_is_tried_again(tmp_path: Path) -> None:
+    server, result = FakeServer(tmp_path), ScenarioResult("svc", SCENARIOS[0])
+    server.failing_starts = 1
+    await ensure_answering(server, result, answered_while_draining=False)
+    assert server.restarts == 2 and server.up
+    assert "database is locked" in result.notes[-1]
+
+
+async def test_a_service_that_never_comes_back_ends_its_scenarios_not_the_report(
+        tmp_path: Path) -> None:
+    server, result = FakeServer(tmp_path), ScenarioResult("svc", SCENARIOS[0])
+    server.failing_starts = RESTARTS
+    with pytest.raises(ServiceGone):
+        await ensure_answering(server, result, answered_while_draining=False)
+    assert server.restarts == RESTARTS

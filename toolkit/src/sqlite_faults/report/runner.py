@@ -16,13 +16,14 @@ from typing import Any
 import httpx
 
 from sqlite_faults.engine_plugin import FaultControl
+from sqlite_faults.errors import SqliteFaultsError
 from sqlite_faults.ledger import LedgerReport, WriteLedger
 from sqlite_faults.libfiu import fiu_available, fiu_env, merge_preloads
 from sqlite_faults.locks import LockHolder
 from sqlite_faults.netproxy import ForwardedRequest, NetworkFaults
 from sqlite_faults.observe import MetricsSampler
 from sqlite_faults.retry import PLAIN, PROFILES
-from sqlite_faults.server import ServerProcess
+from sqlite_faults.server import ServerNotReady, ServerProcess
 from sqlite_faults.slowsync import SlowSync, compiler
 from sqlite_faults.syscalls import strace_path
 from sqlite_faults.target import Target
@@ -44,6 +45,10 @@ from .scenarios import FaultContext, Scenario
 from .slo import LaneSamples, Objectives, PhaseStats, Verdict, judge, lanes_verdict
 
 
+class ServiceGone(SqliteFaultsError, RuntimeError):
+    """The service did not come back after its restarts: its remaining scenarios are not run."""
+
+
 @dataclass(frozen=True)
 class Phases:
     steady_s: float = 2.0
@@ -54,6 +59,11 @@ class Phases:
 # How long the service has to answer its readiness check before a scenario, and after one
 # (asked while the last requests drain), before it is restarted as wedged.
 READY_TIMEOUT_S = 2.0
+# A restarted service has this long to answer its readiness check, this many times; then the
+# target's remaining scenarios are not run (a service that does not come back is a finding,
+# never a reason for the report to stop).
+RESTART_TIMEOUT_S = 30.0
+RESTARTS = 2
 # The write ledger's check after a scenario: no request of it starts after this long, and each
 # waits this long for its answer. A service that stopped answering mid-check costs the report
 # that, not a timeout per write (the naive baseline once took 533 s over one scenario's check).
@@ -235,6 +245,7 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                 model.rate, objectives.p95_latency_ms * instrument.INSTRUMENT_SHARE,
                 model.timeout_s, rng.randrange(2**31))
             model = dataclasses.replace(model, rate=calibration.rate)
+        gone = ""  # set once the service did not come back: nothing more can be measured
         for scenario in scenarios:
             result = ScenarioResult(target.name, scenario, labels=request_labels(target))
             results.append(result)
@@ -246,10 +257,25 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
             if result.skipped:
                 progress.finish(target.name, scenario.name, 0, 0)
                 continue
+            if gone:
+                result.skipped = f"not run: {gone}"
+                progress.finish(target.name, scenario.name, 0, 0)
+                continue
             scenario_started = time.monotonic()
-            await ensure_answering(server, result)
-            await _run_scenario(target, scenario, server, network, control, db, ledgers, rng,
-                                phases, model, result, progress, slowsync, backend)
+            try:
+                await ensure_answering(server, result)
+            except ServiceGone as exc:
+                gone = str(exc)
+                result.skipped = f"not run: {gone}"
+                progress.finish(target.name, scenario.name, 0, 0)
+                continue
+            try:
+                await _run_scenario(target, scenario, server, network, control, db, ledgers,
+                                    rng, phases, model, result, progress, slowsync, backend)
+            except ServiceGone as exc:  # after the scenario's load: its samples stand
+                gone = str(exc)
+                result.notes.append(f"{gone}: its writes were not checked, and the remaining "
+                                    "scenarios were not run")
             result.verdicts += judge_scenario(result, objectives, target.deadline_s, model)
             if result.lanes is not None:
                 result.verdicts.append(lanes_verdict(scenario.name, result.lanes, objectives))
@@ -409,5 +435,14 @@ async def ensure_answering(server: ServerProcess, result: ScenarioResult,
         return
     result.notes.append(f"the service did not answer its readiness check within "
                         f"{READY_TIMEOUT_S:g} s and was restarted")
-    server.kill()
-    await asyncio.to_thread(server.start, same_port=True)
+    for attempt in range(1, RESTARTS + 1):
+        server.kill()
+        try:
+            await asyncio.to_thread(server.start, same_port=True, timeout_s=RESTART_TIMEOUT_S)
+            return
+        except ServerNotReady as exc:
+            last_line = next((line for line in reversed(str(exc).splitlines()) if line.strip()
+                              and not line.startswith("---")), "no output")
+            result.notes.append(f"restart {attempt} was not ready within "
+                                f"{RESTART_TIMEOUT_S:g} s (its log: {last_line.strip()[:160]})")
+    raise ServiceGone(f"the service did not come back after {RESTARTS} restarts")
