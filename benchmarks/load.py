@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlite_faults.server import ServerProcess
 
 from benchmarks.bench_app import HASH_ONLY_PATH
@@ -302,13 +301,6 @@ def to_cell(run: WrkFigures, service: str, endpoint: str, concurrency: int,
     )
 
 
-def answers(server: ServerProcess, timeout_s: float = 2.0) -> bool:
-    try:
-        return httpx.get(server.base_url + "/readyz", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @dataclass(frozen=True)
 class LoadConfig:
     """What every wrk run of one benchmark shares."""
@@ -329,7 +321,7 @@ def measure(load: LoadConfig, server: ServerProcess, service: str, endpoint: str
                        script_args=script_args(endpoint, ids, f"c{concurrency}"),
                        cpus=client_cpus)
     cell = to_cell(run.result(), service, endpoint, concurrency, backend, server_cpus)
-    cell.answered_after = answers(server)
+    cell.answered_after = server.answers_ready_now()
     return cell
 
 

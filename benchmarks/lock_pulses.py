@@ -19,7 +19,7 @@ from typing import Any
 from sqlite_faults.locks import LockHolder
 from sqlite_faults.server import ServerProcess
 
-from benchmarks.load import Cell, WrkRun, answers, script_args, to_cell
+from benchmarks.load import Cell, WrkRun, script_args, to_cell
 
 LEAD_S = 1.0  # load first, so the first pulse meets a steady state
 TAIL_S = 0.5  # and the last one ends before the load does
@@ -79,7 +79,7 @@ def run_phase(wrk: str, server: ServerProcess, scripts: dict[str, Path], ids: tu
                         server_cpus=server_cpus),
         pulses=pulses,
     )
-    phase.answered_after = answers(server)
+    phase.answered_after = server.answers_ready_now()
     return phase
 
 

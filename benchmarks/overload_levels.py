@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.busy import CpuWatch
-from benchmarks.load import WrkRun, answers, script_args
+from benchmarks.load import WrkRun, script_args
 from benchmarks.openloop_native import driver_command
 from benchmarks.servers import Served
 
@@ -102,7 +102,7 @@ def _settle(level: Level, entry: Served, watch: CpuWatch, end_at: float, cfg: Ru
     wall = max(1e-9, end_at - started)
     level.client_cpu_share = round((_children_cpu_s() - cpu_before) / wall / cfg.client_cpus, 3)
     # A few tries: right after a flood, a stray slow answer is not yet a stall.
-    level.answered_after = any(answers(entry.server) for _ in range(3))
+    level.answered_after = any(entry.server.answers_ready_now() for _ in range(3))
     if not level.answered_after:
         # Idle by its CPU but not answering: stalled, which is worse than any busy time.
         level.raw["cpu_idle_after_s"] = level.busy_after_stop_s
