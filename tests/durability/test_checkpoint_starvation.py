@@ -32,7 +32,7 @@ import pysqlite3.dbapi2 as dbapi  # the service's SQLite: see sqlite_faults/insp
 import pytest
 from sqlite_faults.inspect_db import query
 from sqlite_faults.ledger import WriteLedger
-from sqlite_faults.observe import MetricsSampler, wait_until
+from sqlite_faults.observe import MetricsSampler, MetricsSnapshot, wait_until
 from sqlite_faults.server import ServerProcess
 from sqlite_faults.summary import DurabilitySummary
 from sqlite_faults.traffic import CREATE, LoadGenerator, Sample
@@ -63,17 +63,21 @@ class Gauges:
     checkpoints_ok: float
 
 
+def _gauges(at: float, m: MetricsSnapshot) -> Gauges:
+    return Gauges(at, m.value("sqlite_wal_bytes"), m.value("sqlite_checkpoint_lag_frames"),
+                  m.value("sqlite_checkpoint_age_seconds"),
+                  m.value("db_calls_total", operation="checkpoint", outcome="ok"))
+
+
 def gauges(sampler: MetricsSampler, start: float = 0.0,
            end: float = float("inf")) -> list[Gauges]:
     """The checkpoint gauges of every /metrics sample taken between `start` and `end`."""
-    return [Gauges(at, m.value("sqlite_wal_bytes"), m.value("sqlite_checkpoint_lag_frames"),
-                   m.value("sqlite_checkpoint_age_seconds"),
-                   m.value("db_calls_total", operation="checkpoint", outcome="ok"))
-            for at, m in sampler.samples if start <= at <= end]
+    return [_gauges(at, m) for at, m in sampler.samples if start <= at <= end]
 
 
 def latest(sampler: MetricsSampler) -> Gauges | None:
-    return (gauges(sampler) or [None])[-1]
+    """The newest sample's gauges (polled by bounded waits: not every sample each time)."""
+    return _gauges(*sampler.samples[-1]) if sampler.samples else None
 
 
 def acked_after(writer: LoadGenerator, moment: float) -> int:

@@ -136,15 +136,14 @@ class WriteLedger:
         create.outcome = "failed" if outcome.definite_failure else "indeterminate"
         return response
 
-    async def seed(self, base_url: str, count: int, timeout_s: float = 10.0) -> int:
+    async def seed(self, base_url: str, count: int, timeout_s: float = 10.0) -> None:
         """`count` writes, one after the other, before an experiment (something to read from
-        the first request on); returns how many were acknowledged. They are the ledger's
-        like any other, and checked with the rest."""
+        the first request on). They are the ledger's like any other, and checked with the
+        rest."""
         async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s,
                                      transport=Http11Transport()) as client:
             for _ in range(count):
                 await self.send(client, self.new_create())
-        return sum(c.outcome == "acknowledged" for c in self.creates[-count:])
 
     async def check(
         self, base_url: str, db: Path | str, resolve_with_key: bool = True,
@@ -247,9 +246,9 @@ class WriteLedger:
                 read_back = self.rng.sample(read_back, READ_BACK_SAMPLE)
             await asyncio.gather(*(read(c) for c in read_back))
         if report.unchecked:
+            budget = f", or the check's {budget_s:g} s ran out" if budget_s is not None else ""
             report.problems.append(f"{report.unchecked} writes not checked: the service did not "
-                                   f"answer the check's reads within {request_timeout_s:g} s, or "
-                                   f"the check's {budget_s} s ran out")
+                                   f"answer within {request_timeout_s:g} s{budget}")
         self._checked = len(self.creates)
         return report
 

@@ -78,12 +78,6 @@ class MetricsSampler:
         assert self._task is not None, "stop() before start()"
         await self._task
 
-    def between(self, start: float, end: float = float("inf")) -> list[MetricsSnapshot]:
-        return [snapshot for at, snapshot in self.samples if start <= at <= end]
-
-    def latest(self) -> MetricsSnapshot | None:
-        return self.samples[-1][1] if self.samples else None
-
     async def _run(self) -> None:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s) as client:
             while not self._stop.is_set():

@@ -150,10 +150,14 @@ class ServerProcess:
 
     def answers_ready_now(self, timeout_s: float = 2.0) -> bool:
         """Whether the running service answers its readiness check within `timeout_s`."""
+        with httpx.Client(timeout=timeout_s) as client:
+            return self._answers_ready_with(client)
+
+    def _answers_ready_with(self, client: httpx.Client) -> bool:
         if not self.running:
             return False
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(self.base_url + self.ready_path, timeout=timeout_s).is_success
+            return client.get(self.base_url + self.ready_path).is_success
         return False
 
     async def answers_ready(self, timeout_s: float = 2.0) -> bool:
@@ -178,15 +182,17 @@ class ServerProcess:
 
     def _wait_ready(self, give_up_at: float) -> None:
         assert self.proc is not None
-        while time.monotonic() < give_up_at:
-            if self.proc.poll() is not None:
-                raise ServerNotReady(
-                    f"the server exited with {self.proc.returncode} before it was ready:\n"
-                    + self.log_tail()
-                )
-            if self.answers_ready_now(timeout_s=1.0):
-                return
-            time.sleep(READY_POLL_S)  # polling a process's readiness: there is no event to wait on
+        # One client for every poll: building one costs milliseconds of CPU at each start.
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < give_up_at:
+                if self.proc.poll() is not None:
+                    raise ServerNotReady(
+                        f"the server exited with {self.proc.returncode} before it was ready:\n"
+                        + self.log_tail()
+                    )
+                if self._answers_ready_with(client):
+                    return
+                time.sleep(READY_POLL_S)  # polling readiness: there is no event to wait on
         self.kill()
         raise ServerNotReady("the server was not ready in time:\n" + self.log_tail())
 

@@ -261,10 +261,6 @@ class LoadGenerator:
         if self._task is not None:
             await self._task
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
     def select(self, endpoint: str, after: float = 0.0,
                before: float = float("inf")) -> list[Sample]:
         """Samples of `endpoint` sent at or after `after` and answered before `before`, both
