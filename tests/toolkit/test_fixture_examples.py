@@ -134,7 +134,7 @@ def test_syscall_fault(service_server: Callable[..., ServerProcess],
     db = server.db_path.resolve()
     syscall_fault(server.pid, [db, db.with_name(db.name + "-journal")],
                   ["pwrite64", "write"], "error=EIO")
-    body = target.write.body_for("syscall-example", "pw")
+    body = {"name": "syscall-example", "password": "pw"}
     response = httpx.post(server.base_url + "/users/", json=body, timeout=30)
     assert response.status_code >= 500  # the naive service has no better answer for EIO
 
@@ -145,7 +145,7 @@ def test_disk_full(service_server: Callable[..., ServerProcess],
     target = load_target(NAIVE)
     server = service_server(target, with_faults=False)
     disk_full(server)  # until teardown
-    body = target.write.body_for("disk-full-example", "pw")
+    body = {"name": "disk-full-example", "password": "pw"}
     assert httpx.post(server.base_url + "/users/", json=body, timeout=30).status_code >= 500
 
 
@@ -154,7 +154,7 @@ def test_slow_sync(service_server: Callable[..., ServerProcess], slow_sync: obje
     target = load_target(NAIVE)
     server = service_server(target, with_faults=False,
                             env=slow_sync.env(match="users.db"))  # type: ignore[attr-defined]
-    body = target.write.body_for("slow-sync-example", "pw")
+    body = {"name": "slow-sync-example", "password": "pw"}
     with slow_sync.window(200_000, 200_000):  # type: ignore[attr-defined]
         started = time.monotonic()
         assert httpx.post(server.base_url + "/users/", json=body, timeout=30).is_success

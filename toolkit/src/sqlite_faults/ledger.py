@@ -43,7 +43,8 @@ class Create:
     outcome: str = "pending"  # acknowledged | failed | indeterminate
     status: int | None = None
     detail: str = ""
-    user: dict[str, Any] | None = None
+    user: Any = None  # the acknowledged answer's JSON body (None when it had none)
+    new_id: Any = None  # the id it was acknowledged with (WriteContract.new_id)
 
 
 # New acknowledged writes read back over HTTP per check when the table is there to check them
@@ -111,9 +112,8 @@ class WriteLedger:
         headers = ({contract.idempotency_header: create.key}
                    if with_key and contract.idempotency_header else {})
         try:
-            response = await client.request(
-                contract.request.method, contract.request.path,
-                json=contract.body_for(create.name, create.password), headers=headers)
+            response = await contract.write_request(create.name, create.password).send(
+                client, headers)
         except httpx.HTTPError as exc:  # timeout, reset, refused: it may have committed
             create.outcome, create.detail = "indeterminate", outcome_of(None, exc).code
             create.status = None
@@ -122,13 +122,16 @@ class WriteLedger:
         create.status = response.status_code
         if outcome.ok:
             try:
-                body = response.json()
-                body[contract.id_field]
-            except (ValueError, KeyError, TypeError):
+                create.new_id = contract.new_id(response)
+            except (ValueError, KeyError, TypeError, IndexError):
                 # Acknowledged, but with no id to read it back by: the ledger cannot check it.
                 create.outcome, create.detail = "indeterminate", "no-id-in-answer"
                 return response
-            create.outcome, create.user = "acknowledged", body
+            try:
+                create.user = response.json()
+            except ValueError:
+                create.user = None
+            create.outcome = "acknowledged"
             replayed = response.headers.get("Idempotent-Replayed") == "true"
             create.detail = "replayed" if replayed else ""
             return response
@@ -193,7 +196,6 @@ class WriteLedger:
                 report.committed_after_error += 1
                 report.problems.append(
                     f"answered {create.status} {create.detail} but committed: {create.name}")
-        id_field = self.contract.id_field
         # The lean transport (http11.py): a check reads back every write since the last one,
         # thousands after a scenario at a high rate, and httpcore's pool costs more per request.
         give_up = None if budget_s is None else asyncio.get_running_loop().time() + budget_s
@@ -210,8 +212,7 @@ class WriteLedger:
             for index, create in enumerate(self.creates):
                 if create.outcome == "acknowledged":
                     report.acknowledged += 1
-                    assert create.user is not None
-                    if rows is not None and ids.get(create.name) != create.user[id_field]:
+                    if rows is not None and str(ids.get(create.name)) != str(create.new_id):
                         report.lost += 1
                         report.problems.append(f"lost {create.name}: not in the table")
                     elif rows is None or index >= self._checked:
@@ -256,13 +257,16 @@ class WriteLedger:
                                   report: LedgerReport) -> bool:
         """Read one acknowledged write back; False when no answer came (which says nothing
         about the write)."""
-        assert create.user is not None
-        path = self.contract.read_path(create.user[self.contract.id_field])
         try:
-            response = await client.request(self.contract.read.method, path)
+            response = await self.contract.read_request(create.new_id).send(client)
         except httpx.HTTPError:
             return False
-        if response.status_code != 200 or response.json() != create.user:
+        try:
+            read: Any = response.json()
+        except ValueError:
+            read = None
+        if response.status_code != 200 or not self.contract.reads_back(create.user, create.name,
+                                                                         read):
             report.lost += 1
             report.problems.append(
                 f"lost {create.name}: {response.status_code} {response.text[:120]}")

@@ -49,7 +49,7 @@ import httpx
 from sqlite_faults.http11 import Http11Transport
 from sqlite_faults.ledger import Create, WriteLedger
 from sqlite_faults.outcome import Outcome, outcome_of
-from sqlite_faults.target import Target
+from sqlite_faults.target import Sendable, Target
 
 from .retry import PLAIN, RETRYING, RetryPolicy
 
@@ -340,7 +340,7 @@ class LoadGenerator:
         """One logical request: one attempt (plain), or as many as the policy allows."""
         ledger = self.ledgers[profile]
         create = ledger.new_create() if endpoint == CREATE else None
-        method, url = self._request_line(endpoint, rng)
+        request = self._request(endpoint, rng)
         keyed = bool(self.target.write.idempotency_header)
         lag = time.monotonic() - intended
         waited = 0.0
@@ -361,7 +361,7 @@ class LoadGenerator:
                             response = await ledger.send(client, create)
                             outcome = _write_outcome(create)
                         else:
-                            response, outcome = await _send(client, method, url)
+                            response, outcome = await _send(client, request)
             except TimeoutError:
                 response, outcome = None, Outcome(0, "ClientTimeout")
                 if create is not None:  # it may have committed
@@ -379,22 +379,22 @@ class LoadGenerator:
         self.samples.append(sample)
         return sample
 
-    def _request_line(self, endpoint: str, rng: random.Random) -> tuple[str, str]:
+    def _request(self, endpoint: str, rng: random.Random) -> Sendable | None:
+        """The read or probe to send (None for a create: the ledger sends those)."""
         if endpoint == READ:
-            id_field = self.target.write.id_field
-            acked = [c.user for ledger in self.ledgers.values() for c in ledger.creates[-200:]
-                     if c.outcome == "acknowledged" and c.user]
-            new_id = rng.choice(acked)[id_field] if acked else 1
-            return self.target.read.method, self.target.write.read_path(new_id)
+            acked = [c.new_id for ledger in self.ledgers.values() for c in ledger.creates[-200:]
+                     if c.outcome == "acknowledged"]
+            return self.target.write.read_request(rng.choice(acked) if acked else 1)
         if endpoint == ROOT:
-            return self.target.probe_request.method, self.target.probe_request.path
-        return self.target.write.request.method, self.target.write.request.path
+            return self.target.probe_request.render()
+        return None
 
 
-async def _send(client: httpx.AsyncClient, method: str,
-                url: str) -> tuple[httpx.Response | None, Outcome]:
+async def _send(client: httpx.AsyncClient,
+                request: Sendable | None) -> tuple[httpx.Response | None, Outcome]:
+    assert request is not None
     try:
-        response = await client.request(method, url)
+        response = await request.send(client)
     except httpx.HTTPError as exc:
         return None, outcome_of(None, exc)
     return response, outcome_of(response)

@@ -14,7 +14,7 @@ import httpx
 from sqlite_faults.engine_plugin import FaultControl
 from sqlite_faults.outcome import Outcome, outcome_of
 from sqlite_faults.server import ServerProcess
-from sqlite_faults.target import Target
+from sqlite_faults.target import Request, Sendable, Target
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Answer:
     outcome: Outcome
     seconds: float
     body: Any = None
+    new_id: Any = None  # a write's answer: the id it names, if any
 
     def __str__(self) -> str:
         what = f"{self.outcome.status} {self.outcome.code}".strip() if self.outcome.answered \
@@ -59,32 +60,32 @@ class BatteryService:
         return f"battery-{tag}-{self._unique}-{time.monotonic_ns() % 10**9}"
 
     async def write(self, client: httpx.AsyncClient, tag: str = "b",
-                    body: Any = None) -> Answer:
-        """The target's write request (a fresh, valid body unless `body` is given)."""
-        request = self.target.write.request
-        if body is None:
-            unique = self.unique(tag)
-            body = self.target.write.body_for(unique, f"pw-{unique}")
-        return await self._send(client, request.method, request.path, json=body)
+                    request: Request | None = None) -> Answer:
+        """The target's write (or a variant of its template) with fresh values."""
+        return await self.send(client, self.write_request(tag, request))
+
+    def write_request(self, tag: str = "b", request: Request | None = None) -> Sendable:
+        unique = self.unique(tag)
+        return (request or self.target.write.request).render(unique=unique,
+                                                             secret=f"pw-{unique}")
 
     async def read(self, client: httpx.AsyncClient, new_id: Any) -> Answer:
-        read = self.target.read
-        return await self._send(client, read.method, self.target.write.read_path(new_id))
+        return await self.send(client, self.target.write.read_request(new_id))
 
-    async def get(self, client: httpx.AsyncClient, path: str) -> Answer:
-        return await self._send(client, "GET", path)
-
-    async def _send(self, client: httpx.AsyncClient, method: str, path: str,
-                    **kwargs: Any) -> Answer:
+    async def send(self, client: httpx.AsyncClient, request: Sendable,
+                   **kwargs: Any) -> Answer:
         started = time.monotonic()
         try:
-            response = await client.request(method, path, **kwargs)
+            response = await request.send(client, **kwargs)
         except httpx.HTTPError as exc:
             return Answer(outcome_of(None, exc), time.monotonic() - started)
         body: Any = None
         with contextlib.suppress(ValueError):
             body = response.json()
-        return Answer(outcome_of(response), time.monotonic() - started, body)
+        new_id = None
+        with contextlib.suppress(ValueError, KeyError, TypeError, IndexError):
+            new_id = self.target.write.new_id(response)
+        return Answer(outcome_of(response), time.monotonic() - started, body, new_id)
 
     def client(self, timeout_s: float = 30.0) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.server.base_url, timeout=timeout_s,
@@ -95,7 +96,10 @@ class BatteryService:
         async with self.client() as client:
             answer = await self.write(client, "seed")
         assert answer.outcome.ok, f"the write request itself fails with no fault: {answer}"
-        return answer.body[self.target.write.id_field]
+        assert answer.new_id is not None, (
+            f"the write succeeded but its answer carries no id where the target says "
+            f"({self.target.write.id_header or self.target.write.id_field}): {answer.body!r}")
+        return answer.new_id
 
 
 def gather(*coros: Any) -> Any:
