@@ -221,7 +221,8 @@ class WriteLedger:
                     report.failed += 1
                     if names[create.name]:
                         report.phantoms += 1
-                        report.problems.append(f"row for failed create {create.name}")
+                        report.problems.append(f"row for failed create {create.name} (answered "
+                                           f"{create.status} {create.detail})")
                 elif create.outcome == "indeterminate":
                     report.indeterminate += 1
                     unsettled.append(create)
@@ -274,21 +275,26 @@ class WriteLedger:
 
     async def _resolve(self, client: httpx.AsyncClient, create: Create, db: Path | str,
                        report: LedgerReport, with_key: bool) -> None:
+        told = create.outcome, create.status, create.detail
         await self.send(client, create, with_key)
+        retry = f"{create.status} {create.detail}"
+        if create.outcome != "acknowledged":
+            # What the client was told stays what the ledger judges: a retry refused (a 409
+            # for a name the first attempt did commit) is no new answer to the first one.
+            create.outcome, create.status, create.detail = told
         table = self.contract.table
         if table is None:
             # Without the table only the retry's answer can be judged.
             if create.outcome != "acknowledged":
                 report.unresolved += 1
-                report.problems.append(
-                    f"unresolved {create.name}: {create.status} {create.detail}")
+                report.problems.append(f"unresolved {create.name}: retry answered {retry}")
             return
         count = _query(db, f"SELECT count(*) FROM {table.table} "
                            f"WHERE {table.unique_column} = ?", (create.name,))
         if create.outcome != "acknowledged" or count != [(1,)]:
             report.unresolved += 1
             report.problems.append(
-                f"unresolved {create.name}: {create.status} {create.detail} rows={count}")
+                f"unresolved {create.name}: retry answered {retry}, rows={count}")
             return
         # The retry's own answer says whether the first attempt had committed.
         if create.detail == "replayed":
