@@ -105,7 +105,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
     Safeguard("db-deadline-setting-ignored", "deadlines", "DB_DEADLINE_S sets the deadline "
               "of user requests",
               one("app/api.py", "request.app.state.settings.db_deadline_s,", "5.0,",
-                  within="_deadline"),
+                  within="request_deadline"),
               (SLOW + "test_slow_read_gets_504_at_the_deadline_and_is_interrupted",)),
     Safeguard("readyz-deadline-setting-ignored", "deadlines", "READYZ_DEADLINE_S (not "
               "DB_DEADLINE_S) bounds /readyz and GET /",
@@ -1327,6 +1327,14 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "count <= limit,", within="ledger_verdicts"),
               (TK + "test_report_verdicts.py::test_a_check_that_could_not_read_every_write_"
                "back_claims_nothing",)),
+    Safeguard("ledger-retry-rewrites-what-was-told", "fault toolkit", "the ledger judges "
+              "what a client was told: a refused retry of an indeterminate write leaves it "
+              "indeterminate (never a failure, whose committed row would count as a phantom)",
+              one("toolkit/src/sqlite_faults/ledger.py",
+                  "create.outcome, create.status, create.detail = told", "pass",
+                  within="WriteLedger._resolve"),
+              (TK + "test_ledger_resolve.py::test_a_committed_write_whose_retry_is_refused_"
+               "is_no_phantom",)),
     Safeguard("proxy-500-forwarded", "fault toolkit", "the fault proxy's injected 500 is "
               "answered by the proxy, never sent on to the service",
               one(PROXY, "                    await self._answer_500(now)",
