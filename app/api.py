@@ -50,7 +50,7 @@ def _arrived(request: Request) -> float:
     return getattr(request.state, "arrived", None) or time.monotonic()
 
 
-def _deadline(request: Request) -> Deadline:
+def request_deadline(request: Request) -> Deadline:
     """The request's budget: from its first byte, and only while its client is there."""
     return Deadline(_arrived(request) + request.app.state.settings.db_deadline_s,
                     getattr(request.state, "gone", None))
@@ -152,7 +152,7 @@ async def create_user(
 ) -> Response:
     state = request.app.state
     created = await users.create_user(
-        state.db, state.hasher, body.name, body.password, idempotency_key, _deadline(request)
+        state.db, state.hasher, body.name, body.password, idempotency_key, request_deadline(request)
     )
     headers = {"Idempotent-Replayed": "true"} if created.replayed else None
     return user_response(created.user, status.HTTP_201_CREATED, headers)
@@ -161,7 +161,7 @@ async def create_user(
 @router.get("/users/{user_id}", response_model=UserOut, responses=_READ_ERRORS,
             tags=["users"])
 async def read_user(user_id: UserId, request: Request) -> Response:
-    user = await users.get_user(request.app.state.db, user_id, _deadline(request))
+    user = await users.get_user(request.app.state.db, user_id, request_deadline(request))
     return user_response(user, status.HTTP_200_OK)
 
 

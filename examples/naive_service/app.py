@@ -54,7 +54,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from argon2 import PasswordHasher
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Form, HTTPException, Request, status
 from pydantic import BaseModel
 from sqlalchemy import DateTime, Integer, String, create_engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -120,10 +120,18 @@ def _ping(db: Session) -> None:
     db.execute(text("SELECT 1"))
 
 
-def create_app(database_url: str | None = None) -> FastAPI:
+def create_app(database_url: str | None = None, shape: str | None = None) -> FastAPI:
     """Build the naive service; settings come from the environment (DATABASE_URL,
-    PASSWORD_HASH_TIME_COST, PASSWORD_HASH_MEMORY_KIB, SERVICE_NAME)."""
+    PASSWORD_HASH_TIME_COST, PASSWORD_HASH_MEMORY_KIB, SERVICE_NAME, API_SHAPE).
+
+    `shape` (API_SHAPE) is how a create carries its data: "json" (the default, the shape
+    the hardened service serves, so one load generator drives both), "query" (the seed
+    report's own signature, `create_user(name: str, secret_password: str)`: query
+    parameters) or "form" (a form body). The toolkit's target files describe each."""
     url = database_url or os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    shape = shape or os.environ.get("API_SHAPE", "json")
+    if shape not in ("json", "query", "form"):
+        raise ValueError(f"API_SHAPE must be json, query or form, got {shape!r}")
     service_name = os.environ.get("SERVICE_NAME", "users-service-naive")
     hasher = PasswordHasher(
         time_cost=int(os.environ.get("PASSWORD_HASH_TIME_COST", DEFAULT_HASH_TIME_COST)),
@@ -147,11 +155,10 @@ def create_app(database_url: str | None = None) -> FastAPI:
         _ping(db)  # blocking, retried with blocking sleeps; a final failure is a 500
         return {"service": service_name, "version": "naive", "database": "ok"}
 
-    @app.post("/users/", response_model=UserOut, status_code=status.HTTP_201_CREATED)
-    async def create_user(body: UserCreate, db: DbDep) -> Any:
+    def insert(db: Session, name: str, password: str) -> User:
         user = User(
-            name=body.name,
-            password_hash=hasher.hash(body.password),  # blocking argon2 on the loop
+            name=name,
+            password_hash=hasher.hash(password),  # blocking argon2 on the loop
             created_at=datetime.now(UTC).replace(tzinfo=None),
         )
         try:
@@ -163,6 +170,21 @@ def create_app(database_url: str | None = None) -> FastAPI:
             db.rollback()
             raise HTTPException(status_code=500, detail="Database error occurred") from None
         return user
+
+    created = status.HTTP_201_CREATED
+    if shape == "query":
+        @app.post("/users/", response_model=UserOut, status_code=created)
+        async def create_user_from_query(name: str, secret_password: str, db: DbDep) -> Any:
+            return insert(db, name, secret_password)
+    elif shape == "form":
+        @app.post("/users/", response_model=UserOut, status_code=created)
+        async def create_user_from_form(name: Annotated[str, Form()],
+                                        password: Annotated[str, Form()], db: DbDep) -> Any:
+            return insert(db, name, password)
+    else:
+        @app.post("/users/", response_model=UserOut, status_code=created)
+        async def create_user(body: UserCreate, db: DbDep) -> Any:
+            return insert(db, body.name, body.password)
 
     @app.get("/users/{user_id}", response_model=UserOut)
     async def read_user(user_id: int, db: DbDep) -> Any:

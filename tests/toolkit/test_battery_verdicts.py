@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from examples.targets import HARDENED, NAIVE
+from examples.targets import FOLDER, HARDENED, NAIVE
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -80,3 +80,22 @@ def test_the_battery_judges_the_naive_service_for_the_seed_reports_reasons(
 
 def test_every_check_has_a_verdict_on_the_naive_service() -> None:
     assert set(NAIVE_VERDICTS) == CHECKS
+
+
+# The same battery on services of other shapes, each a hardened service and its naive twin:
+# the seed report's own API (query parameters), a form body, and a WSGI app (Flask on
+# waitress). The shape changes where the data travels, not what the checks find.
+SHAPES = ["query_api", "form_api", "wsgi_api"]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_battery_passes_on_a_hardened_service_of_each_shape(
+        shape: str, tmp_path: Path, fault_seed: int) -> None:
+    outcomes = battery(FOLDER / f"{shape}.toml", tmp_path, fault_seed)
+    assert outcomes == {check: "passed" for check in CHECKS}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_battery_fails_the_naive_twin_of_each_shape_for_the_same_reasons(
+        shape: str, tmp_path: Path, fault_seed: int) -> None:
+    assert battery(FOLDER / f"{shape}_naive.toml", tmp_path, fault_seed) == NAIVE_VERDICTS

@@ -1,4 +1,5 @@
-"""A real server process to crash: uvicorn on a free loopback port, its own data folder.
+"""A real server process to crash: uvicorn (or waitress, for a WSGI app) on a free loopback
+port, its own data folder.
 
 Crashes and disk faults only mean something in a real process, so the durability suite drives
 the service the way production runs it. The harness knows nothing of the app beyond its
@@ -60,6 +61,8 @@ class ServerProcess:
         database_url_env: str = "DATABASE_URL",
         database_url: str | None = None,
         factory: bool = True,  # `app` names a factory (uvicorn --factory), not an app object
+        server: str = "uvicorn",  # or "waitress": `app` is a WSGI callable (sqlite_faults.wsgi)
+        threads: int | None = None,  # waitress's worker threads (its own default: 4)
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +71,8 @@ class ServerProcess:
             raise ValueError("ServerProcess needs the app's import string or a launcher")
         self.app = app
         self.factory = factory
+        self.server = server
+        self.threads = threads
         self.ready_path = ready_path
         self.wrapper = wrapper  # the default command prefix of every start
         # A service's own entry point taking uvicorn's --host/--port/--log-level/
@@ -98,7 +103,8 @@ class ServerProcess:
                    ready_path=target.ready_path, launcher=target.launch_command(),
                    cwd=target.root, database_url_env=target.database_url_env,
                    database_url=with_plugin(url) if with_faults else url,
-                   factory=target.factory, **kwargs)
+                   factory=target.factory, server=target.server, threads=target.threads,
+                   **kwargs)
 
     @property
     def base_url(self) -> str:
@@ -115,7 +121,9 @@ class ServerProcess:
         if self.launcher is not None:
             return [*self.launcher, *common]
         assert self.app is not None
-        return [sys.executable, "-m", "uvicorn", self.app,
+        serve = ["sqlite_faults.wsgi", *([f"--threads={self.threads}"] if self.threads else [])
+                 ] if self.server == "waitress" else ["uvicorn"]
+        return [sys.executable, "-m", *serve, self.app,
                 *(["--factory"] if self.factory else []), *common]
 
     def start(self, wrapper: list[str] | None = None, timeout_s: float = 30.0,

@@ -26,7 +26,8 @@ written to a report). The new id comes from `id_field` (a dotted path for a nest
 "data.id") or `id_header` (e.g. "Location": its last path segment).
 
 Everything else is optional (see `docs/toolkit.md` for the whole table): `name`, `factory`,
-`server` ("uvicorn" for an ASGI app, "waitress" for a WSGI one), `database_url` (the URL's
+`server` ("uvicorn" for an ASGI app, "waitress" for a WSGI one) and `threads` (waitress's
+worker threads), `database_url` (the URL's
 shape, "{path}" for the file; default "sqlite:///{path}"), `root` (the folder the app is
 imported from; default: the target file's folder), `env`, `launcher` (a command taking
 uvicorn's --host/--port flags, in place of plain uvicorn), `deadline_s` (the service's own DB
@@ -282,6 +283,7 @@ class Target:
     factory: bool = False
     # What serves `app`: "uvicorn" (an ASGI app) or "waitress" (a WSGI callable).
     server: str = "uvicorn"
+    threads: int | None = None  # waitress's worker threads (None: its default, 4)
     root: Path = field(default_factory=Path.cwd)
     database_url_env: str = "DATABASE_URL"
     # The URL the service is given, "{path}" standing for its database file: a service on
@@ -328,9 +330,9 @@ def load_target(path: str | Path) -> Target:
 
 
 SERVERS = ("uvicorn", "waitress")
-_TOP = {"name", "app", "factory", "server", "root", "database_url_env", "database_url", "ready",
-        "probe", "loop_probe", "env", "launcher", "deadline_s", "io_threads", "write", "read",
-        "database", "metrics"}
+_TOP = {"name", "app", "factory", "server", "threads", "root", "database_url_env",
+        "database_url", "ready", "probe", "loop_probe", "env", "launcher", "deadline_s",
+        "io_threads", "write", "read", "database", "metrics"}
 _WRITE = {"request", "query", "json", "form", "headers", "id_field", "id_header",
           "idempotency_header"}
 _READ = {"request", "query", "json", "form", "headers", "expect"}
@@ -364,6 +366,7 @@ def target_from_dict(data: dict[str, Any], base: Path, where: str = "target") ->
         loop_probe=Request.parse(data.get("loop_probe", "GET /openapi.json"),
                                  f"{where}: loop_probe"),
         factory=bool(data.get("factory", False)), server=server,
+        threads=_threads(data.get("threads"), server, where),
         root=(base / root).resolve(),
         database_url_env=str(data.get("database_url_env", "DATABASE_URL")),
         database_url=_url_template(data.get("database_url", "sqlite:///{path}"), where),
@@ -405,6 +408,15 @@ def _write_contract(write: Any, read: Any, database: Any, where: str) -> WriteCo
         raise TargetError(f"{where}: [write] needs \"{{unique}}\" in its path, query or body "
                           "(each write must be told apart, e.g. json = { name = \"{unique}\" })")
     return contract
+
+
+def _threads(threads: Any, server: str, where: str) -> int | None:
+    if threads is None:
+        return None
+    if server != "waitress" or not isinstance(threads, int) or threads < 1:
+        raise TargetError(f"{where}: threads (a positive integer) is waitress's worker count, "
+                          f"for server = 'waitress'; got {threads!r} with server = {server!r}")
+    return threads
 
 
 def _lane_metrics(data: Any, where: str) -> LaneMetrics | None:
