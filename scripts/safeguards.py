@@ -1127,7 +1127,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               (TK + "test_outcome.py::test_only_refusals_that_cannot_have_committed_are_"
                "definite",)),
     Safeguard("battery-wal-unchecked", "fault toolkit", "the battery fails a service not in "
-              "WAL mode", one(BATTERY, 'assert mode == [("wal",)], (', "assert mode, (",
+              "WAL mode", one(BATTERY, 'assert mode == [("wal",)], finding(', "assert mode, finding(",
                               within="test_wal_is_on"),
               (NAIVE_VERDICT.format("test_wal_is_on"),)),
     Safeguard("battery-5xx-on-bad-input-accepted", "fault toolkit", "the battery fails a "
@@ -1155,8 +1155,8 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                                     "500s"),)),
     Safeguard("battery-blocked-loop-accepted", "fault toolkit", "the battery fails a service "
               "whose event loop stops answering while DB calls are stuck",
-              one(BATTERY, "assert during.outcome.ok and during.seconds < GRACE_S, (",
-                  "assert during.outcome.status != 500, (",
+              one(BATTERY, "assert during.outcome.ok and during.seconds < GRACE_S, finding(",
+                  "assert during.outcome.status != 500, finding(",
                   within="test_the_event_loop_keeps_answering_while_db_calls_are_stuck"),
               (NAIVE_VERDICT.format("test_the_event_loop_keeps_answering_while_db_calls_are_"
                                     "stuck"),)),

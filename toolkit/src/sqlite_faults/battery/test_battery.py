@@ -1,6 +1,7 @@
 """The battery's checks. Each starts from a service that answers and has no fault armed
 (the `fresh` fixture), applies one fault from outside or through the engine plugin, and
-judges what a client saw. A failure says what it saw and what the fix usually is.
+judges what a client saw. A failure says what it measured, what it expected, the cause it
+points to and what the fix usually is (`finding`).
 
 Time bounds are behavioural ("answered by the deadline, not after a 5 s busy timeout"),
 with margins wide enough for a loaded CI machine; the deadline is the target's `deadline_s`,
@@ -49,6 +50,12 @@ def started_holder(db_path: Path) -> Iterator[LockHolder]:
         holder.close()
 
 
+def finding(measured: str, expected: str, cause: str, fix: str) -> str:
+    """A failed check's message, one line each: what was measured, what was expected, the
+    cause it points to and the usual fix (a JUnit report then reads as a list of findings)."""
+    return f"measured: {measured}\nexpected: {expected}\ncause: {cause}\nfix: {fix}"
+
+
 def deadline(target: Target) -> float:
     return target.deadline_s or DEFAULT_DEADLINE_S
 
@@ -56,11 +63,13 @@ def deadline(target: Target) -> float:
 def _engine_reached(service: BatteryService) -> None:
     engines = asyncio.run(service.control.engines())
     if not engines:
-        pytest.fail(
-            "the engine plugin saw no engine: the service did not build its SQLAlchemy engine "
-            f"from the URL in ${service.target.database_url_env} "
-            f"({service.server.database_url}). Fix: pass that URL to create_engine unchanged "
-            "(the faults ride on its ?plugin=sqlite_faults).")
+        pytest.fail(finding(
+            "the engine plugin saw no engine",
+            f"an engine built from the URL in ${service.target.database_url_env} "
+            f"({service.server.database_url})",
+            "the service builds its engine from another URL (or does not use SQLAlchemy)",
+            "pass that URL to create_engine unchanged (the faults ride on its "
+            "?plugin=sqlite_faults)"))
 
 
 def test_the_engine_is_built_from_the_url_it_is_given(fresh: BatteryService) -> None:
@@ -73,9 +82,11 @@ def test_wal_is_on(fresh: BatteryService) -> None:
     """SQLite in WAL mode: readers never block the writer and the writer never blocks
     readers. The default rollback journal makes every write lock out every reader."""
     mode = query(fresh.db_path, "PRAGMA journal_mode")
-    assert mode == [("wal",)], (
-        f"journal_mode is {mode[0][0] if mode else '?'}, not wal. Fix: run "
-        "`PRAGMA journal_mode=WAL` once, e.g. in a SQLAlchemy 'connect' event on the engine.")
+    assert mode == [("wal",)], finding(
+        f"journal_mode is {mode[0][0] if mode else '?'}", "wal",
+        "a rollback journal: every write locks out every reader",
+        "run `PRAGMA journal_mode=WAL` once, e.g. in a SQLAlchemy 'connect' event on the "
+        "engine")
 
 
 BAD_IDS = ["abc", "-1", "0", str(2**70), "1.5", "%20", "' OR 1=1 --", "9" * 400]
@@ -157,11 +168,12 @@ def test_bad_input_never_gets_a_500(fresh: BatteryService, fault_rng: random.Ran
 
     bad = [f"{what}: {answer}" for what, answer in asyncio.run(run())
            if answer.outcome.status >= 500 or not answer.outcome.answered]
-    assert not bad, (
-        f"measured: {len(bad)} malformed requests got a 5xx or no answer; expected: a 4xx "
-        "for each:\n  " + "\n  ".join(bad[:12])
-        + "\nFix: validate input at the edge (typed models with lengths and ranges on every "
-          "field, query and path parameter), so the database never sees it.")
+    assert not bad, finding(
+        f"{len(bad)} malformed requests got a 5xx or no answer:\n  " + "\n  ".join(bad[:12]),
+        "a 4xx saying what is wrong, for each",
+        "bad input reaches the database or the driver unvalidated",
+        "validate input at the edge (typed models with lengths and ranges on every field, "
+        "query and path parameter), so the database never sees it")
 
 
 def test_a_lock_shorter_than_the_deadline_is_waited_out(fresh: BatteryService) -> None:
@@ -176,11 +188,14 @@ def test_a_lock_shorter_than_the_deadline_is_waited_out(fresh: BatteryService) -
                 return await fresh.write(client, "short-lock")
         answer = asyncio.run(write())
         holder.wait_released()
-    assert answer.outcome.ok, (
-        f"a write during a {hold_s:.1f} s lock held by another process got {answer}. Fix: "
+    assert answer.outcome.ok, finding(
+        f"a write during a {hold_s:.1f} s lock held by another process got {answer}",
+        "a success, a little later",
+        "lock waits are not waited out (no busy timeout or retry, or a deferred BEGIN that "
+        "fails on upgrade)",
         "wait for the lock (PRAGMA busy_timeout, or retry SQLITE_BUSY with backoff) up to "
         "the request's deadline, and take the write lock up front (BEGIN IMMEDIATE) so the "
-        "wait happens where the busy handler can see it.")
+        "wait happens where the busy handler can see it")
 
 
 def test_a_lock_past_the_deadline_is_answered_in_time(fresh: BatteryService) -> None:
@@ -198,12 +213,14 @@ def test_a_lock_past_the_deadline_is_answered_in_time(fresh: BatteryService) -> 
         holder.release()
     late = [a for a in answers if a.seconds > budget]
     unclear = [a for a in answers if a.outcome.status in (0, 500) or a.outcome.ok]
-    assert not late and not unclear, (
+    assert not late and not unclear, finding(
         f"writes during a lock held past the {deadline(fresh.target):.1f} s deadline got "
-        f"{', '.join(map(str, answers))}; each should be a 503/504 within {budget:.1f} s. "
-        "Fix: give every request a deadline and bound the lock wait by it (busy_timeout "
-        "no longer than what is left of the deadline), then answer 503/504 with a "
-        "Retry-After; never let a request wait on SQLite's or the pool's own timeout.")
+        f"{', '.join(map(str, answers))}",
+        f"a 503/504 for each within {budget:.1f} s",
+        "no deadline: a lock wait is bounded by SQLite's busy timeout or the pool's, not by "
+        "the request",
+        "give every request a deadline and bound the lock wait by it (busy_timeout no longer "
+        "than what is left of the deadline), then answer 503/504 with a Retry-After")
 
 
 def test_transient_errors_are_retried_not_turned_into_500s(fresh: BatteryService) -> None:
@@ -228,11 +245,13 @@ def test_transient_errors_are_retried_not_turned_into_500s(fresh: BatteryService
 
     failed = [f"{what}: {answer}" for what, answer in asyncio.run(run())
               if not answer.outcome.ok]
-    assert not failed, (
-        "one injected SQLITE_BUSY (a lock error a retry gets past) failed these requests: "
-        + "; ".join(failed) + ". Fix: classify driver errors, and retry transient ones "
-        "(SQLITE_BUSY, SQLITE_LOCKED) as a whole transaction with bounded, jittered backoff "
-        "(e.g. tenacity) within the request's deadline.")
+    assert not failed, finding(
+        "one injected SQLITE_BUSY failed these requests: " + "; ".join(failed),
+        "a success for each (a retry gets past one lock error)",
+        "transient errors are not retried",
+        "classify driver errors, and retry transient ones (SQLITE_BUSY, SQLITE_LOCKED) as a "
+        "whole transaction with bounded, jittered backoff (e.g. tenacity) within the "
+        "request's deadline")
 
 
 def test_the_event_loop_keeps_answering_while_db_calls_are_stuck(
@@ -263,11 +282,14 @@ def test_the_event_loop_keeps_answering_while_db_calls_are_stuck(
     if not baseline.outcome.ok:
         pytest.skip(f"loop_probe {probe.label} answers {baseline} with no fault; set "
                     "loop_probe in the target file to a request that touches no database")
-    assert during.outcome.ok and during.seconds < GRACE_S, (
-        f"{probe.label} (no database) took {during} while reads were stuck in SQLite "
-        f"(no fault: {baseline}). The event loop is blocked: database calls run on it. "
-        "Fix: never call a blocking driver from `async def`: run DB work in `def` handlers "
-        "(FastAPI's thread pool) or on a bounded worker pool with a deadline.")
+    assert during.outcome.ok and during.seconds < GRACE_S, finding(
+        f"{probe.label} (no database) got {during} while reads were stuck in SQLite "
+        f"(no fault: {baseline})", f"a success within {GRACE_S:g} s",
+        "database calls block what serves requests: the event loop (blocking calls in "
+        "`async def`), or every worker thread of a WSGI server",
+        "never call a blocking driver from `async def`: run DB work in `def` handlers "
+        "(FastAPI's thread pool) or on a bounded worker pool with a deadline; give DB work "
+        "fewer seats than the server has threads")
 
 
 def test_nothing_acknowledged_is_lost_across_sigkills(fresh: BatteryService,
@@ -297,13 +319,16 @@ def test_nothing_acknowledged_is_lost_across_sigkills(fresh: BatteryService,
     acked = sum(c.outcome == "acknowledged" for c in ledger.creates)
     bad = [r for r in reports if r.lost or r.duplicated or r.phantoms or r.integrity_failures]
     assert acked > 0, "no write was acknowledged under load: the check measured nothing"
-    assert not bad, (
+    assert not bad, finding(
         f"after SIGKILLs under load ({acked} writes acknowledged): "
         + "; ".join(f"lost {r.lost}, duplicated {r.duplicated}, phantoms {r.phantoms}, "
                     f"integrity failures {r.integrity_failures}: {r.problems[:3]}"
-                    for r in bad)
-        + ". Fix: acknowledge only after COMMIT returned, keep synchronous=NORMAL or FULL "
-          "with WAL, and make retried writes idempotent (a key stored with the row).")
+                    for r in bad),
+        "every acknowledged write reads back unchanged; no duplicate, no phantom row, "
+        "integrity_check ok",
+        "writes acknowledged before they are durable, or not atomic",
+        "acknowledge only after COMMIT returned, keep synchronous=NORMAL or FULL with WAL, "
+        "and make retried writes idempotent (a key stored with the row)")
 
 
 def test_threads_and_fds_return_to_the_steady_state_after_failures(
@@ -339,6 +364,8 @@ def test_threads_and_fds_return_to_the_steady_state_after_failures(
     try:
         asyncio.run(settles(fresh.server.pid, baseline, timeout_s=15))
     except AssertionError as exc:
-        pytest.fail(f"{exc} (steady state: {baseline}). Fix: close connections and cursors "
-                    "on every error path (context managers), bound every pool, and never "
-                    "start a thread per request.")
+        pytest.fail(finding(
+            str(exc), f"the steady state within 15 s: {baseline}",
+            "resources leak on error paths",
+            "close connections and cursors on every error path (context managers), bound "
+            "every pool, and never start a thread per request"))
