@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
-from sqlite_faults import FaultControl, registered_engines, with_plugin
+from sqlite_faults import FaultControl, NoEngineYet, registered_engines, with_plugin
 from sqlite_faults.engine_plugin import CONTROL_ENV
 
 
@@ -90,3 +90,14 @@ def test_without_a_control_address_no_port_is_opened(tmp_path: Path,
     engine = create_engine(with_plugin(f"sqlite:///{tmp_path / 'a.db'}"))
     engine.dispose()
     assert engine in registered_engines()
+
+
+def test_before_the_first_engine_there_is_nothing_to_list_or_remove() -> None:
+    """A service may build its engine at its first request that needs it (MLflow's tracking
+    server does): until then no control server is up, which means no engine and no fault,
+    not an error; arming one says what is missing."""
+    nobody = FaultControl.new()  # a free port: no service, so no engine, answers there
+    assert asyncio.run(nobody.engines()) == []
+    assert asyncio.run(nobody.disarm()) == []
+    with pytest.raises(NoEngineYet, match="no engine has been built"):
+        asyncio.run(nobody.arm("slow", seconds=1.0))

@@ -17,7 +17,7 @@ Judging: WriteLedger (nothing acknowledged lost), Resources/settles (leaks),
 MetricsSnapshot/scrape (Prometheus), outcome_of (what an answer means).
 """
 
-from .engine_plugin import FaultControl, registered_engines, with_plugin
+from .engine_plugin import FaultControl, NoEngineYet, registered_engines, with_plugin
 from .errors import SqliteFaultsError
 from .leaks import Resources, settles
 from .ledger import LedgerReport, WriteLedger
@@ -49,11 +49,10 @@ PUBLIC_MODULES = frozenset({
 
 __all__ = [
     "ERROR_KINDS", "LOCK_MODES", "PUBLIC_MODULES", "AttachedSyscallFault", "FaultControl",
-    "FiuFault", "InjectSqlError", "LedgerReport", "LockHolder", "MetricsSnapshot", "Outcome",
-    "Resources", "ServerNotReady", "ServerProcess", "SlowStatements", "SlowSync",
-    "SqliteFaultsError",
-    "StallAfterStatement", "SyscallFault", "Target", "TargetError", "WriteContract",
-    "WriteLedger", "fiu_available", "fiu_env", "free_port", "load_target",
-    "make_driver_error", "outcome_of", "registered_engines", "scrape", "settles",
-    "strace_path", "threads_of", "wait_until", "with_plugin",
+    "FiuFault", "InjectSqlError", "LedgerReport", "LockHolder", "MetricsSnapshot",
+    "NoEngineYet", "Outcome", "Resources", "ServerNotReady", "ServerProcess",
+    "SlowStatements", "SlowSync", "SqliteFaultsError", "StallAfterStatement", "SyscallFault",
+    "Target", "TargetError", "WriteContract", "WriteLedger", "fiu_available", "fiu_env",
+    "free_port", "load_target", "make_driver_error", "outcome_of", "registered_engines",
+    "scrape", "settles", "strace_path", "threads_of", "wait_until", "with_plugin",
 ]

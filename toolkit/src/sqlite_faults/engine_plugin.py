@@ -44,6 +44,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL, CreateEnginePlugin
 
+from .errors import SqliteFaultsError
 from .ports import free_port
 from .slow import SlowStatements, StallAfterStatement
 from .sql_errors import InjectSqlError
@@ -190,6 +191,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, {"disarmed": _registry.disarm()})
 
 
+class NoEngineYet(SqliteFaultsError, RuntimeError):
+    """A fault was armed before the service built an engine from its URL."""
+
+
 class FaultControl:
     """The harness's side: arms and removes faults in a service started with the plugin.
 
@@ -216,8 +221,13 @@ class FaultControl:
         return httpx.AsyncClient(base_url=f"http://{self.address}", timeout=self.timeout_s)
 
     async def engines(self) -> list[dict[str, Any]]:
+        """The engines built from a URL with the plugin; [] before the first one (the
+        control server starts with it: a service may build its engine lazily)."""
         async with self._client() as client:
-            response = await client.get("/engines")
+            try:
+                response = await client.get("/engines")
+            except httpx.ConnectError:
+                return []
             response.raise_for_status()
             result: list[dict[str, Any]] = response.json()
             return result
@@ -232,7 +242,12 @@ class FaultControl:
 
     async def arm(self, fault: str, **spec: Any) -> int:
         async with self._client() as client:
-            response = await client.post(f"/{fault}", json=spec)
+            try:
+                response = await client.post(f"/{fault}", json=spec)
+            except httpx.ConnectError:
+                raise NoEngineYet(f"cannot arm {fault}: no engine has been built from a URL "
+                                  f"with the plugin yet (no control server at "
+                                  f"{self.address})") from None
             if response.status_code == 400:
                 raise ValueError(response.json()["error"])
             response.raise_for_status()
@@ -249,8 +264,12 @@ class FaultControl:
             await self.disarm()
 
     async def disarm(self) -> list[dict[str, Any]]:
+        """Remove every armed fault; [] when no engine (so no fault) exists yet."""
         async with self._client() as client:
-            response = await client.delete("/")
+            try:
+                response = await client.delete("/")
+            except httpx.ConnectError:
+                return []
             response.raise_for_status()
             result: list[dict[str, Any]] = response.json()["disarmed"]
             return result

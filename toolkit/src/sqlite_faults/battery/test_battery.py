@@ -63,6 +63,11 @@ def deadline(target: Target) -> float:
 def _engine_reached(service: BatteryService) -> None:
     engines = asyncio.run(service.control.engines())
     if not engines:
+        # A service may build its engine at its first request that needs the database
+        # (MLflow's tracking server does): one write, then ask again.
+        asyncio.run(service.new_id())
+        engines = asyncio.run(service.control.engines())
+    if not engines:
         pytest.fail(finding(
             "the engine plugin saw no engine",
             f"an engine built from the URL in ${service.target.database_url_env} "
