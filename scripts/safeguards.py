@@ -1335,6 +1335,40 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="WriteLedger._resolve"),
               (TK + "test_ledger_resolve.py::test_a_committed_write_whose_retry_is_refused_"
                "is_no_phantom",)),
+    Safeguard("target-path-values-unquoted", "fault toolkit", "a value filled into a "
+              "request's path is percent-encoded (a unique value with a slash or a space "
+              "stays one path segment)",
+              one("toolkit/src/sqlite_faults/target.py",
+                  'lambda m: quote(str(_lookup(m.group(1), values)), safe="") if in_path',
+                  "lambda m: str(_lookup(m.group(1), values)) if in_path", within="_fill"),
+              (TK + "test_target_file.py::test_every_part_of_a_request_is_a_template",)),
+    Safeguard("ledger-read-back-accepts-anything", "fault toolkit", "a read-back judged by "
+              "the unique value must carry that value",
+              one("toolkit/src/sqlite_faults/target.py", "return unique in _strings(read)",
+                  "return True", within="WriteContract.reads_back"),
+              (TK + "test_target_file.py::test_the_new_id_comes_from_a_nested_field_or_a_"
+               "header",)),
+    Safeguard("control-without-engine-crashes", "fault toolkit", "before a service builds its "
+              "first engine, the fault control answers no engines and nothing to remove",
+              one("toolkit/src/sqlite_faults/engine_plugin.py",
+                  "            except httpx.ConnectError:\n                return []\n"
+                  "            response.raise_for_status()\n"
+                  "            result: list[dict[str, Any]] = response.json()\n",
+                  "            except httpx.ConnectError:\n                raise\n"
+                  "            response.raise_for_status()\n"
+                  "            result: list[dict[str, Any]] = response.json()\n",
+                  within="FaultControl.engines"),
+              (TK + "test_engine_plugin.py::test_before_the_first_engine_there_is_nothing_to_"
+               "list_or_remove",)),
+    Safeguard("report-sigkill-restart-unguarded", "fault toolkit", "the SIGKILL scenario's "
+              "restart is tried again, and a service that stays down is the scenario's "
+              "finding, not the end of the report",
+              one("toolkit/src/sqlite_faults/report/scenarios.py",
+                  "await restart(ctx.server, ctx.notes)",
+                  "ctx.server.kill()\n    await asyncio.to_thread(ctx.server.start, "
+                  "same_port=True)", within="sigkill_and_restart"),
+              ("tests/unit/test_report_wedged_service.py::test_a_sigkill_restart_that_does_"
+               "not_come_back_keeps_its_window_and_says_so",)),
     Safeguard("proxy-500-forwarded", "fault toolkit", "the fault proxy's injected 500 is "
               "answered by the proxy, never sent on to the service",
               one(PROXY, "                    await self._answer_500(now)",

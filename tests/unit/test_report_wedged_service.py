@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlite_faults.ports import free_port
-from sqlite_faults.report.runner import RESTARTS, ScenarioResult, ServiceGone, ensure_answering
-from sqlite_faults.report.scenarios import SCENARIOS
+from sqlite_faults.report.restarts import RESTARTS, ServiceGone
+from sqlite_faults.report.runner import ScenarioResult, ensure_answering, through_the_fault
+from sqlite_faults.report.scenarios import SCENARIOS, FaultContext
 from sqlite_faults.server import ServerNotReady, ServerProcess
+from sqlite_faults.target import load_target
+
+from examples.targets import HARDENED
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +84,22 @@ async def test_a_service_that_never_comes_back_ends_its_scenarios_not_the_report
     with pytest.raises(ServiceGone):
         await ensure_answering(server, result, answered_while_draining=False)
     assert server.restarts == RESTARTS
+
+
+async def test_a_sigkill_restart_that_does_not_come_back_keeps_its_window_and_says_so(
+        tmp_path: Path) -> None:
+    """The SIGKILL scenario restarts the service inside its fault window, the same way:
+    tried again, and a service that stays down is the scenario's finding (MLflow's server
+    once was not ready within 30 s there, and the report stopped with ServerNotReady)."""
+    server, result = FakeServer(tmp_path), ScenarioResult("svc", SCENARIOS[0])
+    server.failing_starts = RESTARTS
+    sigkill = next(s for s in SCENARIOS if s.name == "sigkill-restart")
+    context = FaultContext(server, load_target(HARDENED), None,  # type: ignore[arg-type]
+                           random.Random(1), 0.05, notes=result.notes)
+    assert sigkill.fault is not None
+    started = time.monotonic()
+    await through_the_fault(sigkill.fault(context), 0.05, result)
+    assert time.monotonic() - started >= 0.05  # the window kept its length
+    assert server.restarts == RESTARTS and not server.up
+    assert "database is locked" in result.notes[0]
+    assert "did not come back" in result.notes[-1]

@@ -16,14 +16,13 @@ from typing import Any
 import httpx
 
 from sqlite_faults.engine_plugin import FaultControl
-from sqlite_faults.errors import SqliteFaultsError
 from sqlite_faults.ledger import LedgerReport, WriteLedger
 from sqlite_faults.libfiu import fiu_available, fiu_env, merge_preloads
 from sqlite_faults.locks import LockHolder
 from sqlite_faults.netproxy import ForwardedRequest, NetworkFaults
 from sqlite_faults.observe import MetricsSampler
 from sqlite_faults.retry import PLAIN, PROFILES
-from sqlite_faults.server import ServerNotReady, ServerProcess
+from sqlite_faults.server import ServerProcess
 from sqlite_faults.slowsync import SlowSync, compiler
 from sqlite_faults.syscalls import strace_path
 from sqlite_faults.target import Target
@@ -41,12 +40,9 @@ from sqlite_faults.traffic import labels as request_labels
 from . import instrument
 from .backends import Backend
 from .instrument import Calibration, CpuSample, CpuSampler, LoopLag
+from .restarts import ServiceGone, restart
 from .scenarios import FaultContext, Scenario
 from .slo import LaneSamples, Objectives, PhaseStats, Verdict, judge, lanes_verdict
-
-
-class ServiceGone(SqliteFaultsError, RuntimeError):
-    """The service did not come back after its restarts: its remaining scenarios are not run."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +55,6 @@ class Phases:
 # How long the service has to answer its readiness check before a scenario, and after one
 # (asked while the last requests drain), before it is restarted as wedged.
 READY_TIMEOUT_S = 2.0
-# A restarted service has this long to answer its readiness check, this many times; then the
-# target's remaining scenarios are not run (a service that does not come back is a finding,
-# never a reason for the report to stop).
-RESTART_TIMEOUT_S = 30.0
-RESTARTS = 2
 # The write ledger's check after a scenario: no request of it starts after this long, and each
 # waits this long for its answer. A service that stopped answering mid-check costs the report
 # that, not a timeout per write (the naive baseline once took 533 s over one scenario's check).
@@ -331,7 +322,8 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
     load = LoadGenerator(target, {p: ledgers[p] for p in scenario.profiles},
                          random.Random(rng.random()), model, profiles=scenario.profiles)
     context = FaultContext(server, target, control, random.Random(rng.random()), phases.fault_s,
-                           slowsync=slowsync, postgres=backend.postgres, network=network)
+                           slowsync=slowsync, postgres=backend.postgres, network=network,
+                           notes=result.notes)
     if scenario.lock_mode is not None:
         # On PostgreSQL `db` is the URL: the holder takes the matching table lock on users.
         context.holder = LockHolder(db, scenario.lock_mode, acquire_timeout_s=phases.fault_s)
@@ -353,7 +345,7 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
             result.fault_start = time.monotonic() - started
             progress.show(target.name, scenario.name, "fault window")
             fault = scenario.fault(context) if scenario.fault else contextlib.nullcontext()
-            await _through_the_fault(fault, phases.fault_s, result)
+            await through_the_fault(fault, phases.fault_s, result)
             result.fault_end = time.monotonic() - started
             progress.show(target.name, scenario.name, "recovery")
             await asyncio.sleep(phases.recovery_s)
@@ -393,7 +385,7 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
             request_timeout_s=LEDGER_REQUEST_TIMEOUT_S)
 
 
-async def _through_the_fault(fault: contextlib.AbstractAsyncContextManager[None],
+async def through_the_fault(fault: contextlib.AbstractAsyncContextManager[None],
                              window_s: float, result: ScenarioResult) -> None:
     """Hold the fault for the window. If the control server in the service does not answer
     (the process is gone or wedged whole), the window keeps its length and the report says the
@@ -405,6 +397,11 @@ async def _through_the_fault(fault: contextlib.AbstractAsyncContextManager[None]
     except httpx.HTTPError as exc:
         result.notes.append(f"the fault control did not answer ({type(exc).__name__}): the "
                             "service was stalled, and the fault was not applied as planned")
+        await asyncio.sleep(max(0.0, window_ends - time.monotonic()))
+    except ServiceGone as exc:
+        # A restart inside the fault (SIGKILL) that did not come back: the load goes on
+        # meeting a dead service for the window, and the check after it tries again.
+        result.notes.append(f"during the fault window {exc}")
         await asyncio.sleep(max(0.0, window_ends - time.monotonic()))
 
 
@@ -435,14 +432,4 @@ async def ensure_answering(server: ServerProcess, result: ScenarioResult,
         return
     result.notes.append(f"the service did not answer its readiness check within "
                         f"{READY_TIMEOUT_S:g} s and was restarted")
-    for attempt in range(1, RESTARTS + 1):
-        server.kill()
-        try:
-            await asyncio.to_thread(server.start, same_port=True, timeout_s=RESTART_TIMEOUT_S)
-            return
-        except ServerNotReady as exc:
-            last_line = next((line for line in reversed(str(exc).splitlines()) if line.strip()
-                              and not line.startswith("---")), "no output")
-            result.notes.append(f"restart {attempt} was not ready within "
-                                f"{RESTART_TIMEOUT_S:g} s (its log: {last_line.strip()[:160]})")
-    raise ServiceGone(f"the service did not come back after {RESTARTS} restarts")
+    await restart(server, result.notes)

@@ -25,7 +25,7 @@ import dataclasses
 import errno
 import random
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ from sqlite_faults.syscalls import AttachedSyscallFault, SyscallFault, threads_o
 from sqlite_faults.target import Target
 from sqlite_faults.traffic import CREATE, READ, ROOT
 
+from .restarts import restart
+
 
 @dataclass
 class FaultContext:
@@ -57,6 +59,7 @@ class FaultContext:
     postgres: PostgresServer | None = None  # the database server, on the postgres backend
     # The fault proxy between the load and the service (sqlite_faults/netproxy/).
     network: NetworkFaults | None = None
+    notes: list[str] = field(default_factory=list)  # the scenario's notes in the report
 
     def io_threads(self) -> list[int]:
         """The threads that do the service's database I/O: every thread but the main one for
@@ -215,8 +218,7 @@ async def disk_full(ctx: FaultContext) -> AsyncIterator[None]:
 async def sigkill_and_restart(ctx: FaultContext) -> AsyncIterator[None]:
     """SIGKILL at the start of the window, restarted at once: the report's black-hole, moved
     to the process."""
-    ctx.server.kill()
-    await asyncio.to_thread(ctx.server.start, same_port=True)
+    await restart(ctx.server, ctx.notes)  # kills it first; ServiceGone if it stays down
     yield
 
 
