@@ -1369,6 +1369,21 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "same_port=True)", within="sigkill_and_restart"),
               ("tests/unit/test_report_wedged_service.py::test_a_sigkill_restart_that_does_"
                "not_come_back_keeps_its_window_and_says_so",)),
+    Safeguard("ledger-findings-charged-again", "fault toolkit", "a wrong answer (a lost "
+              "write, a phantom row, a duplicate) is reported by the check that found it, "
+              "not again by every later scenario's",
+              one("toolkit/src/sqlite_faults/ledger.py",
+                  "if (kind, name) in self._reported:\n            return False",
+                  "if False:\n            return False", within="WriteLedger._first_time"),
+              (TK + "test_ledger_resolve.py::test_each_wrong_answer_is_charged_to_the_check_"
+               "that_found_it",)),
+    Safeguard("ledger-indeterminate-resolved-again", "fault toolkit", "an indeterminate write "
+              "is resolved (resent) once, by the check after it",
+              one("toolkit/src/sqlite_faults/ledger.py",
+                  "if index >= self._checked:  # resolved once, by the check after it",
+                  "if True:", within="WriteLedger.check"),
+              (TK + "test_ledger_resolve.py::test_each_wrong_answer_is_charged_to_the_check_"
+               "that_found_it",)),
     Safeguard("proxy-500-forwarded", "fault toolkit", "the fault proxy's injected 500 is "
               "answered by the proxy, never sent on to the service",
               one(PROXY, "                    await self._answer_500(now)",

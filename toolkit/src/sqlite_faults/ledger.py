@@ -54,6 +54,11 @@ READ_BACK_SAMPLE = 256
 
 @dataclass
 class LedgerReport:
+    """One check. The outcome counts (acknowledged, failed, indeterminate) are every write
+    so far; the wrong answers (lost, duplicated, phantoms, unresolved, ...) are the ones this
+    check found: each is reported once, by the first check that finds it, and indeterminate
+    writes are resolved by the check after them."""
+
     acknowledged: int = 0
     failed: int = 0
     indeterminate: int = 0
@@ -90,6 +95,16 @@ class WriteLedger:
         self.prefix = prefix
         self.creates: list[Create] = []
         self._checked = 0  # creates[:_checked] were read back over HTTP by an earlier check
+        # (kind, name) of every wrong answer an earlier check reported: each is reported by the
+        # check that found it, so a ledger shared by scenarios charges each to its own.
+        self._reported: set[tuple[str, str]] = set()
+
+    def _first_time(self, kind: str, name: str) -> bool:
+        """Whether this wrong answer is new (and from now on, reported)."""
+        if (kind, name) in self._reported:
+            return False
+        self._reported.add((kind, name))
+        return True
 
     def new_create(self) -> Create:
         n = len(self.creates)
@@ -182,8 +197,8 @@ class WriteLedger:
             rows = [row for row in rows if mine.fullmatch(str(row[1]))]
         names = Counter(name for _, name, _ in rows or ())
         keys = Counter(key for *_, key in rows or () if key is not None)
-        dup_names = [n for n, c in names.items() if c > 1]
-        dup_keys = [k for k, c in keys.items() if c > 1]
+        dup_names = [n for n, c in names.items() if c > 1 and self._first_time("dup", n)]
+        dup_keys = [k for k, c in keys.items() if c > 1 and self._first_time("dup-key", k)]
         report.duplicated = len(dup_names) + len(dup_keys)
         if report.duplicated:
             report.problems.append(f"duplicated: {dup_names[:5]} {dup_keys[:5]}")
@@ -213,19 +228,21 @@ class WriteLedger:
                 if create.outcome == "acknowledged":
                     report.acknowledged += 1
                     if rows is not None and str(ids.get(create.name)) != str(create.new_id):
-                        report.lost += 1
-                        report.problems.append(f"lost {create.name}: not in the table")
+                        if self._first_time("lost", create.name):
+                            report.lost += 1
+                            report.problems.append(f"lost {create.name}: not in the table")
                     elif rows is None or index >= self._checked:
                         read_back.append(create)
                 elif create.outcome == "failed":
                     report.failed += 1
-                    if names[create.name]:
+                    if names[create.name] and self._first_time("phantom", create.name):
                         report.phantoms += 1
                         report.problems.append(f"row for failed create {create.name} (answered "
                                            f"{create.status} {create.detail})")
                 elif create.outcome == "indeterminate":
                     report.indeterminate += 1
-                    unsettled.append(create)
+                    if index >= self._checked:  # resolved once, by the check after it
+                        unsettled.append(create)
             # A few at a time: the check is not the experiment, only its cost (a service that
             # stalls each request for its pool timeout would otherwise cost that per write).
             lanes = asyncio.Semaphore(8)
@@ -266,8 +283,9 @@ class WriteLedger:
             read: Any = response.json()
         except ValueError:
             read = None
-        if response.status_code != 200 or not self.contract.reads_back(create.user, create.name,
-                                                                         read):
+        if (response.status_code != 200
+                or not self.contract.reads_back(create.user, create.name, read)) \
+                and self._first_time("lost", create.name):
             report.lost += 1
             report.problems.append(
                 f"lost {create.name}: {response.status_code} {response.text[:120]}")

@@ -336,11 +336,12 @@ def _scenario_section(target: str, result: ScenarioResult,
     for profile, led in result.ledgers.items():
         lines.append("")
         lines.append(f"Write ledger of the {profile} client so far: {led.acknowledged} "
-                     f"acknowledged, {led.lost} acknowledged and lost, {led.duplicated} "
+                     f"acknowledged, {led.indeterminate} indeterminate. Found by this "
+                     f"scenario's check: {led.lost} acknowledged and lost, {led.duplicated} "
                      f"duplicated, {led.phantoms + led.committed_after_error} told failed but "
-                     f"committed, {led.indeterminate} indeterminate ({led.recovered} found "
+                     f"committed, of its indeterminate writes {led.recovered} found "
                      f"committed, {led.resolved} created by a keyed retry, {led.unresolved} "
-                     f"unresolved), integrity failures {led.integrity_failures}"
+                     f"unresolved; integrity failures {led.integrity_failures}"
                      + (f"; {led.unchecked} not checked (the service stopped answering the "
                         "check)." if led.unchecked else "."))
     if result.lanes is not None:
