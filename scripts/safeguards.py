@@ -73,6 +73,9 @@ INSTRUMENT = "toolkit/src/sqlite_faults/report/instrument.py"
 NAIVE_VERDICT = (TK + "test_battery_verdicts.py::test_the_battery_judges_the_naive_service_for_"
                  "the_seed_reports_reasons[{}]")
 CLEANUP = TK + "test_plugin_cleanup.py::test_faults_are_removed_after_a_failing_test"
+# The negative control of a check every naive service passes: a service with one mistake.
+FLAW_CONTROL = (TK + "test_battery_verdicts.py::test_a_check_the_naive_services_pass_fails_a_"
+                "service_with_that_mistake[{}]")
 
 _BLOCKING_HELPER = '''
 
@@ -1126,9 +1129,33 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="Outcome.definite_failure"),
               (TK + "test_outcome.py::test_only_refusals_that_cannot_have_committed_are_"
                "definite",)),
+    Safeguard("battery-foreign-engine-accepted", "fault toolkit", "the battery fails a "
+              "service whose engine is not built from the URL it is given",
+              one(BATTERY, "    if not engines:\n        pytest.fail(finding(",
+                  "    if False:\n        pytest.fail(finding(", within="_engine_reached"),
+              (FLAW_CONTROL.format("test_the_engine_is_built_from_the_url_it_is_given"),)),
+    Safeguard("battery-unwaited-lock-accepted", "fault toolkit", "the battery fails a service "
+              "that does not wait out a lock shorter than the deadline",
+              one(BATTERY, "assert answer.outcome.ok, finding(",
+                  "assert answer.outcome.answered, finding(",
+                  within="test_a_lock_shorter_than_the_deadline_is_waited_out"),
+              (FLAW_CONTROL.format("test_a_lock_shorter_than_the_deadline_is_waited_out"),)),
+    Safeguard("battery-lost-ack-accepted", "fault toolkit", "the battery fails a service that "
+              "loses an acknowledged write to a SIGKILL",
+              one(BATTERY, "if r.lost or r.duplicated or r.phantoms or r.integrity_failures]",
+                  "if r.duplicated or r.phantoms or r.integrity_failures]",
+                  within="test_nothing_acknowledged_is_lost_across_sigkills"),
+              (FLAW_CONTROL.format("test_nothing_acknowledged_is_lost_across_sigkills"),)),
+    Safeguard("battery-leak-accepted", "fault toolkit", "the battery fails a service that "
+              "leaves a thread behind per failed request",
+              one(BATTERY, "asyncio.run(settles(fresh.server.pid, baseline, timeout_s=15))",
+                  "Resources.of(fresh.server.pid)",
+                  within="test_threads_and_fds_return_to_the_steady_state_after_failures"),
+              (FLAW_CONTROL.format("test_threads_and_fds_return_to_the_steady_state_after_"
+                                   "failures"),)),
     Safeguard("battery-wal-unchecked", "fault toolkit", "the battery fails a service not in "
-              "WAL mode", one(BATTERY, 'assert mode == [("wal",)], finding(', "assert mode, finding(",
-                              within="test_wal_is_on"),
+              "WAL mode", one(BATTERY, 'assert mode == [("wal",)], finding(',
+                              "assert mode, finding(", within="test_wal_is_on"),
               (NAIVE_VERDICT.format("test_wal_is_on"),)),
     Safeguard("battery-5xx-on-bad-input-accepted", "fault toolkit", "the battery fails a "
               "service answering malformed input with a 5xx",

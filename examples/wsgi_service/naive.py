@@ -5,18 +5,42 @@ SQLAlchemy's and SQLite's defaults (rollback journal, the driver's 5 s busy time
 deferred BEGIN, a QueuePool of 5 + 10), no deadline, no retries, no validation beyond
 Flask's own: every database error is a 500, and a read id is converted with int().
 Passwords are still stored only as argon2id hashes.
+
+NAIVE_FLAWS adds, for the battery's negative controls (tests/toolkit/
+test_battery_verdicts.py), the mistakes that make a check this service passes go red,
+each a real one (a comma-separated list):
+
+- `url`: the engine is built from the URL without its query (so without the fault
+  plugin), as a service that rebuilds its URL from parts does;
+- `no-wait`: a busy timeout of 0 (`connect_args={"timeout": 0}`): a lock is never waited out;
+- `ack-before-commit`: a create is answered once its row is inserted and committed 0.1 s
+  later on another thread ("write-behind"): a SIGKILL in between loses an acknowledged write;
+- `leak`: a create that failed is handed to a thread that retries it every 30 s until it
+  lands: a burst of failures leaves a thread each behind.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
 from flask import Flask, jsonify, request
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    insert,
+    make_url,
+    select,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 metadata = MetaData()
 users = Table("users", metadata,
@@ -30,8 +54,23 @@ def create_app() -> Flask:
     hasher = PasswordHasher(time_cost=int(os.environ.get("PASSWORD_HASH_TIME_COST", "2")),
                             memory_cost=int(os.environ.get("PASSWORD_HASH_MEMORY_KIB", "19456")),
                             parallelism=1)
-    engine = create_engine(os.environ.get("DATABASE_URL", "sqlite:///./wsgi_naive.db"))
+    flaws = set(filter(None, os.environ.get("NAIVE_FLAWS", "").split(",")))
+    url = make_url(os.environ.get("DATABASE_URL", "sqlite:///./wsgi_naive.db"))
+    engine = create_engine(url.set(query={}) if "url" in flaws else url,
+                           connect_args={"timeout": 0} if "no-wait" in flaws else {})
     metadata.create_all(engine)
+
+    def retry_later(values: dict[str, Any]) -> None:
+        while True:
+            time.sleep(30)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(insert(users).values(**values))
+                return
+            except IntegrityError:
+                return
+            except SQLAlchemyError:
+                continue
     app = Flask(__name__)
 
     def as_json(row: Any) -> dict[str, Any]:
@@ -40,13 +79,26 @@ def create_app() -> Flask:
     @app.post("/users/")
     def create_user() -> Any:
         body = request.get_json()
+        values = {"name": body["name"], "password_hash": hasher.hash(body["password"]),
+                  "created_at": datetime.now(UTC).isoformat()}
+        if "ack-before-commit" in flaws:
+            connection = engine.connect()
+            transaction = connection.begin()
+            new_id = connection.execute(insert(users).values(**values)).inserted_primary_key[0]
+
+            def commit() -> None:
+                transaction.commit()
+                connection.close()
+            threading.Timer(0.1, commit).start()
+            return jsonify({"id": new_id, "name": values["name"],
+                            "created_at": values["created_at"]}), 201
         try:
             with engine.begin() as connection:
-                new_id = connection.execute(insert(users).values(
-                    name=body["name"], password_hash=hasher.hash(body["password"]),
-                    created_at=datetime.now(UTC).isoformat())).inserted_primary_key[0]
+                new_id = connection.execute(insert(users).values(**values)).inserted_primary_key[0]
                 row = connection.execute(select(users).where(users.c.id == new_id)).one()
         except SQLAlchemyError:
+            if "leak" in flaws:
+                threading.Thread(target=retry_later, args=(values,), daemon=True).start()
             return jsonify(detail="Database error occurred"), 500
         return jsonify(as_json(row)), 201
 

@@ -99,3 +99,28 @@ def test_the_battery_passes_on_a_hardened_service_of_each_shape(
 def test_the_battery_fails_the_naive_twin_of_each_shape_for_the_same_reasons(
         shape: str, tmp_path: Path, fault_seed: int) -> None:
     assert battery(FOLDER / f"{shape}_naive.toml", tmp_path, fault_seed) == NAIVE_VERDICTS
+
+
+# The four checks every naive twin passes, each shown to fail a service with one real mistake
+# of its kind (examples/wsgi_service/naive.py, NAIVE_FLAWS): with the five checks the naive
+# services fail, every check of the battery has a service that must fail it.
+FLAW_FOR_CHECK = {
+    "test_the_engine_is_built_from_the_url_it_is_given": "url",
+    "test_a_lock_shorter_than_the_deadline_is_waited_out": "no-wait",
+    "test_nothing_acknowledged_is_lost_across_sigkills": "ack-before-commit",
+    "test_threads_and_fds_return_to_the_steady_state_after_failures": "leak",
+}
+
+
+def test_every_check_has_a_service_that_must_fail_it() -> None:
+    assert {c for c, v in NAIVE_VERDICTS.items() if v == "passed"} == set(FLAW_FOR_CHECK)
+
+
+@pytest.mark.parametrize("check", sorted(FLAW_FOR_CHECK))
+def test_a_check_the_naive_services_pass_fails_a_service_with_that_mistake(
+        check: str, tmp_path: Path, fault_seed: int) -> None:
+    text = (FOLDER / "wsgi_api_naive.toml").read_text()
+    flawed = tmp_path / "flawed.toml"
+    flawed.write_text(text.replace("[env]\n", f'[env]\nNAIVE_FLAWS = "{FLAW_FOR_CHECK[check]}"\n')
+                      .replace('root = "../.."', f'root = "{FOLDER.parent.parent}"'))
+    assert battery(flawed, tmp_path, fault_seed, only=check) == {check: "failed"}
