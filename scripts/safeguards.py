@@ -762,6 +762,26 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "async with asyncio.timeout_at(None):",
                   within="LimitRequestBody.__call__.limited_receive"),
               (DOOR + "test_a_body_that_trickles_in_is_answered_408",)),
+    Safeguard("body-time-per-read", "limits", "HTTP_BODY_TIMEOUT_S bounds the whole body, "
+              "not each read (a client sending a byte at a time would hold a task forever)",
+              one("app/request_limits.py", "async with asyncio.timeout_at(give_up_at):",
+                  "async with asyncio.timeout(self.timeout_s):",
+                  within="LimitRequestBody.__call__.limited_receive"),
+              (DOOR + "test_a_body_that_trickles_in_steadily_is_bounded_as_a_whole",)),
+    Safeguard("mid-body-refusal-keeps-connection", "limits", "a body refused while it is read "
+              "says Connection: close and the connection is closed (its rest is never read)",
+              one("app/request_limits.py",
+                  'super().__init__(413, _too_large(max_bytes), headers={"Connection": "close"})',
+                  "super().__init__(413, _too_large(max_bytes))",
+                  within="RequestTooLarge.__init__"),
+              (DOOR + "test_a_refusal_while_the_body_is_read_closes_the_connection",)),
+    Safeguard("second-head-unbounded", "limits", "the head of a second request on a kept-alive "
+              "connection is bounded in time like the first",
+              one("app/serve.py", "        if self._head_timer is None:\n"
+                  "            self._arm_head_timer()\n", "",
+                  within="GuardedHttpTools.on_message_begin"),
+              (DOOR + "test_the_limits_hold_for_a_second_request_on_a_kept_alive_connection"
+               "[unfinished-head]",)),
     Safeguard("head-size-unbounded", "limits", "a request head past HTTP_MAX_HEADER_BYTES "
               "gets 431 (httptools alone reads any size)",
               one("app/serve.py", "        if self._head_bytes > self.max_head_bytes:",

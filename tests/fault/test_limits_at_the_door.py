@@ -202,3 +202,89 @@ def test_connections_past_the_concurrency_limit_get_503_at_once(server: ServerPr
         for sock in held:
             sock.close()
 
+
+
+# A patient client and a reused connection: the bounds above, met the way a client that
+# knows them would try to get past them.
+
+def test_a_body_that_trickles_in_steadily_is_bounded_as_a_whole(server: ServerProcess) -> None:
+    """A byte every fifth of the timeout: each read is prompt, the whole body is not. The
+    bound is the body's, not each read's, or such a client holds a task for as long as it
+    likes (100 bytes at this pace would take 20 s)."""
+    with connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(head("POST", "/users/", "Content-Type: application/json",
+                          "Content-Length: 100"))
+        sock.settimeout(TIMEOUT_S / 5)
+        answer = b""
+        for _ in range(100):
+            sock.sendall(b" ")
+            try:
+                answer = sock.recv(65536)  # waits a fifth of the timeout: the pace
+            except TimeoutError:
+                continue
+            break
+        waited = time.monotonic() - started
+        sock.settimeout(10 + LATE_S)
+        assert _status(answer) == 408, answer
+        assert b"request_timeout" in answer and b"connection: close" in answer.lower()
+        assert closed_by_server(sock)
+    assert TIMEOUT_S * 0.9 <= waited <= TIMEOUT_S + LATE_S
+
+
+def test_a_refusal_while_the_body_is_read_closes_the_connection(server: ServerProcess) -> None:
+    """A chunked body refused mid-way: the rest of it is never read, so the connection
+    cannot carry another request and must say so and close."""
+    chunk = b"a" * 1024
+    with connect(server) as sock:
+        sock.sendall(head("POST", "/users/", "Content-Type: application/json",
+                          "Transfer-Encoding: chunked"))
+        for _ in range(MAX_BODY // len(chunk) + 2):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, headers, body = read_response(sock)
+        assert status == 413, body
+        assert headers["connection"] == "close"
+        assert closed_by_server(sock)
+
+
+@pytest.mark.parametrize("second", ["oversized-body", "oversized-head", "unfinished-head"])
+def test_the_limits_hold_for_a_second_request_on_a_kept_alive_connection(
+        server: ServerProcess, second: str) -> None:
+    with connect(server) as sock:
+        sock.sendall(head("GET", "/healthz"))
+        status, headers, _ = read_response(sock)
+        assert status == 200 and headers.get("connection") != "close"
+        started = time.monotonic()
+        if second == "oversized-body":
+            sock.sendall(head("POST", "/users/", "Content-Type: application/json",
+                              "Content-Length: 50000000"))
+            expected, code = 413, "request_too_large"
+        elif second == "oversized-head":
+            sock.sendall(head("GET", "/healthz", "X-Big: " + "a" * (1 << 20)))
+            expected, code = 431, "headers_too_large"
+        else:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: service\r\n")
+            expected, code = 408, "request_timeout"
+        status, _, body = read_response(sock)
+        assert status == expected, body
+        assert error_code(body) == code
+        assert closed_by_server(sock)
+    assert time.monotonic() - started <= TIMEOUT_S + LATE_S
+
+
+def test_each_request_on_a_connection_has_its_own_body_time(server: ServerProcess) -> None:
+    """The body bound starts with each request, not with the connection: a second request
+    whose body arrives promptly is read, however long the connection has been open."""
+    body = json.dumps({"name": "kept-alive-" + str(time.monotonic_ns()),
+                       "password": "long enough"}).encode()
+    with connect(server) as sock:
+        for _ in range(5):  # a connection older than the body bound by the end
+            sock.sendall(head("GET", "/healthz"))
+            assert read_response(sock)[0] == 200
+            time.sleep(TIMEOUT_S / 4)  # the pace of this client: under the keep-alive bound
+        sock.sendall(head("POST", "/users/", "Content-Type: application/json",
+                          f"Content-Length: {len(body)}") + body[:10])
+        time.sleep(TIMEOUT_S / 4)  # a prompt body, in two parts
+        sock.sendall(body[10:])
+        status, _, answer = read_response(sock)
+    assert status == 201, answer
