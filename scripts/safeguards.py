@@ -672,6 +672,30 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   'mode = "TRUNCATE" if self.wal_bytes() >= limit ',
                   within="SqliteBackend.checkpoint"),
               (DB + "test_checkpoint_is_passive_up_to_the_limit_and_truncates_only_past_it",)),
+    Safeguard("lane-workers-gauge-wrong", "metrics", "db_lane_workers is the lane's real "
+              "worker count (the alert compares db_inflight with it)",
+              one("app/metrics.py", "self.db_lane_workers.labels(lane).set(workers)",
+                  "self.db_lane_workers.labels(lane).set(workers + 1)",
+                  within="Metrics.watch_lane"),
+              (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
+    Safeguard("lane-queue-limit-gauge-wrong", "metrics", "db_lane_queue_limit is how many "
+              "calls really wait before a 503",
+              one("app/metrics.py", "self.db_lane_queue_limit.labels(lane).set(queue_limit)",
+                  "self.db_lane_queue_limit.labels(lane).set(0)", within="Metrics.watch_lane"),
+              (WIRING + "test_read_workers_and_queue_limit_size_the_reader_lane",)),
+    Safeguard("hash-slots-gauge-wrong", "metrics", "password_hash_slots is how many hashes "
+              "really run at once",
+              one("app/metrics.py", "self.password_hash_slots.set(slots)",
+                  "self.password_hash_slots.set(slots + 1)",
+                  within="Metrics.watch_password_hashing"),
+              (WIRING + "test_hash_concurrency_bounds_the_hashes_computed_at_once",)),
+    Safeguard("checkpoint-interval-gauge-wrong", "metrics", "sqlite_checkpoint_interval_seconds "
+              "is the configured interval",
+              one("app/metrics.py",
+                  "self.checkpoint_interval_seconds.set(checkpoint_interval_s)",
+                  "self.checkpoint_interval_seconds.set(0)", within="Metrics.watch_wal"),
+              (SERIES + "test_the_wal_limits_the_alerts_compare_against_are_the_configured_"
+               "ones",)),
     Safeguard("wal-size-of-missing-file", "metrics", "sqlite_wal_bytes reads 0 while there "
               "is no -wal file (after a clean close), instead of failing /metrics",
               one("app/sqlite_backend.py", "        except FileNotFoundError:\n            "

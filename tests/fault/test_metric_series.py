@@ -196,3 +196,15 @@ async def test_lane_gauges_name_the_lane_that_is_busy(
     for lane in ("writer", "reader", "maintenance"):
         assert m.value("db_inflight", lane=lane) == 0
         assert m.value("db_queue_depth", lane=lane) == 0
+
+
+@pytest.mark.sqlite_only("the WAL's gauges")
+def test_the_wal_limits_the_alerts_compare_against_are_the_configured_ones(
+        make_app: Callable[..., FastAPI]) -> None:
+    """sqlite_wal_bytes > sqlite_journal_size_limit_bytes and the checkpoint age against
+    sqlite_checkpoint_interval_seconds: the limits are the settings the service runs with."""
+    app = make_app(sqlite_journal_size_limit_bytes=123456, sqlite_checkpoint_interval_s=2.5)
+    m = scrape(app)
+    assert m.value("sqlite_journal_size_limit_bytes") == 123456
+    assert m.value("sqlite_checkpoint_interval_seconds") == 2.5
+    assert m.value("sqlite_wal_bytes") == app.state.db.backend.wal_bytes()

@@ -99,6 +99,11 @@ async def test_read_workers_and_queue_limit_size_the_reader_lane(
         metrics = MetricsSnapshot((await client.get("/metrics")).text)
         assert metrics.value("db_inflight", lane="reader") == workers
         assert metrics.value("db_queue_depth", lane="reader") == queue_limit
+        # The capacities the alerts compare these with (db_inflight >= db_lane_workers, the
+        # queue against db_lane_queue_limit) are the ones the lane just showed it has.
+        assert metrics.value("db_lane_workers", lane="reader") == workers
+        assert metrics.value("db_lane_queue_limit", lane="reader") == queue_limit
+        assert metrics.value("db_lane_workers", lane="writer") == db.writer.workers
         for read in reads:
             read.cancel()
         await asyncio.gather(*reads, return_exceptions=True)
@@ -133,6 +138,11 @@ async def test_hash_concurrency_bounds_the_hashes_computed_at_once(
         await wait_until(lambda: running[0] == concurrency, "the hashers are busy")
         await asyncio.sleep(0.05)  # room for a third hash to start, were it allowed to
         assert running[1] == concurrency
+        # What the alert (password_hash_waiting > password_hash_slots) reads, at saturation.
+        metrics = MetricsSnapshot((await client.get("/metrics")).text)
+        assert metrics.value("password_hash_slots") == concurrency
+        assert metrics.value("password_hash_running") == concurrency
+        assert metrics.value("password_hash_waiting") == len(creates) - concurrency
     finally:
         gate.set()
     assert [r.status_code for r in await asyncio.gather(*creates)] == [201] * len(creates)
