@@ -1032,6 +1032,22 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="PostgresBackend.check_version"),
               (U + "test_postgres_backend.py::test_start_up_against_a_silent_server_fails_in_"
                "bounded_time",)),
+    Safeguard("hash-cost-not-wired", "secrets", "PASSWORD_HASH_TIME_COST, _MEMORY_KIB and "
+              "_PARALLELISM reach argon2 (a hash made at a test's cheap cost in production "
+              "would be cheap to crack)",
+              one("app/passwords.py",
+                  "time_cost=settings.password_hash_time_cost,\n"
+                  "            memory_cost=settings.password_hash_memory_kib,",
+                  "time_cost=1,\n            memory_cost=8,", within="PasswordHasher.__init__"),
+              (F + "test_production_settings.py::test_the_hash_is_computed_at_the_default_"
+               "cost",)),
+    Safeguard("pg-url-password-logged", "log hygiene", "PostgreSQL: the start-up line shows "
+              "the database URL with its password hidden",
+              one("app/postgres_backend.py", "self.url.render_as_string(hide_password=True)",
+                  "self.url.render_as_string(hide_password=False)",
+                  within="PostgresBackend.check_version"),
+              (F + "test_production_settings.py::test_start_up_says_what_runs_and_never_a_"
+               "secret",), backend="postgres"),
     Safeguard("pg-connect-unbounded", "lock waits", "PostgreSQL: a connection opened for a "
               "call waits no longer than the call's budget (connect_timeout)",
               one("app/postgres_backend.py", '            cparams["connect_timeout"] = '
