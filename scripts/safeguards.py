@@ -1471,6 +1471,30 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "if True:", within="WriteLedger.check"),
               (TK + "test_ledger_resolve.py::test_each_wrong_answer_is_charged_to_the_check_"
                "that_found_it",)),
+    Safeguard("proxy-latency-units", "fault toolkit", "the latency fault adds its `ms` in "
+              "milliseconds",
+              one("toolkit/src/sqlite_faults/netproxy/faults/latency.py",
+                  'return Plan(self.values["ms"] / 1000)', 'return Plan(self.values["ms"] / 100)',
+                  within="Latency.plan"),
+              (TK + "test_netproxy_models.py::test_latency_adds_its_milliseconds_exactly",)),
+    Safeguard("proxy-jitter-range", "fault toolkit", "jitter draws across its whole range",
+              one("toolkit/src/sqlite_faults/netproxy/faults/jitter.py",
+                  'self.rng.uniform(0, self.values["ms"])',
+                  'self.rng.uniform(0, self.values["ms"] / 2)', within="Jitter.plan"),
+              (TK + "test_netproxy_models.py::test_jitter_draws_across_its_whole_range_and_"
+               "never_past_it",)),
+    Safeguard("proxy-pulses-without-gaps", "fault toolkit", "latency pulses add nothing in "
+              "their gaps",
+              one("toolkit/src/sqlite_faults/netproxy/faults/latency_pulses.py",
+                  "        if into >= pulse:\n            return Plan()\n", "",
+                  within="LatencyPulses.plan"),
+              (TK + "test_netproxy_models.py::test_latency_pulses_hold_one_draw_per_pulse_"
+               "inside_its_range_and_none_in_the_gaps",)),
+    Safeguard("proxy-bandwidth-units", "fault toolkit", "the bandwidth cap is in KiB/s",
+              one("toolkit/src/sqlite_faults/netproxy/faults/bandwidth.py",
+                  'Plan(rate=self.values["kib_per_s"] * 1024)',
+                  'Plan(rate=self.values["kib_per_s"] * 10240)', within="Bandwidth.plan"),
+              (TK + "test_netproxy_models.py::test_bandwidth_paces_at_its_kibibytes_per_second",)),
     Safeguard("proxy-500-forwarded", "fault toolkit", "the fault proxy's injected 500 is "
               "answered by the proxy, never sent on to the service",
               one(PROXY, "                    await self._answer_500(now)",

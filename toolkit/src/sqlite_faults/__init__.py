@@ -44,7 +44,7 @@ PUBLIC_MODULES = frozenset({
     "powerloss.states", "powerloss.vfs", "powerloss.scratch", "report.backends",
     "traffic", "retry", "report.render", "report.runner", "report.scenarios",
     "report.slo", "netproxy", "http11", "echo", "report.instrument", "report.junit",
-    "report.agreement", "report.__main__", "report.restarts", "wsgi",
+    "report.agreement", "report.__main__", "report.restarts", "wsgi", "netproxy.faults",
 })
 
 __all__ = [
