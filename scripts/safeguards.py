@@ -846,6 +846,15 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "            if True:",
                   within="Database._commit_group"),
               (GROUP + "test_a_duplicate_name_fails_only_its_own_request_in_one_transaction",)),
+    Safeguard("group-half-done-call-committed", "group commit", "a call of a group that "
+              "fails after its first statement succeeded leaves nothing of it: its savepoint "
+              "takes the first statement back too",
+              one("app/db.py", "            seat.dbapi.execute(_ROLLBACK_TO)\n"
+                  "            seat.dbapi.execute(_RELEASE)\n",
+                  "            seat.dbapi.execute(_RELEASE)\n",
+                  within="Database._undo_savepoint"),
+              (GROUP + "test_a_call_that_fails_after_its_first_statement_leaves_nothing_of_"
+               "it",)),
     Safeguard("group-rerun-dropped", "group commit", "when one call's interrupted INSERT "
               "ends the group's transaction, the calls whose work it held run again",
               one("app/db.py", "                return [c for c, _ in done] + live[index + 1:]",

@@ -209,3 +209,27 @@ async def test_a_busy_timeout_set_for_a_long_budget_does_not_outlast_a_short_one
         assert await asyncio.to_thread(db.writer.wait_idle, 2.0), (
             "the writer was still waiting on the lock 2 s after a 0.3 s deadline")
         assert time.monotonic() - started < 2.5
+
+
+async def test_a_call_that_fails_after_its_first_statement_leaves_nothing_of_it(
+    app: FastAPI, client: httpx.AsyncClient, begins: list[str]
+) -> None:
+    """Its first INSERT succeeded, its second failed: the savepoint takes back the first
+    too (a half-done call must not commit with the group), and the others commit."""
+    assert (await client.post("/users/", json=new_user("taken"))).status_code == 201
+    insert = text("INSERT INTO users (name, password_hash, created_at) "
+                  "VALUES (:name, 'not a hash', '2026-12-05 00:00:00')")
+
+    def half_done(conn: Connection) -> None:
+        conn.execute(insert, {"name": "half"})
+        conn.execute(insert, {"name": "taken"})  # a UNIQUE violation, after the first
+
+    responses = await grouped(app, [
+        lambda: client.post("/users/", json=new_user("before")),
+        lambda: app.state.db.write("half", half_done),
+        lambda: client.post("/users/", json=new_user("after")),
+    ], begins)
+    assert responses[0].status_code == 201 and responses[2].status_code == 201
+    assert isinstance(responses[1], Exception), responses[1]
+    assert sorted(names_in(app)) == ["after", "before", "taken"]  # no "half"
+    assert begins == ["BEGIN"]  # one transaction: nothing ran again
