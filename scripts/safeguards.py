@@ -798,7 +798,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   'super().__init__(413, _too_large(max_bytes), headers={"Connection": "close"})',
                   "super().__init__(413, _too_large(max_bytes))",
                   within="RequestTooLarge.__init__"),
-              (DOOR + "test_a_refusal_while_the_body_is_read_closes_the_connection",)),
+              (DOOR + "test_a_chunked_body_is_refused_once_it_passes_the_bound",)),
     Safeguard("second-head-unbounded", "limits", "the head of a second request on a kept-alive "
               "connection is bounded in time like the first",
               one("app/serve.py", "        if self._head_timer is None:\n"
