@@ -111,8 +111,11 @@ class PostgresBackend:
 
     def bound_lock_wait(self, seat: Any, deadline: Deadline) -> None:
         """Server-side timeouts for this transaction from the remaining budget (plus a small
-        margin, so the client's own deadline answers first and cancels). SET LOCAL lasts one
-        transaction, so every attempt sets them (and so begins its transaction)."""
+        margin, so the client's own deadline answers first and cancels). They are what ends
+        the query when the cancel is lost (it is a separate connection to the server).
+        statement_timeout alone would end a lock wait too; lock_timeout makes the server's
+        log say which one it was. SET LOCAL lasts one transaction, so every attempt sets them
+        (and so begins its transaction)."""
         remaining_ms = int(deadline.remaining() * 1000)
         if remaining_ms <= 0:
             raise DeadlineExceeded("the DB call outlived its deadline")

@@ -303,6 +303,14 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                     within="PostgresBackend.interrupt")),
               (PG + "test_a_query_past_its_deadline_is_cancelled_on_the_server",),
               backend="postgres"),
+    Safeguard("pg-lost-cancel-runs-on", "lock waits", "PostgreSQL: when the client's cancel "
+              "is lost, the attempt's statement_timeout still ends its query (a slow statement "
+              "or a lock wait) on the server at the deadline",
+              one("app/postgres_backend.py", 'cursor.execute(f"SET LOCAL statement_timeout'
+                  ' = {remaining_ms + 25}")', "pass",
+                  within="PostgresBackend.bound_lock_wait"),
+              (PG + "test_a_query_whose_cancel_is_lost_still_ends_at_its_deadline",),
+              backend="postgres"),
     # -- retries ---------------------------------------------------------------------------
     Safeguard("no-retry", "retries", "transient errors are retried",
               one("app/resilience.py", "state.attempt_number >= self.max_attempts", "True",

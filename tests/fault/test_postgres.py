@@ -4,15 +4,18 @@ abandoned by the client; concurrent creates with one Idempotency-Key make one us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
+from sqlite_faults.inspect_db import libpq_url
 from sqlite_faults.observe import MetricsSnapshot, wait_until
 from sqlite_faults.slow import SlowStatements
 
@@ -42,6 +45,38 @@ async def test_a_query_past_its_deadline_is_cancelled_on_the_server(
         assert app.state.db.readers.wait_idle(timeout_s=0.5)
         assert db_rows(RUNNING_SLEEPS) == [(0,)]
     assert slow.interrupted == 1
+
+
+@pytest.mark.parametrize("stuck", ["slow-read", "lock-wait"])
+async def test_a_query_whose_cancel_is_lost_still_ends_at_its_deadline(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    db_rows: Callable[..., list[tuple[Any, ...]]], database_url: str,
+    monkeypatch: pytest.MonkeyPatch, stuck: str,
+) -> None:
+    """The client-side cancel is a separate connection to the server, and it can be lost (a
+    full backlog, a partition between the service and the server). The attempt's own
+    statement_timeout and lock_timeout, set from the same deadline, end the query on the
+    server anyway: the worker is free again at once, not when the 5 s sleep or the other
+    session's lock ends."""
+    app = make_app(db_deadline_s=1.0)
+    client = client_for(app)
+    user = (await client.post("/users/", json={"name": "pg", "password": "long enough"})).json()
+    monkeypatch.setattr(app.state.db.backend, "interrupt", lambda dbapi_conn: None)
+    with contextlib.ExitStack() as stack:
+        if stuck == "slow-read":
+            stack.enter_context(SlowStatements(app.state.db.reader_engine, seconds=5.0,
+                                               match="FROM users"))
+            request, lane = client.get(f"/users/{user['id']}"), app.state.db.readers
+        else:
+            holder = stack.enter_context(psycopg.connect(libpq_url(database_url)))
+            holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")  # held until closed
+            request = client.post("/users/", json={"name": "waits", "password": "long enough"})
+            lane = app.state.db.writer
+        response = await request
+        assert response.status_code == 504, response.text
+        # With the cancel lost, only the server's own timeouts can free the worker this soon.
+        assert lane.wait_idle(timeout_s=2.0)
+        assert db_rows(RUNNING_SLEEPS) == [(0,)]
 
 
 async def test_concurrent_creates_with_one_key_make_one_user(
