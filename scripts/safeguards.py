@@ -334,6 +334,14 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "state.upcoming_sleep):", "                    ):",
                   within="RetryPolicy.retrying.stop"),
               (RETRY + "test_deadline_stops_a_retry_whose_backoff_would_outlast_it",)),
+    Safeguard("retry-gets-a-new-budget", "retries", "a retried attempt runs under the "
+              "request's deadline, not a budget of its own (which would answer a whole budget "
+              "late, or finish work for a client already answered)",
+              one("app/db.py", "return await self._attempt(operation, lane, work, deadline)",
+                  "return await self._attempt(operation, lane, work, "
+                  "Deadline.after(self.settings.db_deadline_s))", within="Database._retry"),
+              (SQLERR + "test_a_retried_attempt_runs_under_the_request_s_deadline_not_a_new_"
+               "one",)),
     Safeguard("retry-at-an-expired-deadline", "retries", "the deadline's boundary: with no "
               "budget left, not even a retry without backoff starts",
               one("app/resilience.py", "deadline.remaining() <= state.upcoming_sleep",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from sqlite_faults.inspect_db import query_url
 from sqlite_faults.observe import MetricsSnapshot
+from sqlite_faults.slow import SlowStatements
 from sqlite_faults.sql_errors import InjectSqlError
 
 MAX_ATTEMPTS = 4
@@ -125,6 +127,35 @@ async def test_reads_are_retried_too(
         response = await client.get(f"/users/{user_id}")
     assert response.status_code == 200, response.text
     assert (await metrics(client)).value("db_retries_total", operation="get_user") == 2
+
+
+@pytest.mark.parametrize("operation", ["read", "write"])
+async def test_a_retried_attempt_runs_under_the_request_s_deadline_not_a_new_one(
+    make_app: Callable[..., FastAPI], client_for: Callable[[FastAPI], httpx.AsyncClient],
+    operation: str,
+) -> None:
+    """Each attempt's statement takes three quarters of the budget, and the first one then
+    fails transiently. The retry has a quarter of the budget left and must be stopped at the
+    request's deadline (504); an attempt given a budget of its own would finish (200 or 201)
+    a whole budget after the request came."""
+    deadline_s = 2.0
+    app = make_app(db_deadline_s=deadline_s, retry_max_attempts=MAX_ATTEMPTS,
+                   retry_backoff_initial_s=0.001, retry_backoff_max_s=0.002)
+    client = client_for(app)
+    user_id = (await create(client, "readable")).json()["id"]
+    db = app.state.db
+    engine, match = ((db.reader_engine, r"FROM users") if operation == "read"
+                     else (db.writer_engine, INSERT_USER))
+    # Listeners run in the order they were added: each statement sleeps, then the first fails.
+    with SlowStatements(engine, seconds=deadline_s * 0.75, match=match) as slow, \
+            InjectSqlError(engine, "busy", match=match, times=1) as fault:
+        started = time.monotonic()
+        response = await (client.get(f"/users/{user_id}") if operation == "read"
+                          else create(client, "retried"))
+        took = time.monotonic() - started
+    assert response.status_code == 504, response.text
+    assert fault.injected == 1 and slow.started == 2
+    assert took < deadline_s + 1.0  # at the request's deadline, not the retry's own
 
 
 async def test_transient_error_at_commit_is_rolled_back_and_retried_to_one_row(
