@@ -871,6 +871,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="Database._undo_savepoint"),
               (GROUP + "test_a_call_that_fails_after_its_first_statement_leaves_nothing_of_"
                "it",)),
+    Safeguard("group-gives-up-at-earliest-deadline", "group commit", "a group waits for the "
+              "write lock while any of its calls still has time: a short call's 504 does not "
+              "fail a long call of the same group",
+              one("app/db.py", "lambda: all(call.handle.stopping for call in live))",
+                  "lambda: any(call.handle.stopping for call in live))",
+                  within="Database._commit_group"),
+              (GROUP + "test_a_group_waits_for_the_lock_while_any_of_its_calls_still_can",)),
     Safeguard("group-rerun-dropped", "group commit", "when one call's interrupted INSERT "
               "ends the group's transaction, the calls whose work it held run again",
               one("app/db.py", "                return [c for c, _ in done] + live[index + 1:]",

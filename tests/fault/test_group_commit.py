@@ -13,6 +13,8 @@ What must hold inside a group (app/db.py `_commit_group`; the batch facts in
   gets its 504 with nothing of it committed;
 - idempotency keys are exact within a group (the second call sees the first's key);
 - nothing is acknowledged before the COMMIT that holds it: a failed COMMIT fails every call;
+- a group waits for the write lock while any of its calls still has time (a short call's 504
+  does not fail a long one);
 - a worker connection's busy timeout, set for an earlier call's long budget, never lets a
   later call with a short budget wait past its own deadline.
 """
@@ -56,16 +58,19 @@ class HeldWriter:
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self._started = threading.Event()
+        self.started = threading.Event()
+
+    def work_until_released(self) -> None:
+        self.started.set()
+        assert self.release.wait(WAIT_S), "never released"
 
     def work(self, _conn: Any) -> str:
-        self._started.set()
-        assert self.release.wait(WAIT_S), "never released"
+        self.work_until_released()
         raise Released
 
     async def hold(self, app: FastAPI) -> asyncio.Future[Any]:
         call = asyncio.ensure_future(app.state.db.write("held", self.work))
-        assert await asyncio.to_thread(self._started.wait, WAIT_S), "the held write never ran"
+        assert await asyncio.to_thread(self.started.wait, WAIT_S), "the held write never ran"
         return call
 
 
@@ -233,3 +238,57 @@ async def test_a_call_that_fails_after_its_first_statement_leaves_nothing_of_it(
     assert isinstance(responses[1], Exception), responses[1]
     assert sorted(names_in(app)) == ["after", "before", "taken"]  # no "half"
     assert begins == ["BEGIN"]  # one transaction: nothing ran again
+
+
+async def test_a_group_waits_for_the_lock_while_any_of_its_calls_still_can(
+    app: FastAPI, database_url: str, begins: list[str]
+) -> None:
+    """A group of a 0.5 s call and a 10 s call meets a lock held by another process. The
+    short call gets its 504 at its own deadline; the group keeps waiting for the long one,
+    which commits once the lock is let go, in the group's one transaction. A group that gave
+    up at its earliest deadline would fail a call that had time left."""
+    db = app.state.db
+    other = LockHolder(database_url, "immediate")
+    other.start()
+    held = HeldWriter()
+    tries = threading.Semaphore(0)  # one release per BEGIN the writer's connection tries
+
+    def hand_the_lock_over(conn: Connection) -> str:
+        held.work_until_released()
+        # Each try of the group's BEGIN IMMEDIATE (a busy wait of LOCK_POLL_MS) is traced.
+        conn.connection.dbapi_connection.set_trace_callback(
+            lambda sql: tries.release() if sql.startswith("BEGIN") else None)
+        # The held write ends its own transaction, then the other process takes the lock:
+        # the group's BEGIN meets it, with no moment in which the lock is free.
+        conn.rollback()
+        other.acquire()
+        raise Released
+
+    def tried_again(times: int) -> bool:
+        return all(tries.acquire(timeout=WAIT_S) for _ in range(times))
+
+    holder = asyncio.ensure_future(db.write("held", hand_the_lock_over))
+    try:
+        assert await asyncio.to_thread(held.started.wait, WAIT_S), "the held write never ran"
+        short = asyncio.ensure_future(db.write("short", _insert("short"), Deadline.after(0.5)))
+        long = asyncio.ensure_future(db.write("long", _insert("long"), Deadline.after(WAIT_S)))
+        await wait_until(lambda: db.writer.queued == 2, "both writes wait behind the held one")
+        begins.clear()
+        held.release.set()
+        with pytest.raises(Released):
+            await holder
+        with pytest.raises(DeadlineExceeded):
+            await short  # while the other process still holds the lock
+        while tries.acquire(blocking=False):  # the tries before the short call's 504
+            pass
+        # Two more tries: the first of them failed after the short call had its 504, and the
+        # group went on waiting for the long one.
+        assert await asyncio.to_thread(tried_again, 2), "the group stopped waiting for the lock"
+        assert not long.done()
+        other.release()
+        assert await long == "long"
+    finally:
+        held.release.set()
+        other.close()
+    assert names_in(app) == ["long"]
+    assert begins == ["BEGIN"]  # the group's one transaction: the long call was not retried
