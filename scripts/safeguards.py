@@ -854,6 +854,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="uvicorn_options"),
               (D + "test_graceful_restart.py::test_a_request_in_flight_at_sigterm_gets_its_"
                "answer_and_its_commit",)),
+    Safeguard("graceful-default-too-short", "limits", "unset, the graceful window is "
+              "DB_DEADLINE_S + 5 s: a request in flight at SIGTERM reaches its own deadline "
+              "at the settings production runs with",
+              one("app/settings.py", "return self.db_deadline_s + 5.0", "return 0.5",
+                  within="Settings.graceful_shutdown_s"),
+              (D + "test_graceful_restart.py::test_a_request_in_flight_at_sigterm_gets_its_"
+               "answer_and_its_commit",)),
     # -- batches and group commit ------------------------------------------------------------
     Safeguard("group-savepoint-not-undone", "group commit", "a failed call of a group is "
               "rolled back to its own savepoint; the group's other calls commit in the same "

@@ -108,8 +108,9 @@ async def test_a_request_in_flight_at_sigterm_gets_its_answer_and_its_commit(
     """A create waits for a lock another process holds; SIGTERM arrives; the server stops
     accepting (the port refuses connections) while the create still waits; then the lock is
     released. The create must commit and its client get the 201: shutdown waits for work in
-    flight instead of cutting it (uvicorn's graceful timeout, HTTP_GRACEFUL_SHUTDOWN_S)."""
-    server = servers(db_deadline_s=DEADLINE_S * 2, http_graceful_shutdown_s=GRACEFUL_S * 2)
+    flight instead of cutting it (uvicorn's graceful timeout, HTTP_GRACEFUL_SHUTDOWN_S), and
+    does so at its default (unset: DB_DEADLINE_S + 5 s), which production runs with."""
+    server = servers(db_deadline_s=DEADLINE_S * 2)
     server.start()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30.0) as client:
         with LockHolder(server.database_url, "immediate") as holder:
@@ -128,7 +129,7 @@ async def test_a_request_in_flight_at_sigterm_gets_its_answer_and_its_commit(
             holder.release()
             response = await create
     assert response.status_code == 201, response.text
-    code = await asyncio.to_thread(server.wait_exit, GRACEFUL_S * 2 + EXIT_LATE_S)
+    code = await asyncio.to_thread(server.wait_exit, DEADLINE_S * 2 + 5.0 + EXIT_LATE_S)
     assert code in (0, -signal.SIGTERM)
     server.start()
     assert db_names(server) == ["in-flight"]
