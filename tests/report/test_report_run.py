@@ -40,3 +40,13 @@ def test_unknown_scenarios_are_refused_with_the_known_ones_listed(
     assert proc.returncode == 2
     assert "unknown scenarios: no-such-thing" in proc.stderr
     assert "steady-state" in proc.stderr
+
+
+def test_a_client_timeout_inside_the_services_deadline_is_refused(
+        tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """Clients that give up at 1 s cannot judge a service whose 504 is due at 1 s: their
+    timeouts would be judged the service's unclean failures."""
+    proc = run_report(tmp_path, "--timeout", "1", "--scenarios", "steady-state")
+    assert proc.returncode == 2
+    assert "--timeout 1 s is not longer than hardened's deadline (1 s)" in proc.stderr
+    assert not (tmp_path / "report.json").exists()

@@ -309,6 +309,11 @@ class WriteLedger:
             return
         count = _query(db, f"SELECT count(*) FROM {table.table} "
                            f"WHERE {table.unique_column} = ?", (create.name,))
+        if count[0][0] > 1 and self._first_time("dup", create.name):
+            # Written again by the retry: the service did not honour the key. Counted here,
+            # by the check of the scenario whose write it was, not by the next check's count.
+            report.duplicated += 1
+            report.problems.append(f"duplicated {create.name}: its retry wrote it again")
         if create.outcome != "acknowledged" or count != [(1,)]:
             report.unresolved += 1
             report.problems.append(

@@ -99,6 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 
+def _timeout_too_short(timeout_s: float, targets: list[Target],
+                       objectives: Objectives) -> str:
+    """Why the clients' timeout cannot judge these targets ("" when it can). A client that
+    gives up before a service's deadline plus the grace records no answer where the service
+    was about to give its 504: the generator's timeout would be judged the service's unclean
+    failure."""
+    for target in targets:
+        if target.deadline_s is None:
+            continue
+        limit_s = target.deadline_s + objectives.deadline_grace_ms / 1000
+        if timeout_s <= limit_s:
+            return (f"--timeout {timeout_s:g} s is not longer than {target.name}'s deadline "
+                    f"({target.deadline_s:g} s) plus the {objectives.deadline_grace_ms:g} ms "
+                    f"grace: the clients would give up before the service may answer; use "
+                    f"more than {limit_s:g} s")
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     if args.target is None:
         print("--target FILE is required: a target file describing the service "
@@ -124,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     scenarios = matrix(args.backend, wanted)
     objectives = Objectives.load(args.objectives)
+    too_short = _timeout_too_short(args.timeout, targets, objectives)
+    if too_short:
+        print(too_short, file=sys.stderr)
+        return 2
     print(f"seed {seed} (replay with --seed {seed}), backend {args.backend}", file=sys.stderr)
 
     spec = LoadSpec(args.load, args.rate, args.capacity_fraction, args.clients, args.timeout)
