@@ -63,6 +63,8 @@ DOOR = F + "test_limits_at_the_door.py::"
 GROUP = F + "test_group_commit.py::"
 READ_BOUNDS = U + "test_read_lock_wait_bounds.py::"
 TK = "tests/toolkit/"
+CONTROL = ("tests/report/test_report_controls.py::test_each_verdict_is_breached_by_a_service_"
+           "built_to_breach_it_and_met_by_the_hardened")
 OVERLOAD = F + "test_overload.py::"
 BATTERY = "toolkit/src/sqlite_faults/battery/test_battery.py"
 LOAD = "toolkit/src/sqlite_faults/traffic.py"
@@ -1430,6 +1432,67 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="WriteLedger.check"),
               (TK + "test_report_verdicts.py::test_the_ledger_counts_a_500_whose_write_"
                "committed",)),
+    # -- the report's verdicts against their controls (tests/report/test_report_controls.py):
+    # each weakened verdict is judged met for a service built to breach it.
+    Safeguard("report-p95-unjudged", "fault toolkit", "the report breaches an available "
+              "endpoint whose p95 latency is over the objective",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  "p95_ok = stats.p95_ms < objectives.p95_latency_ms", "p95_ok = True",
+                  within="_available"),
+              (CONTROL + "[no-deadline]",)),
+    Safeguard("report-error-rate-unjudged", "fault toolkit", "the report breaches an available "
+              "endpoint whose error rate is over the objective",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  "errors_ok = stats.error_rate < objectives.error_rate", "errors_ok = True",
+                  within="_available"),
+              (CONTROL + "[committed-500s]",)),
+    Safeguard("report-fail-fast-accepts-anything", "fault toolkit", "the report breaches a "
+              "fail-fast endpoint answered late or with anything but 503/504",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  "passed = bool(samples) and not unclean and stats.max_ms <= limit_ms",
+                  "passed = bool(samples)", within="_fail_fast"),
+              (CONTROL + "[no-deadline]",)),
+    Safeguard("report-unrecovered-passes", "fault toolkit", "the report breaches a service "
+              "that has not recovered when the fault ends",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  '"not recovered", "n/a", False,', '"not recovered", "n/a", True,',
+                  within="_recovery"),
+              (CONTROL + "[no-recovery]",)),
+    Safeguard("report-retry-duplicate-uncounted", "fault toolkit", "a write the ledger's keyed "
+              "retry wrote a second time is a duplicate of the scenario whose write it was",
+              one("toolkit/src/sqlite_faults/ledger.py",
+                  "report.duplicated += 1\n            report.problems.append(f\"duplicated "
+                  "{create.name}", "pass\n            report.problems.append(f\"duplicated "
+                  "{create.name}", within="WriteLedger._resolve"),
+              (CONTROL + "[committed-500s]",)),
+    Safeguard("report-unresolved-uncounted", "fault toolkit", "an indeterminate write whose "
+              "keyed retry did not end in one row is unresolved",
+              one("toolkit/src/sqlite_faults/ledger.py",
+                  'report.unresolved += 1\n            report.problems.append(\n'
+                  '                f"unresolved {create.name}: retry answered {retry}, rows=',
+                  'pass\n            report.problems.append(\n'
+                  '                f"unresolved {create.name}: retry answered {retry}, rows=',
+                  within="WriteLedger._resolve"),
+              (CONTROL + "[committed-500s]",)),
+    Safeguard("report-lost-row-unnoticed", "fault toolkit", "an acknowledged write missing "
+              "from the table, or not read back, is lost",
+              (Edit("toolkit/src/sqlite_faults/ledger.py",
+                    "if rows is not None and str(ids.get(create.name)) != str(create.new_id):",
+                    "if False:", within="WriteLedger.check"),
+               Edit("toolkit/src/sqlite_faults/ledger.py",
+                    "report.lost += 1\n            report.problems.append(\n"
+                    '                f"lost {create.name}: {response.status_code}',
+                    "pass\n            report.problems.append(\n"
+                    '                f"lost {create.name}: {response.status_code}',
+                    within="WriteLedger._check_acknowledged")),
+              (CONTROL + "[write-behind]",)),
+    Safeguard("report-client-timeout-judged", "fault toolkit", "the report refuses clients "
+              "whose timeout ends before a service's deadline plus the grace (their timeouts "
+              "would be judged the service's unclean failures)",
+              one("toolkit/src/sqlite_faults/report/__main__.py", "if timeout_s <= limit_s:",
+                  "if False:", within="_timeout_too_short"),
+              ("tests/report/test_report_run.py::test_a_client_timeout_inside_the_services_"
+               "deadline_is_refused",)),
     Safeguard("lanes-unjudged", "fault toolkit", "the report fails a service whose DB lanes "
               "are held while clients are slow",
               one("toolkit/src/sqlite_faults/report/slo.py",

@@ -17,6 +17,16 @@ each a real one (a comma-separated list):
   later on another thread ("write-behind"): a SIGKILL in between loses an acknowledged write;
 - `leak`: a create that failed is handed to a thread that retries it every 30 s until it
   lands: a burst of failures leaves a thread each behind.
+
+and, for the report's negative controls (tests/report/test_report_controls.py):
+
+- `no-unique`: names are not unique, and the Idempotency-Key a client sends is accepted and
+  ignored: a client's retry of a write that did commit writes it again;
+- `read-after-commit`: a create commits, then reads its row back in a second transaction;
+  an error there answers 500 for a write that committed;
+- `breaker-never-closes`: after three failed creates a circuit breaker answers every later
+  create 503 at once, and nothing ever closes it again (no half-open trial): the service
+  does not recover when the fault ends.
 """
 
 from __future__ import annotations
@@ -42,12 +52,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-metadata = MetaData()
-users = Table("users", metadata,
-              Column("id", Integer, primary_key=True),
-              Column("name", String(64), unique=True),
-              Column("password_hash", String(255)),
-              Column("created_at", String(40)))
+
+def users_table(unique_names: bool) -> Table:
+    return Table("users", MetaData(),
+                 Column("id", Integer, primary_key=True),
+                 Column("name", String(64), unique=unique_names),
+                 Column("password_hash", String(255)),
+                 Column("created_at", String(40)))
 
 
 def create_app() -> Flask:
@@ -58,7 +69,8 @@ def create_app() -> Flask:
     url = make_url(os.environ.get("DATABASE_URL", "sqlite:///./wsgi_naive.db"))
     engine = create_engine(url.set(query={}) if "url" in flaws else url,
                            connect_args={"timeout": 0} if "no-wait" in flaws else {})
-    metadata.create_all(engine)
+    users = users_table(unique_names="no-unique" not in flaws)
+    users.metadata.create_all(engine)
 
     def retry_later(values: dict[str, Any]) -> None:
         while True:
@@ -76,8 +88,13 @@ def create_app() -> Flask:
     def as_json(row: Any) -> dict[str, Any]:
         return {"id": row.id, "name": row.name, "created_at": row.created_at}
 
+    failed_creates = 0
+
     @app.post("/users/")
     def create_user() -> Any:
+        nonlocal failed_creates
+        if "breaker-never-closes" in flaws and failed_creates >= 3:
+            return jsonify(detail="Service unavailable"), 503
         body = request.get_json()
         values = {"name": body["name"], "password_hash": hasher.hash(body["password"]),
                   "created_at": datetime.now(UTC).isoformat()}
@@ -96,7 +113,11 @@ def create_app() -> Flask:
             with engine.begin() as connection:
                 new_id = connection.execute(insert(users).values(**values)).inserted_primary_key[0]
                 row = connection.execute(select(users).where(users.c.id == new_id)).one()
+            if "read-after-commit" in flaws:
+                with engine.connect() as connection:
+                    row = connection.execute(select(users).where(users.c.id == new_id)).one()
         except SQLAlchemyError:
+            failed_creates += 1
             if "leak" in flaws:
                 threading.Thread(target=retry_later, args=(values,), daemon=True).start()
             return jsonify(detail="Database error occurred"), 500

@@ -68,3 +68,13 @@ def test_lost_acknowledged_writes_fail_the_create_endpoint() -> None:
     verdicts = judge("s", CREATE, "available", steady, 0.0, OBJECTIVES, 1.0, ledger)
     lost = next(v for v in verdicts if v.slo == "acknowledged writes lost")
     assert not lost.passed and lost.observed == "1"
+
+
+def test_a_phase_in_which_no_request_completed_is_breached() -> None:
+    """A service that answered nothing in the fault window is not judged on empty figures."""
+    steady = [sample(i * 0.01, 0.05) for i in range(100)]
+    verdicts = judge("s", READ, "available", steady, 4.0, OBJECTIVES, 1.0, None)
+    assert "requests (fault)" in failed(verdicts)
+    fault = [sample(2 + i * 0.01, 0.05, phase="fault") for i in range(10)]
+    verdicts = judge("s", READ, "available", steady + fault, 4.0, OBJECTIVES, 1.0, None)
+    assert not any(v.slo.startswith("requests") for v in verdicts)

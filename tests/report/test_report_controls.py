@@ -1,0 +1,94 @@
+"""Controls for the report's verdicts: a check that passes a broken service is worse than no
+check, so each kind of verdict is shown breached by a service built to breach it and met by
+the hardened service, on the same faults in the same run.
+
+The services built to breach are the naive Flask service (examples/wsgi_service/naive.py)
+with real mistakes switched on by NAIVE_FLAWS; the table in docs/safeguards.md lists each
+verdict with its controls, including those judged on hand-made samples instead.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NAIVE_FLASK = ROOT / "examples" / "targets" / "wsgi_api_naive.toml"
+
+
+@dataclass(frozen=True)
+class Control:
+    flaws: str
+    scenarios: str
+    breached: frozenset[str]  # the kinds of verdict the flawed service must breach
+    claims_keys: bool = False  # its target says it takes Idempotency-Key (it ignores it)
+
+
+CONTROLS = {
+    # Statements slowed, and no deadline to bound them: slow answers where the service is
+    # expected to answer well, and late 500s where it is expected to refuse fast.
+    "no-deadline": Control("", "slow-statements",
+                           frozenset({"p95 latency", "error rate", "fail fast"})),
+    # Transient errors turned into 500s, some of them for creates that committed (the
+    # read-back after COMMIT failed), which the ledger's keyed retry then writes a second
+    # time (the key is ignored and names are not unique). The scenario runs alone, so the
+    # duplicates must be found by its own check, not by a later one's count of the table.
+    "committed-500s": Control(
+        "no-unique,read-after-commit", "transient-errors-high",
+        frozenset({"error rate", "errors that committed", "duplicate writes",
+                   "indeterminate writes unresolved"}), claims_keys=True),
+    # Answered before the COMMIT, which a SIGKILL then never lets happen.
+    "write-behind": Control("ack-before-commit", "sigkill-restart",
+                            frozenset({"acknowledged writes lost"})),
+    # A circuit breaker that never closes keeps failing creates after the fault has ended.
+    "no-recovery": Control("breaker-never-closes", "transient-errors-high",
+                           frozenset({"recovery"})),
+}
+
+
+def flawed_target(control: Control, folder: Path) -> Path:
+    text = (NAIVE_FLASK.read_text()
+            .replace('root = "../.."', f'root = "{ROOT}"')
+            .replace("[env]\n", f'[env]\nNAIVE_FLAWS = "{control.flaws}"\n'))
+    if control.claims_keys:
+        text = text.replace('id_field = "id"\n',
+                            'id_field = "id"\nidempotency_header = "Idempotency-Key"\n')
+    target = folder / "flawed.toml"
+    target.write_text(text)
+    return target
+
+
+def statuses_by_kind(results: list[dict]) -> dict[str, set[str]]:  # type: ignore[type-arg]
+    """Each kind of verdict ("p95 latency (fault)" is of kind "p95 latency") and the statuses
+    it was given."""
+    kinds: dict[str, set[str]] = {}
+    for result in results:
+        for verdict in result["verdicts"]:
+            kind = verdict["slo"].split(" (")[0]
+            kinds.setdefault(kind, set()).add(verdict["status"])
+    return kinds
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLS))
+def test_each_verdict_is_breached_by_a_service_built_to_breach_it_and_met_by_the_hardened(
+        name: str, tmp_path: Path,
+        run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    control = CONTROLS[name]
+    out = tmp_path / "report"
+    proc = run_report(out, "--baseline", str(flawed_target(control, tmp_path)),
+                      "--scenarios", control.scenarios)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    targets = json.loads((out / "report.json").read_text())["targets"]
+    flawed = statuses_by_kind(targets["wsgi-api-naive"])
+    hardened = statuses_by_kind(targets["hardened"])
+    missed = sorted(kind for kind in control.breached if "breached" not in flawed.get(kind, ()))
+    assert not missed, f"the flawed service was not judged breaching {missed}: {flawed}"
+    # The positive control: the same checks, on the same faults, met by the hardened service.
+    assert {kind: statuses for kind, statuses in hardened.items()
+            if statuses != {"met"}} == {}
+    assert control.breached <= set(hardened)
