@@ -6,7 +6,9 @@ inside a named function or class (scripts/anchors.py); the script applies them t
 copy of the tree (never to your work tree), runs tests there and lists those that went red.
 A mutant no test kills is a hole in the suite: the script then exits non-zero.
 
-    .venv/bin/python scripts/check_mutants.py                 # quick: each row's own tests (CI)
+    .venv/bin/python scripts/check_mutants.py                 # quick: each row's own tests
+    .venv/bin/python scripts/check_mutants.py -x -j 2         # the same, two at a time, each
+                                                              # stopping at its first red test (CI)
     .venv/bin/python scripts/check_mutants.py --full          # unit + fault suites (nightly)
     .venv/bin/python scripts/check_mutants.py --full -x       # the same, each run stopping at its
                                                               # first red test
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -148,6 +151,11 @@ def main() -> None:
                         help="run the unit and fault suites for every mutant (nightly)")
     parser.add_argument("-x", "--exitfirst", action="store_true",
                         help="stop each mutant's run at its first red test (faster; lists one)")
+    parser.add_argument("-j", "--jobs", type=int, default=1,
+                        help="mutants run side by side (default 1). Each run is its own scratch "
+                             "tree and pytest process; a second one on a 2-core machine loads "
+                             "it as the suites' busy runs do (scripts/busy_runs.sh), which can "
+                             "only make a mutant's tests slower, never pass a broken one")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all",
                         help="which rows to run (default: all)")
     parser.add_argument("--write-inventory", type=Path, metavar="FILE",
@@ -167,8 +175,10 @@ def main() -> None:
     print(f"{len(chosen)} mutants, {mode} mode", flush=True)
     survivors: list[str] = []
     missing: list[str] = []  # killed, but not by a test the inventory names
-    for row in chosen:
-        red, seconds = run_mutant(row, args.full, args.exitfirst)
+    pool = ThreadPoolExecutor(max_workers=max(1, args.jobs))
+    runs = [pool.submit(run_mutant, row, args.full, args.exitfirst) for row in chosen]
+    for row, run in zip(chosen, runs, strict=True):
+        red, seconds = run.result()  # in the inventory's order, each as soon as it is done
         named = [t for t in red if any(t.startswith(n) for n in row.tests)]
         print(f"\n## {row.name} [{row.backend}, {seconds:.0f} s]: {row.what}", flush=True)
         print(f"killed by {len(red)} test(s)" if red else "SURVIVED")
@@ -178,6 +188,7 @@ def main() -> None:
             survivors.append(row.name)
         elif not named and not args.exitfirst:
             missing.append(row.name)
+    pool.shutdown()
     killed = len(chosen) - len(survivors)
     percent = 100.0 * killed / len(chosen) if chosen else 100.0
     print(f"\nkilled {killed} of {len(chosen)} mutants ({percent:.1f} %), {mode} mode")
