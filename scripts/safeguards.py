@@ -1214,6 +1214,18 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "            holder.close()", "        pass",
                   within="lock_holder"),
               (CLEANUP,)),
+    Safeguard("context-error-left-armed", "fault toolkit", "leaving an InjectSqlError "
+              "context removes its error from the engine",
+              one("toolkit/src/sqlite_faults/sql_errors.py",
+                  "event.remove(self.engine, target, listener)", "pass",
+                  within="InjectSqlError.__exit__"),
+              (CLEANUP,)),
+    Safeguard("context-slow-left-armed", "fault toolkit", "leaving a SlowStatements context "
+              "stops slowing the engine's statements",
+              one("toolkit/src/sqlite_faults/slow.py",
+                  'event.remove(self.engine, "before_cursor_execute", self._before)', "pass",
+                  within="SlowStatements.__exit__"),
+              (CLEANUP,)),
     Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
               "registers every engine built from a ?plugin=sqlite_faults URL",
               one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",
