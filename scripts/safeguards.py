@@ -1226,6 +1226,31 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   'event.remove(self.engine, "before_cursor_execute", self._before)', "pass",
                   within="SlowStatements.__exit__"),
               (CLEANUP,)),
+    Safeguard("battery-finding-without-cause", "fault toolkit", "a failed battery check "
+              "names its cause and fix from the catalogue (causes.toml)",
+              one("toolkit/src/sqlite_faults/battery/test_battery.py",
+                  'f"cause: {found.title} [{found.id}]\\nfix: {found.fix}"',
+                  'f"cause: {found.title}"', within="finding"),
+              (TK + "test_battery_verdicts.py::test_the_battery_judges_the_naive_service_for_"
+               "the_seed_reports_reasons[test_wal_is_on]",)),
+    Safeguard("diagnosis-wal-reset-range-open", "fault toolkit", "the WAL-reset bug is "
+              "diagnosed for SQLite 3.7.0 to 3.51.2 only (a fixed library is not flagged)",
+              one("toolkit/src/sqlite_faults/diagnostics.py", "return low <= parts <= high",
+                  "return low <= parts", within="wal_reset_bug"),
+              (TK + "test_diagnostics.py::test_the_wal_reset_bug_spans_3_7_0_to_3_51_2",)),
+    Safeguard("diagnosis-uses-the-services-pool", "fault toolkit", "a diagnosis opens its own "
+              "connection through a copy of the pool, never one of the service's",
+              one("toolkit/src/sqlite_faults/diagnostics.py",
+                  "copy = engine.pool.recreate()", "copy = engine.pool",
+                  within="_connection_settings"),
+              (TK + "test_diagnostics.py::test_diagnosis_leaves_the_services_pool_alone",)),
+    Safeguard("diagnosis-journal-unread", "fault toolkit", "the journal mode is read from a "
+              "connection the service's pool would make",
+              one("toolkit/src/sqlite_faults/diagnostics.py",
+                  '"journal_mode": str(_one(cursor, "PRAGMA journal_mode")).lower(),',
+                  '"journal_mode": "wal",', within="_sqlite"),
+              (TK + "test_diagnostics.py::test_the_naive_service_has_each_configuration_"
+               "cause",)),
     Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
               "registers every engine built from a ?plugin=sqlite_faults URL",
               one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",

@@ -6,12 +6,14 @@ did not look at (no WAL, 500s on bad input)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from sqlite_faults.causes import cause
 
 from examples.targets import FOLDER, HARDENED, NAIVE
 
@@ -30,10 +32,21 @@ def battery(target: Path, tmp_path: Path, seed: int, only: str | None = None
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-2000:]
     outcomes = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
-        kind = ("failed" if case.find("failure") is not None or case.find("error") is not None
+        failure = case.find("failure")
+        kind = ("failed" if failure is not None or case.find("error") is not None
                 else "skipped" if case.find("skipped") is not None else "passed")
         outcomes[case.get("name", "")] = kind
+        if failure is not None:
+            assert_names_a_cataloged_cause(failure.text or "")
     return outcomes
+
+
+def assert_names_a_cataloged_cause(failure: str) -> None:
+    """A check's failure is a finding whose cause and fix come from the catalogue."""
+    named = re.search(r"cause: (.+) \[([a-z0-9-]+)\]", failure)
+    assert named, f"the failure names no cause:\n{failure[-1500:]}"
+    found = cause(named[2])
+    assert named[1] == found.title and f"fix: {found.fix}" in failure
 
 
 CHECKS = {

@@ -101,3 +101,18 @@ def test_before_the_first_engine_there_is_nothing_to_list_or_remove() -> None:
     assert asyncio.run(nobody.disarm()) == []
     with pytest.raises(NoEngineYet, match="no engine has been built"):
         asyncio.run(nobody.arm("slow", seconds=1.0))
+
+
+def test_the_control_server_answers_each_engines_diagnosis(
+        tmp_path: Path, control: FaultControl) -> None:
+    engine = create_engine(with_plugin(f"sqlite:///{tmp_path / 'seen.db'}"))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("PRAGMA journal_mode=WAL"))
+        answers = asyncio.run(control.diagnostics())
+        ids = [e["id"] for e in asyncio.run(control.engines()) if e["url"].endswith("seen.db")]
+    finally:
+        engine.dispose()
+    (seen,) = [a for a in answers if a["id"] in ids]
+    assert (seen["dialect"], seen["journal_mode"], seen["pool"]) == ("sqlite", "wal", "QueuePool")
+    assert seen["wal_reset_bug"] is not None and seen["version"]

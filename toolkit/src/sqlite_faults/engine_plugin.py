@@ -14,6 +14,7 @@ control server on the address in SQLITE_FAULTS_CONTROL (a daemon thread, stdlib 
 
     GET    /engines     [{"id": 0, "url": "sqlite:///...", "dialect": "sqlite"}]
     GET    /faults      what each armed fault did so far (to synchronise on: "it started")
+    GET    /diagnostics each engine's configuration as the service runs it (diagnostics.py)
     POST   /sql-error   {"kind": "busy", "probability": 0.05, "seed": 7, "match": null,
                          "times": null, "at": "statement", "engine": "any"}
     POST   /slow        {"seconds": 2.0, "match": "FROM users", "engine": "any"}
@@ -44,6 +45,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL, CreateEnginePlugin
 
+from .diagnostics import diagnose
 from .errors import SqliteFaultsError
 from .ports import free_port
 from .slow import SlowStatements, StallAfterStatement
@@ -108,6 +110,16 @@ class _Registry:
                 self._active.append(self._armed.enter_context(_make_fault(engine, kind, spec)))
             return len(self._active)
 
+    def diagnostics(self) -> list[dict[str, Any]]:
+        answers = []
+        for index, engine in enumerate(self.engines()):
+            try:
+                found: dict[str, Any] = diagnose(engine).as_dict()
+            except Exception as exc:  # a database that cannot be opened is an answer too
+                found = {"error": f"{type(exc).__name__}: {exc}"}
+            answers.append({"id": index, **found})
+        return answers
+
     def status(self) -> list[dict[str, Any]]:
         with self._lock:
             return [{"fault": type(f).__name__, "injected": getattr(f, "injected", None),
@@ -171,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/faults":
             return self._answer(200, _registry.status())
+        if self.path == "/diagnostics":
+            return self._answer(200, _registry.diagnostics())
         if self.path != "/engines":
             return self._answer(404, {"error": f"no {self.path}"})
         self._answer(200, [{"id": i, "url": e.url.render_as_string(hide_password=True),
@@ -226,6 +240,19 @@ class FaultControl:
         async with self._client() as client:
             try:
                 response = await client.get("/engines")
+            except httpx.ConnectError:
+                return []
+            response.raise_for_status()
+            result: list[dict[str, Any]] = response.json()
+            return result
+
+    async def diagnostics(self) -> list[dict[str, Any]]:
+        """Each engine's configuration as its service runs it (diagnostics.EngineDiagnosis as
+        a dict, with the engine's "id"; "error" when it could not be read); [] before the
+        first engine."""
+        async with self._client() as client:
+            try:
+                response = await client.get("/diagnostics")
             except httpx.ConnectError:
                 return []
             response.raise_for_status()

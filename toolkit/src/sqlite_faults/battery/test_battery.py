@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from sqlite_faults.battery.service import Answer, BatteryService
+from sqlite_faults.causes import cause
 from sqlite_faults.inspect_db import query
 from sqlite_faults.leaks import Resources, settles
 from sqlite_faults.ledger import WriteLedger
@@ -50,10 +51,13 @@ def started_holder(db_path: Path) -> Iterator[LockHolder]:
         holder.close()
 
 
-def finding(measured: str, expected: str, cause: str, fix: str) -> str:
+def finding(measured: str, expected: str, cause_id: str) -> str:
     """A failed check's message, one line each: what was measured, what was expected, the
-    cause it points to and the usual fix (a JUnit report then reads as a list of findings)."""
-    return f"measured: {measured}\nexpected: {expected}\ncause: {cause}\nfix: {fix}"
+    cause it points to and its fix, from the catalogue (sqlite_faults/causes.toml), so a
+    JUnit report reads as a list of findings."""
+    found = cause(cause_id)
+    return (f"measured: {measured}\nexpected: {expected}\n"
+            f"cause: {found.title} [{found.id}]\nfix: {found.fix}")
 
 
 def deadline(target: Target) -> float:
@@ -71,10 +75,7 @@ def _engine_reached(service: BatteryService) -> None:
         pytest.fail(finding(
             "the engine plugin saw no engine",
             f"an engine built from the URL in ${service.target.database_url_env} "
-            f"({service.server.database_url})",
-            "the service builds its engine from another URL (or does not use SQLAlchemy)",
-            "pass that URL to create_engine unchanged (the faults ride on its "
-            "?plugin=sqlite_faults)"))
+            f"({service.server.database_url})", "foreign-engine"))
 
 
 def test_the_engine_is_built_from_the_url_it_is_given(fresh: BatteryService) -> None:
@@ -88,10 +89,7 @@ def test_wal_is_on(fresh: BatteryService) -> None:
     readers. The default rollback journal makes every write lock out every reader."""
     mode = query(fresh.db_path, "PRAGMA journal_mode")
     assert mode == [("wal",)], finding(
-        f"journal_mode is {mode[0][0] if mode else '?'}", "wal",
-        "a rollback journal: every write locks out every reader",
-        "run `PRAGMA journal_mode=WAL` once, e.g. in a SQLAlchemy 'connect' event on the "
-        "engine")
+        f"journal_mode is {mode[0][0] if mode else '?'}", "wal", "rollback-journal")
 
 
 BAD_IDS = ["abc", "-1", "0", str(2**70), "1.5", "%20", "' OR 1=1 --", "9" * 400]
@@ -175,10 +173,7 @@ def test_bad_input_never_gets_a_500(fresh: BatteryService, fault_rng: random.Ran
            if answer.outcome.status >= 500 or not answer.outcome.answered]
     assert not bad, finding(
         f"{len(bad)} malformed requests got a 5xx or no answer:\n  " + "\n  ".join(bad[:12]),
-        "a 4xx saying what is wrong, for each",
-        "bad input reaches the database or the driver unvalidated",
-        "validate input at the edge (typed models with lengths and ranges on every field, "
-        "query and path parameter), so the database never sees it")
+        "a 4xx saying what is wrong, for each", "bad-input-500")
 
 
 def test_a_lock_shorter_than_the_deadline_is_waited_out(fresh: BatteryService) -> None:
@@ -195,12 +190,7 @@ def test_a_lock_shorter_than_the_deadline_is_waited_out(fresh: BatteryService) -
         holder.wait_released()
     assert answer.outcome.ok, finding(
         f"a write during a {hold_s:.1f} s lock held by another process got {answer}",
-        "a success, a little later",
-        "lock waits are not waited out (no busy timeout or retry, or a deferred BEGIN that "
-        "fails on upgrade)",
-        "wait for the lock (PRAGMA busy_timeout, or retry SQLITE_BUSY with backoff) up to "
-        "the request's deadline, and take the write lock up front (BEGIN IMMEDIATE) so the "
-        "wait happens where the busy handler can see it")
+        "a success, a little later", "lock-not-waited")
 
 
 def test_a_lock_past_the_deadline_is_answered_in_time(fresh: BatteryService) -> None:
@@ -221,11 +211,7 @@ def test_a_lock_past_the_deadline_is_answered_in_time(fresh: BatteryService) -> 
     assert not late and not unclear, finding(
         f"writes during a lock held past the {deadline(fresh.target):.1f} s deadline got "
         f"{', '.join(map(str, answers))}",
-        f"a 503/504 for each within {budget:.1f} s",
-        "no deadline: a lock wait is bounded by SQLite's busy timeout or the pool's, not by "
-        "the request",
-        "give every request a deadline and bound the lock wait by it (busy_timeout no longer "
-        "than what is left of the deadline), then answer 503/504 with a Retry-After")
+        f"a 503/504 for each within {budget:.1f} s", "unbounded-lock-wait")
 
 
 def test_transient_errors_are_retried_not_turned_into_500s(fresh: BatteryService) -> None:
@@ -252,11 +238,7 @@ def test_transient_errors_are_retried_not_turned_into_500s(fresh: BatteryService
               if not answer.outcome.ok]
     assert not failed, finding(
         "one injected SQLITE_BUSY failed these requests: " + "; ".join(failed),
-        "a success for each (a retry gets past one lock error)",
-        "transient errors are not retried",
-        "classify driver errors, and retry transient ones (SQLITE_BUSY, SQLITE_LOCKED) as a "
-        "whole transaction with bounded, jittered backoff (e.g. tenacity) within the "
-        "request's deadline")
+        "a success for each (a retry gets past one lock error)", "no-retry")
 
 
 def test_the_event_loop_keeps_answering_while_db_calls_are_stuck(
@@ -289,12 +271,7 @@ def test_the_event_loop_keeps_answering_while_db_calls_are_stuck(
                     "loop_probe in the target file to a request that touches no database")
     assert during.outcome.ok and during.seconds < GRACE_S, finding(
         f"{probe.label} (no database) got {during} while reads were stuck in SQLite "
-        f"(no fault: {baseline})", f"a success within {GRACE_S:g} s",
-        "database calls block what serves requests: the event loop (blocking calls in "
-        "`async def`), or every worker thread of a WSGI server",
-        "never call a blocking driver from `async def`: run DB work in `def` handlers "
-        "(FastAPI's thread pool) or on a bounded worker pool with a deadline; give DB work "
-        "fewer seats than the server has threads")
+        f"(no fault: {baseline})", f"a success within {GRACE_S:g} s", "blocking-event-loop")
 
 
 def test_nothing_acknowledged_is_lost_across_sigkills(fresh: BatteryService,
@@ -330,10 +307,7 @@ def test_nothing_acknowledged_is_lost_across_sigkills(fresh: BatteryService,
                     f"integrity failures {r.integrity_failures}: {r.problems[:3]}"
                     for r in bad),
         "every acknowledged write reads back unchanged; no duplicate, no phantom row, "
-        "integrity_check ok",
-        "writes acknowledged before they are durable, or not atomic",
-        "acknowledge only after COMMIT returned, keep synchronous=NORMAL or FULL with WAL, "
-        "and make retried writes idempotent (a key stored with the row)")
+        "integrity_check ok", "acknowledged-before-commit")
 
 
 def test_threads_and_fds_return_to_the_steady_state_after_failures(
@@ -370,7 +344,4 @@ def test_threads_and_fds_return_to_the_steady_state_after_failures(
         asyncio.run(settles(fresh.server.pid, baseline, timeout_s=15))
     except AssertionError as exc:
         pytest.fail(finding(
-            str(exc), f"the steady state within 15 s: {baseline}",
-            "resources leak on error paths",
-            "close connections and cursors on every error path (context managers), bound "
-            "every pool, and never start a thread per request"))
+            str(exc), f"the steady state within 15 s: {baseline}", "resource-leak"))

@@ -1,0 +1,65 @@
+"""The catalogue of causes (causes.toml beside this module), loaded and checked.
+
+A cause is data, not prose in code: the battery's findings and the report's analysis name a
+cause by its id and take its title, fix and the rest from here, so the words for one cause
+exist once.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import SqliteFaultsError
+
+CATALOGUE = Path(__file__).with_name("causes.toml")
+PRIORITIES = ("P1", "P2", "P3")
+COMPLEXITIES = ("low", "medium", "high")
+
+
+class CatalogueError(SqliteFaultsError, ValueError):
+    """The catalogue file is malformed, or a cause id is not in it."""
+
+
+@dataclass(frozen=True)
+class Cause:
+    id: str
+    title: str
+    symptom: str
+    experiment: str
+    fix: str
+    tradeoffs: str
+    monitor: str
+    priority: str
+    complexity: str
+    benefit: str
+
+
+def load(path: Path = CATALOGUE) -> dict[str, Cause]:
+    """Every cause of the catalogue at `path`, by id; CatalogueError names what is wrong."""
+    with path.open("rb") as f:
+        entries = tomllib.load(f).get("cause", {})
+    keys = {f.name for f in fields(Cause)} - {"id"}
+    causes = {}
+    for cause_id, entry in entries.items():
+        missing, unknown = keys - set(entry), set(entry) - keys
+        if missing or unknown:
+            raise CatalogueError(f"{path}: cause {cause_id!r}: missing {sorted(missing)}, "
+                                 f"unknown {sorted(unknown)}")
+        if entry["priority"] not in PRIORITIES or entry["complexity"] not in COMPLEXITIES:
+            raise CatalogueError(f"{path}: cause {cause_id!r}: priority must be one of "
+                                 f"{PRIORITIES} and complexity one of {COMPLEXITIES}")
+        causes[cause_id] = Cause(id=cause_id, **entry)
+    return causes
+
+
+CAUSES = load()
+
+
+def cause(cause_id: str) -> Cause:
+    try:
+        return CAUSES[cause_id]
+    except KeyError:
+        raise CatalogueError(f"no cause {cause_id!r} in the catalogue; known: "
+                             f"{', '.join(sorted(CAUSES))}") from None
