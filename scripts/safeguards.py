@@ -1251,6 +1251,26 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   '"journal_mode": "wal",', within="_sqlite"),
               (TK + "test_diagnostics.py::test_the_naive_service_has_each_configuration_"
                "cause",)),
+    Safeguard("analysis-breach-ignored", "fault toolkit", "a cause is confirmed by a breach "
+              "of a check in a scenario that stages it",
+              one("toolkit/src/sqlite_faults/report/analysis.py", "    if breached:\n",
+                  "    if False:\n", within="_staged"),
+              (U + "test_report_analysis.py::test_a_staged_cause_is_confirmed_by_its_breach_"
+               "refuted_by_its_met_check_untested_unrun",)),
+    Safeguard("analysis-configuration-trusted", "fault toolkit", "a rollback journal read from "
+              "the engine confirms the rollback-journal cause",
+              one("toolkit/src/sqlite_faults/report/analysis.py", 'lambda m: m != "wal"',
+                  "lambda m: False", within="rollback_journal"),
+              (U + "test_report_analysis.py::test_configuration_causes_follow_the_engines_"
+               "diagnosis",)),
+    Safeguard("analysis-counterfactual-unchecked", "fault toolkit", "only a target in which "
+              "the cause is refuted is offered as the counterfactual",
+              one("toolkit/src/sqlite_faults/report/analysis.py",
+                  "if not any(h.cause.id == hypothesis.cause.id and h.verdict == REFUTED",
+                  "if not any(h.cause.id == hypothesis.cause.id",
+                  within="counterfactual"),
+              (U + "test_report_analysis.py::test_the_counterfactual_is_another_target_without_"
+               "the_cause_meeting_the_same_checks",)),
     Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
               "registers every engine built from a ?plugin=sqlite_faults URL",
               one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",

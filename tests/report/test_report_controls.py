@@ -26,6 +26,9 @@ class Control:
     flaws: str
     scenarios: str
     breached: frozenset[str]  # the kinds of verdict the flawed service must breach
+    # The causes the analysis must confirm in the flawed service (beside the configuration
+    # every naive Flask app has: a rollback journal, the standard library's affected SQLite).
+    confirms: frozenset[str] = frozenset()
     claims_keys: bool = False  # its target says it takes Idempotency-Key (it ignores it)
 
 
@@ -33,7 +36,8 @@ CONTROLS = {
     # Statements slowed, and no deadline to bound them: slow answers where the service is
     # expected to answer well, and late 500s where it is expected to refuse fast.
     "no-deadline": Control("", "slow-statements",
-                           frozenset({"p95 latency", "error rate", "fail fast"})),
+                           frozenset({"p95 latency", "error rate", "fail fast"}),
+                           confirms=frozenset({"no-statement-deadline"})),
     # Transient errors turned into 500s, some of them for creates that committed (the
     # read-back after COMMIT failed), which the ledger's keyed retry then writes a second
     # time (the key is ignored and names are not unique). The scenario runs alone, so the
@@ -41,10 +45,12 @@ CONTROLS = {
     "committed-500s": Control(
         "no-unique,read-after-commit", "transient-errors-high",
         frozenset({"error rate", "errors that committed", "duplicate writes",
-                   "indeterminate writes unresolved"}), claims_keys=True),
+                   "indeterminate writes unresolved"}),
+        confirms=frozenset({"error-after-commit", "no-retry"}), claims_keys=True),
     # Answered before the COMMIT, which a SIGKILL then never lets happen.
     "write-behind": Control("ack-before-commit", "sigkill-restart",
-                            frozenset({"acknowledged writes lost"})),
+                            frozenset({"acknowledged writes lost"}),
+                            confirms=frozenset({"acknowledged-before-commit"})),
     # A circuit breaker that never closes keeps failing creates after the fault has ended.
     "no-recovery": Control("breaker-never-closes", "transient-errors-high",
                            frozenset({"recovery"})),
@@ -92,3 +98,13 @@ def test_each_verdict_is_breached_by_a_service_built_to_breach_it_and_met_by_the
     assert {kind: statuses for kind, statuses in hardened.items()
             if statuses != {"met"}} == {}
     assert control.breached <= set(hardened)
+
+    # The analysis, both ways: the flawed service's causes confirmed with their evidence,
+    # none of the hardened service's (it met every check, and its configuration is right).
+    analysis = json.loads((out / "report.json").read_text())["analysis"]
+    flawed_causes = {h["cause"]: h for h in analysis["wsgi-api-naive"]}
+    expected = control.confirms | {"rollback-journal", "affected-sqlite"}
+    assert {c for c in expected if flawed_causes[c]["verdict"] != "confirmed"} == set(), [
+        flawed_causes[c] for c in expected]
+    assert [h for h in analysis["hardened"] if h["verdict"] == "confirmed"] == []
+    assert {h["cause"] for h in analysis["hardened"] if h["verdict"] == "refuted"} >= expected

@@ -37,6 +37,7 @@ from typing import Any
 from sqlite_faults.target import Target, TargetError, load_target
 from sqlite_faults.traffic import CLOSED, OPEN, LoadSpec
 
+from .analysis import Evidence, Hypothesis, analyse
 from .backends import BACKENDS, BackendUnavailable, open_backend
 from .instrument import Calibration
 from .junit import write_junit
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     progress = Progress(len(scenarios) * len(targets))
     by_target: dict[str, list[ScenarioResult]] = {}
+    analyses: dict[str, list[Hypothesis]] = {}
     loads: dict[str, dict[str, Any]] = {}
     ceiling: float | None = None
     calibrated: Calibration | None = None  # the first target's, reused by the baselines
@@ -165,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                     spec, Path(workdir), progress, backend, rate_ceiling=ceiling,
                     calibrated=calibrated))
                 by_target[target.name] = run_.results
+                analyses[target.name] = analyse(Evidence(run_.results, run_.diagnostics))
                 loads[target.name] = {"model": run_.load.kind, "rate": round(run_.load.rate, 1),
                                       "clients": run_.load.clients,
                                       "capacity_rps": round(run_.capacity_rps, 1),
@@ -183,9 +186,9 @@ def run(args: argparse.Namespace) -> int:
             "objectives_file": _shown(args.objectives),
             "seconds": round(time.monotonic() - started, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
-    report = markdown(by_target, objectives, meta)
+    report = markdown(by_target, objectives, meta, analyses)
     (args.out / "report.md").write_text(report)
-    write_json(args.out / "report.json", by_target, objectives, meta)
+    write_json(args.out / "report.json", by_target, objectives, meta, analyses)
     write_chart(args.out / "report.png", by_target, objectives)
     if args.junit is not None:
         write_junit(args.junit, by_target, meta["seconds"])

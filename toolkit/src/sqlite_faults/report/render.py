@@ -11,6 +11,7 @@ from typing import Any
 from sqlite_faults.retry import PLAIN, RETRYING
 from sqlite_faults.traffic import CREATE, ENDPOINTS
 
+from .analysis import CONFIRMED, Hypothesis, counterfactual
 from .runner import ScenarioResult
 from .slo import BREACHED, INCONCLUSIVE, LANES, MET, Objectives, Verdict
 
@@ -52,7 +53,7 @@ def _tally(results: list[ScenarioResult], endpoint: str) -> dict[str, int]:
 
 
 def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
-             meta: dict[str, Any]) -> str:
+             meta: dict[str, Any], analyses: dict[str, list[Hypothesis]] | None = None) -> str:
     labels = _labels(by_target)
     lines = ["# Resilience report: database, process and network faults", ""]
     lines += [f"Load model: {_load_line(meta)}.", ""]
@@ -120,6 +121,9 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
                 lines.append(_failure_row(target, verdict, labels, result))
     lines.append("")
     lines += _inconclusive(by_target, labels)
+    if analyses:
+        lines += _hypotheses(analyses, by_target)
+        lines += _recommendations(analyses, by_target)
 
     lines += ["## Scenarios", ""]
     for target, results in by_target.items():
@@ -363,11 +367,62 @@ def _scenario_section(target: str, result: ScenarioResult,
     return [*lines, ""]
 
 
+def _hypotheses(analyses: dict[str, list[Hypothesis]],
+                by_target: dict[str, list[ScenarioResult]]) -> list[str]:
+    lines = ["## Cause hypotheses", "",
+             "Each cause of the catalogue (`sqlite_faults/causes.toml`) with its verdict and "
+             "the evidence: the engine's configuration as the service ran it (read through "
+             "the engine plugin) or the checks of the scenarios that stage the cause. "
+             "*Untested* says what would test it.", "",
+             "|Service|Cause|Verdict|Evidence|Breaches it explains|",
+             "|---|---|---|---|---|"]
+    for target, hypotheses in analyses.items():
+        for h in hypotheses:
+            explains = len(h.breaches) or ""
+            lines.append(f"|{target}|{h.cause.title} [`{h.cause.id}`]|**{h.verdict}**|"
+                         f"{_cell(h.evidence)}|{explains}|")
+    return [*lines, ""]
+
+
+def _recommendations(analyses: dict[str, list[Hypothesis]],
+                     by_target: dict[str, list[ScenarioResult]]) -> list[str]:
+    """The catalogue's fix for each confirmed cause, in the seed report's prioritisation
+    table, with the counterfactual another target of the run offers."""
+    lines = ["## Recommendations", "",
+             "For each confirmed cause, the change, its priority, complexity, benefit, "
+             "trade-offs and what to monitor (from the catalogue); *Verified* names another "
+             "service of this run without the cause that met the checks it breached, where "
+             "there is one.", "",
+             "|Service|Priority|Cause|Change|Complexity|Benefit|Trade-offs|Monitor|Verified|",
+             "|---|---|---|---|---|---|---|---|---|"]
+    confirmed = 0
+    for target, hypotheses in analyses.items():
+        others = {t: h for t, h in analyses.items() if t != target}
+        for h in sorted((h for h in hypotheses if h.verdict == CONFIRMED),
+                        key=lambda h: h.cause.priority):
+            confirmed += 1
+            c = h.cause
+            verified = counterfactual(h, others, by_target) or "not from outside"
+            lines.append(f"|{target}|{c.priority}|`{c.id}`|{_cell(c.fix)}|{c.complexity}|"
+                         f"{_cell(c.benefit)}|{_cell(c.tradeoffs)}|{_cell(c.monitor)}|"
+                         f"{_cell(verified)}|")
+    if not confirmed:
+        lines += ["", "No cause was confirmed."]
+    return [*lines, ""]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def write_json(path: Path, by_target: dict[str, list[ScenarioResult]],
-               objectives: Objectives, meta: dict[str, Any]) -> None:
+               objectives: Objectives, meta: dict[str, Any],
+               analyses: dict[str, list[Hypothesis]] | None = None) -> None:
     data = {
         "meta": meta, "objectives": vars(objectives),
         "targets": {t: [r.as_dict() for r in results] for t, results in by_target.items()},
+        "analysis": {t: [h.as_dict() for h in hypotheses]
+                     for t, hypotheses in (analyses or {}).items()},
     }
     path.write_text(json.dumps(data, indent=2) + "\n")
 

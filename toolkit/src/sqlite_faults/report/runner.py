@@ -157,6 +157,8 @@ class TargetRun:
     load: LoadModel
     capacity_rps: float
     calibration: Calibration | None = None  # open loop: the instrument alone at its rate
+    # Each engine's configuration as the service ran it (diagnostics.py), read at the start.
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Progress:
@@ -213,6 +215,8 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                for profile in PROFILES}
     server.start()
     await ledgers[PLAIN].seed(server.base_url, 20)  # users to read from the first request on
+    # After the first writes: a service may build its engine lazily, at its first request.
+    diagnostics = await control.diagnostics()
     # The load goes through the fault proxy; readiness checks and the ledger's checks go
     # straight to the service, so a network fault never decides what the ledger finds.
     network = NetworkFaults(("127.0.0.1", server.port), seed=rng.randrange(2**31))
@@ -277,7 +281,7 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
     finally:
         network.close()
         server.kill()
-    return TargetRun(results, model, capacity, calibration)
+    return TargetRun(results, model, capacity, calibration, diagnostics)
 
 
 def judge_scenario(result: ScenarioResult, objectives: Objectives, deadline_s: float | None,

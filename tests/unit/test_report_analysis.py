@@ -1,0 +1,131 @@
+"""The report's cause hypotheses on hand-made evidence: each rule confirms its cause on the
+symptom or configuration that shows it, refutes it where the same checks were met or the
+configuration is right, and says "untested" when nothing staged it. (The same rules on real
+services, both ways, are in tests/report/test_report_controls.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlite_faults.causes import CAUSES
+from sqlite_faults.report.analysis import (
+    CONFIRMED,
+    REFUTED,
+    RULES,
+    UNTESTED,
+    Evidence,
+    analyse,
+    counterfactual,
+)
+from sqlite_faults.report.runner import ScenarioResult
+from sqlite_faults.report.scenarios import SCENARIOS
+from sqlite_faults.report.slo import Verdict
+from sqlite_faults.traffic import CREATE, READ, ROOT
+
+NAIVE_ENGINE = {"id": 0, "dialect": "sqlite", "driver": "sqlite3.dbapi2", "version": "3.40.1",
+                "wal_reset_bug": True, "journal_mode": "delete", "synchronous": "FULL",
+                "lock_wait_ms": 5000, "pool": "QueuePool", "pool_size": 5, "max_overflow": 10,
+                "pool_timeout_s": 30.0}
+HARDENED_ENGINE = {**NAIVE_ENGINE, "driver": "pysqlite3.dbapi2", "version": "3.53.4",
+                   "wal_reset_bug": False, "journal_mode": "wal", "synchronous": "NORMAL",
+                   "pool_size": 1, "max_overflow": 2, "pool_timeout_s": 1.0}
+
+
+def result(scenario: str, *verdicts: Verdict) -> ScenarioResult:
+    found = next(s for s in SCENARIOS if s.name == scenario)
+    return ScenarioResult("svc", found, verdicts=list(verdicts))
+
+
+def check(scenario: str, endpoint: str, slo: str, passed: bool, pattern: str = "") -> Verdict:
+    return Verdict(scenario, endpoint, slo, "objective", "observed", "margin", passed, pattern)
+
+
+def verdicts_of(evidence: Evidence) -> dict[str, str]:
+    return {h.cause.id: h.verdict for h in analyse(evidence)}
+
+
+def test_every_cause_has_a_rule_and_every_rule_a_cause() -> None:
+    assert set(RULES) == set(CAUSES)
+
+
+@pytest.mark.parametrize(("engine", "expected"), [(NAIVE_ENGINE, CONFIRMED),
+                                                  (HARDENED_ENGINE, REFUTED)])
+def test_configuration_causes_follow_the_engines_diagnosis(
+        engine: dict[str, Any], expected: str) -> None:
+    found = verdicts_of(Evidence([], [engine]))
+    assert found["rollback-journal"] == found["affected-sqlite"] == expected
+    assert found["foreign-engine"] == REFUTED
+
+
+def test_without_an_engine_configuration_causes_are_untested_and_foreign_engine_confirmed(
+) -> None:
+    found = verdicts_of(Evidence([], []))
+    assert found["rollback-journal"] == found["affected-sqlite"] == UNTESTED
+    assert found["foreign-engine"] == CONFIRMED
+
+
+def test_a_busy_timeout_of_zero_confirms_that_locks_are_not_waited_out() -> None:
+    assert verdicts_of(Evidence([], [{**HARDENED_ENGINE, "lock_wait_ms": 0}]))[
+        "lock-not-waited"] == CONFIRMED
+    assert verdicts_of(Evidence([], [HARDENED_ENGINE]))["lock-not-waited"] == REFUTED
+
+
+STAGED = [
+    ("unbounded-lock-wait", "lock-past-deadline", CREATE, "fail fast (fault)"),
+    ("no-retry", "transient-errors-high", READ, "error rate (fault)"),
+    ("no-statement-deadline", "slow-statements", CREATE, "p95 latency (fault)"),
+    ("blocking-event-loop", "slow-statements", ROOT, "requests (fault)"),
+]
+# The write ledger's checks run after every scenario: any of them can show these.
+ANYWHERE = [
+    ("acknowledged-before-commit", "sigkill-restart", CREATE, "acknowledged writes lost"),
+    ("error-after-commit", "transient-errors-low", CREATE, "errors that committed"),
+]
+
+
+@pytest.mark.parametrize(("cause", "scenario", "endpoint", "slo"),
+                         [pytest.param(*case, id=case[0]) for case in STAGED + ANYWHERE])
+def test_a_staged_cause_is_confirmed_by_its_breach_refuted_by_its_met_check_untested_unrun(
+        cause: str, scenario: str, endpoint: str, slo: str) -> None:
+    breached = Evidence([result(scenario, check(scenario, endpoint, slo, False))], [])
+    hypothesis = next(h for h in analyse(breached) if h.cause.id == cause)
+    assert hypothesis.verdict == CONFIRMED and len(hypothesis.breaches) == 1
+    met = Evidence([result(scenario, check(scenario, endpoint, slo, True))], [])
+    assert verdicts_of(met)[cause] == REFUTED
+    assert verdicts_of(Evidence([], []))[cause] == UNTESTED
+
+
+@pytest.mark.parametrize(("cause", "scenario", "endpoint", "slo"),
+                         [pytest.param(*case, id=case[0]) for case in STAGED])
+def test_a_breach_in_a_scenario_that_does_not_stage_the_cause_confirms_nothing(
+        cause: str, scenario: str, endpoint: str, slo: str) -> None:
+    unrelated = Evidence([result("net-latency", check("net-latency", endpoint, slo, False))],
+                         [])
+    assert verdicts_of(unrelated)[cause] == UNTESTED
+
+
+def test_pool_exhaustion_needs_a_long_checkout_wait_and_unanswered_requests() -> None:
+    unanswered = result("lock-past-deadline", check(
+        "lock-past-deadline", CREATE, "fail fast (fault)", False, "no answer ClientTimeout x3"))
+    assert verdicts_of(Evidence([unanswered], [NAIVE_ENGINE]))["pool-exhaustion"] == CONFIRMED
+    assert verdicts_of(Evidence([unanswered], [HARDENED_ENGINE]))["pool-exhaustion"] == REFUTED
+    assert verdicts_of(Evidence([], [NAIVE_ENGINE]))["pool-exhaustion"] == UNTESTED
+
+
+def test_the_counterfactual_is_another_target_without_the_cause_meeting_the_same_checks(
+) -> None:
+    breach = check("slow-statements", ROOT, "requests (fault)", False)
+    naive = [result("slow-statements", breach)]
+    hardened = [result("slow-statements",
+                       check("slow-statements", ROOT, "p95 latency (fault)", True),
+                       check("slow-statements", ROOT, "error rate (fault)", True))]
+    analyses = {"naive": analyse(Evidence(naive, [])),
+                "hardened": analyse(Evidence(hardened, []))}
+    confirmed = next(h for h in analyses["naive"] if h.cause.id == "blocking-event-loop")
+    said = counterfactual(confirmed, {"hardened": analyses["hardened"]},
+                          {"naive": naive, "hardened": hardened})
+    assert said == "hardened, without this cause, met 1 of the 1 checks it breached here"
+    # A target in which the cause is not refuted is no counterfactual.
+    assert counterfactual(confirmed, {"naive-too": analyses["naive"]},
+                          {"naive-too": naive}) == ""
