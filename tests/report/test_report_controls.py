@@ -10,6 +10,7 @@ verdict with its controls, including those judged on hand-made samples instead.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,3 +109,7 @@ def test_each_verdict_is_breached_by_a_service_built_to_breach_it_and_met_by_the
         flawed_causes[c] for c in expected]
     assert [h for h in analysis["hardened"] if h["verdict"] == "confirmed"] == []
     assert {h["cause"] for h in analysis["hardened"] if h["verdict"] == "refuted"} >= expected
+    summary = (out / "report.md").read_text().split("## Executive summary", 1)[1]
+    assert re.search(r"\*\*hardened\*\*: (\d+) of \1 checks met; 0 causes confirmed", summary)
+    assert re.search(r"\*\*wsgi-api-naive\*\*: \d+ of \d+ checks met; [1-9]\d* causes "
+                     r"confirmed", summary)

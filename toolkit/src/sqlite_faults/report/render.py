@@ -11,7 +11,7 @@ from typing import Any
 from sqlite_faults.retry import PLAIN, RETRYING
 from sqlite_faults.traffic import CREATE, ENDPOINTS
 
-from .analysis import CONFIRMED, Hypothesis, counterfactual
+from .analysis import CONFIRMED, REFUTED, UNTESTED, Hypothesis, counterfactual
 from .runner import ScenarioResult
 from .slo import BREACHED, INCONCLUSIVE, LANES, MET, Objectives, Verdict
 
@@ -72,6 +72,8 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
     ]
     if "database" in meta:
         lines += [f"Database: {meta['database']}.", ""]
+    if analyses:
+        lines += _executive_summary(analyses, by_target)
     lines += ["## Overall resilience posture", ""]
     for target, results in by_target.items():
         verdicts = [v for r in results for v in r.verdicts]
@@ -365,6 +367,49 @@ def _scenario_section(target: str, result: ScenarioResult,
                  f"(max {fault['service_max_ms']:.0f})." + _cpu_sentence(fault))
     lines += [f"Note: {note}" for note in result.notes]
     return [*lines, ""]
+
+
+def _executive_summary(analyses: dict[str, list[Hypothesis]],
+                       by_target: dict[str, list[ScenarioResult]]) -> list[str]:
+    """A minute's reading, in the seed report's shape, every sentence from a figure below:
+    findings, recommendations, key trade-offs, next steps and validation."""
+    lines = ["## Executive summary", ""]
+    for target, hypotheses in analyses.items():
+        verdicts = [v for r in by_target[target] for v in r.verdicts]
+        breached = [v for v in verdicts if v.breached]
+        confirmed = sorted((h for h in hypotheses if h.verdict == CONFIRMED),
+                           key=lambda h: h.cause.priority)
+        refuted = [h for h in hypotheses if h.verdict == REFUTED]
+        untested = [h for h in hypotheses if h.verdict == UNTESTED]
+        lines.append(f"**{target}**: {len(verdicts) - len(breached)} of {len(verdicts)} checks "
+                     f"met; {len(confirmed)} causes confirmed, {len(refuted)} refuted, "
+                     f"{len(untested)} untested.")
+        if not confirmed:
+            lines += ["", "- Findings: no cause of the catalogue is confirmed"
+                      + (f"; {len(breached)} breaches remain, each in the deep dive below."
+                         if breached else "."), ""]
+            continue
+        explained = {id(v) for h in confirmed for v in h.breaches}
+        lines += ["", "- Findings: " + "; ".join(
+            f"{h.cause.title} ({h.cause.priority}"
+            + (f", {_count(len(h.breaches), 'breach')}" if h.breaches else "") + ")"
+            for h in confirmed) + f". They explain {len(explained)} of the "
+            f"{len(breached)} breaches."]
+        first = confirmed[0].cause
+        lines.append(f"- First recommendation ({first.priority}, {first.complexity} "
+                     f"complexity): {first.fix}.")
+        lines.append("- Key trade-offs: " + "; ".join(
+            f"{h.cause.id}: {h.cause.tradeoffs}" for h in confirmed[:3]) + ".")
+        lines.append("- Next steps and validation: apply the recommendations in priority "
+                     "order; watch " + "; ".join(h.cause.monitor for h in confirmed[:3])
+                     + "; run this report again with the same seed: each confirmed cause "
+                     "must turn refuted and the breaches it explains met.")
+        lines.append("")
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
 
 
 def _hypotheses(analyses: dict[str, list[Hypothesis]],
