@@ -1271,6 +1271,26 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="counterfactual"),
               (U + "test_report_analysis.py::test_the_counterfactual_is_another_target_without_"
                "the_cause_meeting_the_same_checks",)),
+    Safeguard("counterfactual-change-not-applied", "fault toolkit", "a counterfactual run "
+              "applies the cause's change through the engine plugin before its scenarios",
+              one("toolkit/src/sqlite_faults/report/runner.py",
+                  "await control.change(**change)", "await control.diagnostics()",
+                  within="run_target"),
+              ("tests/report/test_report_run.py::test_a_confirmed_cause_with_a_change_is_run_"
+               "again_with_it_applied",)),
+    Safeguard("counterfactual-claims-unfixed", "fault toolkit", "a counterfactual credits its "
+              "change only with the breaches the run with it met",
+              one("toolkit/src/sqlite_faults/report/analysis.py",
+                  "removed = [v for v in breached if _met_there(v, theirs)]",
+                  "removed = breached", within="with_counterfactual"),
+              (U + "test_report_analysis.py::test_a_counterfactual_reruns_the_breached_"
+               "scenarios_of_its_change_and_keeps_what_it_fixed",)),
+    Safeguard("change-pragma-unchecked", "fault toolkit", "the control server applies only "
+              "PRAGMAs with plain names and values",
+              one("toolkit/src/sqlite_faults/engine_plugin.py",
+                  "_PRAGMA_VALUE.fullmatch(str(v))", "True", within="_Registry.change"),
+              (TK + "test_engine_plugin.py::test_a_change_applies_its_pragmas_to_every_"
+               "connection_from_then_on",)),
     Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
               "registers every engine built from a ?plugin=sqlite_faults URL",
               one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",

@@ -50,3 +50,20 @@ def test_a_client_timeout_inside_the_services_deadline_is_refused(
     assert proc.returncode == 2
     assert "--timeout 1 s is not longer than hardened's deadline (1 s)" in proc.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_confirmed_cause_with_a_change_is_run_again_with_it_applied(
+        tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """The naive service's rollback journal: its breached scenario again on a service of its
+    own with PRAGMA journal_mode=WAL applied through the engine plugin, and the engines then
+    showing WAL, so the count of breaches it removed is a verdict."""
+    out = tmp_path / "report"
+    proc = run_report(out, "--target", "examples/targets/naive.toml",
+                      "--scenarios", "lock-past-deadline")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    analysis = json.loads((out / "report.json").read_text())["analysis"]["naive"]
+    (journal,) = [h for h in analysis if h["cause"] == "rollback-journal"]
+    assert journal["verdict"] == "confirmed"
+    assert journal["verified"].startswith(
+        "run again with PRAGMA journal_mode=WAL applied from outside (lock-past-deadline): ")
+    assert journal["verified"].endswith("breaches there met"), journal["verified"]

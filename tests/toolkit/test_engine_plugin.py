@@ -116,3 +116,21 @@ def test_the_control_server_answers_each_engines_diagnosis(
     (seen,) = [a for a in answers if a["id"] in ids]
     assert (seen["dialect"], seen["journal_mode"], seen["pool"]) == ("sqlite", "wal", "QueuePool")
     assert seen["wal_reset_bug"] is not None and seen["version"]
+
+
+def test_a_change_applies_its_pragmas_to_every_connection_from_then_on(
+        tmp_path: Path, control: FaultControl) -> None:
+    """What a counterfactual run changes from outside: the engine's connections, opened
+    again, all carry it."""
+    engine = create_engine(with_plugin(f"sqlite:///{tmp_path / 'changed.db'}"))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        assert asyncio.run(control.change(journal_mode="WAL", busy_timeout="1234")) >= 1
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar_one() == 1234
+        with pytest.raises(ValueError, match="plain names and values"):
+            asyncio.run(control.change(journal_mode="WAL; DROP TABLE x"))
+    finally:
+        engine.dispose()

@@ -17,6 +17,8 @@ from sqlite_faults.report.analysis import (
     Evidence,
     analyse,
     counterfactual,
+    counterfactual_scenarios,
+    with_counterfactual,
 )
 from sqlite_faults.report.runner import ScenarioResult
 from sqlite_faults.report.scenarios import SCENARIOS
@@ -129,3 +131,35 @@ def test_the_counterfactual_is_another_target_without_the_cause_meeting_the_same
     # A target in which the cause is not refuted is no counterfactual.
     assert counterfactual(confirmed, {"naive-too": analyses["naive"]},
                           {"naive-too": naive}) == ""
+
+
+def test_a_counterfactual_reruns_the_breached_scenarios_of_its_change_and_keeps_what_it_fixed(
+) -> None:
+    breach = check("lock-past-deadline", READ, "p95 latency (fault)", False)
+    before = [result("lock-past-deadline", breach),
+              result("write-lock-pulses", check("write-lock-pulses", READ, "p95 latency (fault)",
+                                                True)),
+              result("slow-statements", check("slow-statements", READ, "p95 latency (fault)",
+                                              False))]
+    (journal,) = [h for h in analyse(Evidence(before, [NAIVE_ENGINE]))
+                  if h.cause.id == "rollback-journal"]
+    # Only its own scenarios, and of those only the ones with a breach.
+    assert counterfactual_scenarios(journal, before) == ["lock-past-deadline"]
+    fixed = [result("lock-past-deadline", check("lock-past-deadline", READ,
+                                                "p95 latency (fault)", True))]
+    after = with_counterfactual(journal, before, fixed, [HARDENED_ENGINE])
+    assert after.breaches == (breach,)
+    assert after.verified.endswith("(lock-past-deadline): 1 of the 1 breaches there met")
+    unchanged = with_counterfactual(journal, before, [result("lock-past-deadline", breach)],
+                                    [HARDENED_ENGINE])
+    assert unchanged.breaches == () and "0 of the 1 breaches" in unchanged.verified
+    # A change the engines do not show afterwards proves nothing.
+    untaken = with_counterfactual(journal, before, fixed, [NAIVE_ENGINE])
+    assert untaken.breaches == () and untaken.verified.endswith("no verdict")
+
+
+def test_a_refuted_cause_or_one_without_a_change_runs_nothing_again() -> None:
+    before = [result("lock-past-deadline", check("lock-past-deadline", READ,
+                                                 "p95 latency (fault)", False))]
+    for h in analyse(Evidence(before, [HARDENED_ENGINE])):
+        assert counterfactual_scenarios(h, before) == []

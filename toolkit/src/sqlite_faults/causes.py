@@ -8,8 +8,9 @@ exist once.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import SqliteFaultsError
 
@@ -34,6 +35,8 @@ class Cause:
     priority: str
     complexity: str
     benefit: str
+    # A change the report can apply from outside, and the scenarios to run again with it.
+    counterfactual: dict[str, Any] = field(default_factory=dict)
 
 
 def load(path: Path = CATALOGUE) -> dict[str, Cause]:
@@ -41,15 +44,20 @@ def load(path: Path = CATALOGUE) -> dict[str, Cause]:
     with path.open("rb") as f:
         entries = tomllib.load(f).get("cause", {})
     keys = {f.name for f in fields(Cause)} - {"id"}
+    optional = {"counterfactual"}
     causes = {}
     for cause_id, entry in entries.items():
-        missing, unknown = keys - set(entry), set(entry) - keys
+        missing, unknown = keys - optional - set(entry), set(entry) - keys
         if missing or unknown:
             raise CatalogueError(f"{path}: cause {cause_id!r}: missing {sorted(missing)}, "
                                  f"unknown {sorted(unknown)}")
         if entry["priority"] not in PRIORITIES or entry["complexity"] not in COMPLEXITIES:
             raise CatalogueError(f"{path}: cause {cause_id!r}: priority must be one of "
                                  f"{PRIORITIES} and complexity one of {COMPLEXITIES}")
+        change = entry.get("counterfactual", {})
+        if change and (set(change) != {"pragmas", "scenarios"} or not change["pragmas"]):
+            raise CatalogueError(f"{path}: cause {cause_id!r}: a counterfactual has pragmas "
+                                 "and scenarios")
         causes[cause_id] = Cause(id=cause_id, **entry)
     return causes
 

@@ -19,6 +19,8 @@ control server on the address in SQLITE_FAULTS_CONTROL (a daemon thread, stdlib 
                          "times": null, "at": "statement", "engine": "any"}
     POST   /slow        {"seconds": 2.0, "match": "FROM users", "engine": "any"}
     POST   /stall       {"seconds": 2.0, "match": "^INSERT", "engine": "any"}
+    POST   /change      {"pragmas": {"journal_mode": "WAL"}}: on every new connection of the
+                        SQLite engines from now on (the pool is reopened); not undone
     DELETE /            remove every armed fault; answers what each injected
 
 It runs on its own thread, so a service whose event loop is stalled still takes and drops
@@ -34,6 +36,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import threading
 import weakref
 from collections.abc import AsyncIterator
@@ -42,7 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, CreateEnginePlugin
 
 from .diagnostics import diagnose
@@ -52,6 +55,8 @@ from .slow import SlowStatements, StallAfterStatement
 from .sql_errors import InjectSqlError
 
 CONTROL_ENV = "SQLITE_FAULTS_CONTROL"
+_PRAGMA_NAME = re.compile(r"[a-z_]+")
+_PRAGMA_VALUE = re.compile(r"[A-Za-z0-9_]+")
 PLUGIN_NAME = "sqlite_faults"
 
 
@@ -109,6 +114,35 @@ class _Registry:
             for engine in engines:
                 self._active.append(self._armed.enter_context(_make_fault(engine, kind, spec)))
             return len(self._active)
+
+    def change(self, spec: dict[str, Any]) -> int:
+        """Apply PRAGMAs to every new connection of each SQLite engine (a 'connect' listener)
+        and reopen its pool, so every connection has them: a change the report can make
+        from outside, to run a scenario again without a confirmed cause (a counterfactual).
+        Not undone: the counterfactual runs on a service of its own."""
+        pragmas = spec.get("pragmas") or {}
+        if not isinstance(pragmas, dict) or not pragmas or not all(
+                _PRAGMA_NAME.fullmatch(str(k)) and _PRAGMA_VALUE.fullmatch(str(v))
+                for k, v in pragmas.items()):
+            raise ValueError('a change is {"pragmas": {"name": "value", ...}} with plain '
+                             "names and values")
+        engines = [e for e in self.pick(spec.get("engine")) if e.dialect.name == "sqlite"]
+        if not engines:
+            raise LookupError("no SQLite engine was built from a URL with ?plugin=sqlite_faults")
+        statements = [f"PRAGMA {name} = {value}" for name, value in pragmas.items()]
+
+        def apply(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            try:
+                for statement in statements:
+                    cursor.execute(statement)
+            finally:
+                cursor.close()
+
+        for engine in engines:
+            event.listen(engine, "connect", apply)
+            engine.dispose()  # connections in use are closed when they come back
+        return len(engines)
 
     def diagnostics(self) -> list[dict[str, Any]]:
         answers = []
@@ -196,6 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length") or 0)
             spec = json.loads(self.rfile.read(length) or b"{}")
+            if kind == "change":
+                return self._answer(200, {"changed": _registry.change(spec)})
             armed = _registry.arm(kind, spec)
         except (ValueError, KeyError, TypeError, LookupError) as exc:
             return self._answer(400, {"error": f"{type(exc).__name__}: {exc}"})
@@ -258,6 +294,16 @@ class FaultControl:
             response.raise_for_status()
             result: list[dict[str, Any]] = response.json()
             return result
+
+    async def change(self, **pragmas: str) -> int:
+        """Apply `pragmas` to every connection of the service's SQLite engines from now on
+        (the number of engines changed); for a service started for it alone."""
+        async with self._client() as client:
+            response = await client.post("/change", json={"pragmas": pragmas})
+            if response.status_code == 400:
+                raise ValueError(response.json()["error"])
+            response.raise_for_status()
+            return int(response.json()["changed"])
 
     async def faults(self) -> list[dict[str, Any]]:
         """What each armed fault did so far ("injected", "started", "stalls")."""

@@ -37,13 +37,19 @@ from typing import Any
 from sqlite_faults.target import Target, TargetError, load_target
 from sqlite_faults.traffic import CLOSED, OPEN, LoadSpec
 
-from .analysis import Evidence, Hypothesis, analyse
-from .backends import BACKENDS, BackendUnavailable, open_backend
+from .analysis import (
+    Evidence,
+    Hypothesis,
+    analyse,
+    counterfactual_scenarios,
+    with_counterfactual,
+)
+from .backends import BACKENDS, Backend, BackendUnavailable, open_backend
 from .instrument import Calibration
 from .junit import write_junit
 from .render import markdown, write_chart, write_json
 from .runner import Phases, Progress, ScenarioResult, run_target
-from .scenarios import SCENARIOS, matrix
+from .scenarios import SCENARIOS, Scenario, matrix
 from .slo import DEFAULT_OBJECTIVES, Objectives
 
 # What --fail-on can gate on. A report is a measurement: that it found breaches is its result,
@@ -85,6 +91,9 @@ def build_parser(prog: str = "sqlite-faults-report") -> argparse.ArgumentParser:
                         help="comma-separated scenario names (default: all)")
     parser.add_argument("--objectives", type=Path, default=DEFAULT_OBJECTIVES)
     parser.add_argument("--out", type=Path, default=Path("build") / "report")
+    parser.add_argument("--no-counterfactuals", dest="counterfactuals", action="store_false",
+                        help="do not run a confirmed cause's scenarios again with its change "
+                             "applied through the engine plugin (docs/report.md)")
     parser.add_argument("--junit", type=Path, default=None, metavar="FILE",
                         help="also write the verdicts as JUnit XML to FILE (one test case "
                              "per check: breached = failure, inconclusive = skipped)")
@@ -116,6 +125,30 @@ def _timeout_too_short(timeout_s: float, targets: list[Target],
                     f"grace: the clients would give up before the service may answer; use "
                     f"more than {limit_s:g} s")
     return ""
+
+
+async def _counterfactuals(target: Target, hypotheses: list[Hypothesis],
+                           results: list[ScenarioResult], scenarios: list[Scenario],
+                           objectives: Objectives, rng: random.Random, phases: Phases,
+                           spec: LoadSpec, workdir: Path, progress: Progress, backend: Backend,
+                           rate: float, calibrated: Calibration | None) -> list[Hypothesis]:
+    """Each confirmed cause with a change the engine plugin can make: its scenarios again, on
+    a service of their own with the change applied, at the same rate."""
+    checked = []
+    for hypothesis in hypotheses:
+        names = counterfactual_scenarios(hypothesis, results)
+        if not names:
+            checked.append(hypothesis)
+            continue
+        progress.total += len(names)
+        again = await run_target(
+            target, [s for s in scenarios if s.name in names], objectives,
+            random.Random(rng.random()), phases, spec, workdir / f"cf-{hypothesis.cause.id}",
+            progress, backend, rate_ceiling=rate, calibrated=calibrated,
+            change=hypothesis.cause.counterfactual["pragmas"])
+        checked.append(with_counterfactual(hypothesis, results, again.results,
+                                           again.diagnostics))
+    return checked
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
                                       "described": run_.load.describe()}
                 ceiling = ceiling if ceiling is not None else run_.load.rate
                 calibrated = calibrated or run_.calibration
+            if args.counterfactuals:
+                for target in targets:
+                    analyses[target.name] = asyncio.run(_counterfactuals(
+                        target, analyses[target.name], by_target[target.name], scenarios,
+                        objectives, rng, phases, spec, Path(workdir), progress, backend,
+                        loads[target.name]["rate"], calibrated))
     except BackendUnavailable as exc:
         print(exc, file=sys.stderr)
         return 2

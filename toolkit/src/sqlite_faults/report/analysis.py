@@ -34,11 +34,13 @@ class Hypothesis:
     verdict: str  # CONFIRMED, REFUTED or UNTESTED
     evidence: str
     breaches: tuple[Verdict, ...] = ()  # the breached checks it explains
+    verified: str = ""  # what a counterfactual run with the cause's change applied found
 
     def as_dict(self) -> dict[str, Any]:
         return {"cause": self.cause.id, "title": self.cause.title, "verdict": self.verdict,
                 "evidence": self.evidence,
-                "explains": [f"{v.scenario} {v.endpoint} {v.slo}" for v in self.breaches]}
+                "explains": [f"{v.scenario} {v.endpoint} {v.slo}" for v in self.breaches],
+                "verified": self.verified}
 
 
 @dataclass(frozen=True)
@@ -237,3 +239,41 @@ def _met_there(breach: Verdict, theirs: dict[tuple[str, str, str, str], Verdict]
                                breach.profile)) for slo in ("p95 latency", "error rate")]
         return all(v is not None and v.passed for v in instead)
     return False
+
+
+def counterfactual_scenarios(hypothesis: Hypothesis, results: list[ScenarioResult]) -> list[str]:
+    """The scenarios to run again with the cause's change applied: those of its
+    counterfactual that ran here and had a breach ([] when it has no change, or is not
+    confirmed)."""
+    change = hypothesis.cause.counterfactual
+    if hypothesis.verdict != CONFIRMED or not change:
+        return []
+    wanted = set(change["scenarios"])
+    return [r.scenario.name for r in results
+            if r.scenario.name in wanted and not r.skipped and any(v.breached for v in r.verdicts)]
+
+
+def with_counterfactual(hypothesis: Hypothesis, before: list[ScenarioResult],
+                        after: list[ScenarioResult],
+                        after_diagnostics: list[dict[str, Any]]) -> Hypothesis:
+    """The hypothesis once the same scenarios ran again with its change applied: the breaches
+    the change removed are the ones it explains, and `verified` says how many it did. A
+    change the engines do not show afterwards proves nothing, and says so."""
+    changed = hypothesis.cause.counterfactual["pragmas"]
+    pragmas = ", ".join(f"PRAGMA {k}={v}" for k, v in changed.items())
+    shown = {"journal_mode": "journal_mode", "busy_timeout": "lock_wait_ms"}
+    for name, value in changed.items():
+        key = shown.get(name)
+        seen = {str(d.get(key)).lower() for d in after_diagnostics if key and "error" not in d}
+        if key and seen != {str(value).lower()}:
+            return Hypothesis(hypothesis.cause, hypothesis.verdict, hypothesis.evidence,
+                              hypothesis.breaches, f"{pragmas} was applied from outside but "
+                              f"the engines then showed {key}={sorted(seen)}: no verdict")
+    ran = {r.scenario.name for r in after}
+    breached = [v for r in before if r.scenario.name in ran for v in r.verdicts if v.breached]
+    theirs = {(v.scenario, v.endpoint, v.slo, v.profile): v for r in after for v in r.verdicts}
+    removed = [v for v in breached if _met_there(v, theirs)]
+    said = (f"run again with {pragmas} applied from outside ({', '.join(sorted(ran))}): "
+            f"{len(removed)} of the {len(breached)} breaches there met")
+    return Hypothesis(hypothesis.cause, hypothesis.verdict, hypothesis.evidence,
+                      tuple(removed), said)

@@ -447,7 +447,8 @@ def _recommendations(analyses: dict[str, list[Hypothesis]],
                         key=lambda h: h.cause.priority):
             confirmed += 1
             c = h.cause
-            verified = counterfactual(h, others, by_target) or "not from outside"
+            verified = "; ".join(filter(None, (h.verified, counterfactual(
+                h, others, by_target)))) or "not from outside"
             lines.append(f"|{target}|{c.priority}|`{c.id}`|{_cell(c.fix)}|{c.complexity}|"
                          f"{_cell(c.benefit)}|{_cell(c.tradeoffs)}|{_cell(c.monitor)}|"
                          f"{_cell(verified)}|")

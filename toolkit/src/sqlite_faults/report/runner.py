@@ -187,7 +187,10 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
                      rng: random.Random, phases: Phases, spec: LoadSpec, workdir: Path,
                      progress: Progress, backend: Backend | None = None,
                      rate_ceiling: float | None = None,
-                     calibrated: Calibration | None = None) -> TargetRun:
+                     calibrated: Calibration | None = None,
+                     change: dict[str, str] | None = None) -> TargetRun:
+    """`change`: PRAGMAs applied through the engine plugin before the first scenario (a
+    counterfactual run: the same faults without a confirmed cause)."""
     backend = backend or Backend("sqlite")
     database_url = backend.database_url(target.name)
     control = FaultControl.new()
@@ -217,6 +220,9 @@ async def run_target(target: Target, scenarios: list[Scenario], objectives: Obje
     await ledgers[PLAIN].seed(server.base_url, 20)  # users to read from the first request on
     # After the first writes: a service may build its engine lazily, at its first request.
     diagnostics = await control.diagnostics()
+    if change:
+        await control.change(**change)
+        diagnostics = await control.diagnostics()  # the evidence that the change took
     # The load goes through the fault proxy; readiness checks and the ledger's checks go
     # straight to the service, so a network fault never decides what the ledger finds.
     network = NetworkFaults(("127.0.0.1", server.port), seed=rng.randrange(2**31))
