@@ -1242,7 +1242,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
               "connection through a copy of the pool, never one of the service's",
               one("toolkit/src/sqlite_faults/diagnostics.py",
                   "copy = engine.pool.recreate()", "copy = engine.pool",
-                  within="_connection_settings"),
+                  within="_read_settings"),
               (TK + "test_diagnostics.py::test_diagnosis_leaves_the_services_pool_alone",)),
     Safeguard("diagnosis-journal-unread", "fault toolkit", "the journal mode is read from a "
               "connection the service's pool would make",
@@ -1291,6 +1291,26 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "_PRAGMA_VALUE.fullmatch(str(v))", "True", within="_Registry.change"),
               (TK + "test_engine_plugin.py::test_a_change_applies_its_pragmas_to_every_"
                "connection_from_then_on",)),
+    Safeguard("analysis-loop-judged-by-the-loads-probe", "fault toolkit", "a blocked event "
+              "loop is confirmed only by the DB-free loop probe, not by the load's probe "
+              "(which may wait for the database)",
+              one("toolkit/src/sqlite_faults/report/analysis.py",
+                  "blocked = [name for name, s in worst.items() if s > LOOP_BLOCKED_S]",
+                  "blocked = list(worst)", within="blocking_event_loop"),
+              (U + "test_report_analysis.py::test_the_loop_is_judged_by_the_db_free_loop_probe_"
+               "not_the_loads_probe",)),
+    Safeguard("diagnosis-async-engine-unbridged", "fault toolkit", "an async engine "
+              "(aiosqlite) is diagnosed inside SQLAlchemy's greenlet bridge",
+              one("toolkit/src/sqlite_faults/diagnostics.py", "    if engine.dialect.is_async:",
+                  "    if False:", within="_connection_settings"),
+              (TK + "test_diagnostics.py::test_an_async_engine_is_diagnosed_through_"
+               "sqlalchemys_greenlet_bridge",)),
+    Safeguard("analysis-failed-diagnosis-called-foreign", "fault toolkit", "an engine whose "
+              "diagnosis failed is an engine seen, not a foreign engine",
+              one("toolkit/src/sqlite_faults/report/analysis.py", "    if ev.diagnostics:",
+                  "    if ev.engines():", within="foreign_engine"),
+              (U + "test_report_analysis.py::test_a_diagnosis_that_failed_is_an_engine_seen_not_"
+               "a_foreign_one",)),
     Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
               "registers every engine built from a ?plugin=sqlite_faults URL",
               one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",

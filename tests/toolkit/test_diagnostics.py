@@ -6,12 +6,14 @@ test_engine_plugin.py, beside the control server it shares)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
 from sqlite_faults.diagnostics import diagnose, wal_reset_bug
 
@@ -59,3 +61,16 @@ def test_diagnosis_leaves_the_services_pool_alone(tmp_path: Path) -> None:
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         engine.dispose()
+
+
+def test_an_async_engine_is_diagnosed_through_sqlalchemys_greenlet_bridge(
+        tmp_path: Path) -> None:
+    """Prefect's server runs on aiosqlite: its connections open only inside the bridge (a
+    plain connect raised MissingGreenlet, and the report took the engine for absent)."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+    try:
+        found = diagnose(engine.sync_engine)
+    finally:
+        asyncio.run(engine.dispose())
+    assert (found.dialect, found.journal_mode) == ("sqlite", "delete")
+    assert found.driver and found.version and found.lock_wait_ms is not None

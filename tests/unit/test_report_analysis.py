@@ -77,7 +77,6 @@ STAGED = [
     ("unbounded-lock-wait", "lock-past-deadline", CREATE, "fail fast (fault)"),
     ("no-retry", "transient-errors-high", READ, "error rate (fault)"),
     ("no-statement-deadline", "slow-statements", CREATE, "p95 latency (fault)"),
-    ("blocking-event-loop", "slow-statements", ROOT, "requests (fault)"),
 ]
 # The write ledger's checks run after every scenario: any of them can show these.
 ANYWHERE = [
@@ -107,6 +106,29 @@ def test_a_breach_in_a_scenario_that_does_not_stage_the_cause_confirms_nothing(
     assert verdicts_of(unrelated)[cause] == UNTESTED
 
 
+@pytest.mark.parametrize(("probes", "expected"), [
+    ([0.004, 0.006], REFUTED), ([0.004, 2.5], CONFIRMED), ([0.004, None], CONFIRMED),
+    ([], UNTESTED)])
+def test_the_loop_is_judged_by_the_db_free_loop_probe_not_the_loads_probe(
+        probes: list[float | None], expected: str) -> None:
+    """The load's probe breached in every case (it may wait for the database itself): only
+    the loop probe, sent while statements were stuck, says whether the loop was blocked."""
+    stuck = result("slow-statements", check("slow-statements", ROOT, "p95 latency (fault)",
+                                            False))
+    stuck.loop_probe = probes
+    (loop,) = [h for h in analyse(Evidence([stuck], [])) if h.cause.id == "blocking-event-loop"]
+    assert loop.verdict == expected
+    assert len(loop.breaches) == (1 if expected == CONFIRMED else 0)
+
+
+def test_a_diagnosis_that_failed_is_an_engine_seen_not_a_foreign_one() -> None:
+    failed = [{"id": 0, "error": "MissingGreenlet: greenlet_spawn has not been called"}]
+    found = {h.cause.id: h for h in analyse(Evidence([], failed))}
+    assert found["foreign-engine"].verdict == REFUTED
+    assert found["rollback-journal"].verdict == UNTESTED
+    assert "MissingGreenlet" in found["rollback-journal"].evidence
+
+
 def test_pool_exhaustion_needs_a_long_checkout_wait_and_unanswered_requests() -> None:
     unanswered = result("lock-past-deadline", check(
         "lock-past-deadline", CREATE, "fail fast (fault)", False, "no answer ClientTimeout x3"))
@@ -119,9 +141,11 @@ def test_the_counterfactual_is_another_target_without_the_cause_meeting_the_same
 ) -> None:
     breach = check("slow-statements", ROOT, "requests (fault)", False)
     naive = [result("slow-statements", breach)]
+    naive[0].loop_probe = [None]
     hardened = [result("slow-statements",
                        check("slow-statements", ROOT, "p95 latency (fault)", True),
                        check("slow-statements", ROOT, "error rate (fault)", True))]
+    hardened[0].loop_probe = [0.01]
     analyses = {"naive": analyse(Evidence(naive, [])),
                 "hardened": analyse(Evidence(hardened, []))}
     confirmed = next(h for h in analyses["naive"] if h.cause.id == "blocking-event-loop")

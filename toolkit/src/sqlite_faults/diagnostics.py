@@ -13,6 +13,7 @@ per registered engine (engine_plugin.py), so a harness reads them from outside.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -82,7 +83,20 @@ def _call(pool: Any, name: str) -> int | None:
 
 
 def _connection_settings(engine: Engine) -> dict[str, Any]:
-    """Read on one new connection made as the service's pool makes them."""
+    """Read on one new connection made as the service's pool makes them. An async engine's
+    (aiosqlite, asyncpg) connections work only inside SQLAlchemy's greenlet bridge, which
+    needs an event loop: this runs on the control server's own thread, which has none."""
+    if engine.dialect.is_async:
+        from sqlalchemy.util import greenlet_spawn
+
+        async def bridged() -> dict[str, Any]:
+            return await greenlet_spawn(_read_settings, engine)
+
+        return asyncio.run(bridged())
+    return _read_settings(engine)
+
+
+def _read_settings(engine: Engine) -> dict[str, Any]:
     copy = engine.pool.recreate()
     try:
         record = copy.connect()

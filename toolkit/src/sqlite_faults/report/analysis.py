@@ -20,12 +20,15 @@ from typing import Any
 
 from ..causes import CAUSES, Cause
 from ..traffic import CREATE, READ, ROOT
-from .runner import ScenarioResult
+from .runner import LOOP_PROBE_TIMEOUT_S, LOOP_PROBED, ScenarioResult
 from .slo import Verdict
 
 CONFIRMED, REFUTED, UNTESTED = "confirmed", "refuted", "untested"
 LOCK_SCENARIOS = ("lock-past-deadline", "write-lock-pulses")
 TRANSIENT_SCENARIOS = ("transient-errors-low", "transient-errors-high")
+# A loop probe slower than this while statements are stuck: what serves requests is blocked
+# (the battery's bound for the same experiment).
+LOOP_BLOCKED_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,13 @@ class Evidence:
                 if (endpoint is None or v.endpoint == endpoint) and v.slo.startswith(slo)]
 
     def engines(self) -> list[dict[str, Any]]:
+        """The engines whose diagnosis could be read."""
         return [d for d in self.diagnostics if "error" not in d]
+
+    def failed(self) -> str:
+        """Why diagnoses could not be read ("" when none failed)."""
+        return "; ".join(f"engine {d['id']}: {d['error']}" for d in self.diagnostics
+                         if "error" in d)
 
     def sqlite(self) -> list[dict[str, Any]]:
         return [d for d in self.engines() if d.get("dialect") == "sqlite"]
@@ -85,6 +94,9 @@ def _configured(evidence: Evidence, key: str, bad: Callable[[Any], bool],
                 shown: Callable[[dict[str, Any]], str]) -> tuple[str, str, list[Verdict]]:
     engines = evidence.sqlite()
     if not evidence.engines():
+        if evidence.failed():
+            return (UNTESTED, "the engine's configuration could not be read: "
+                    f"{evidence.failed()}", [])
         return UNTESTED, "no engine reached (see foreign-engine)", []
     if not engines:
         return UNTESTED, "not SQLite", []
@@ -138,8 +150,24 @@ def no_statement_deadline(ev: Evidence) -> tuple[str, str, list[Verdict]]:
 
 
 def blocking_event_loop(ev: Evidence) -> tuple[str, str, list[Verdict]]:
-    return _staged(ev, ("lock-past-deadline", "slow-statements"), (ROOT,),
-                   ("p95 latency", "requests"), "the probe while DB calls were stuck")
+    """The loop probe experiment (runner.probe_the_loop): a request that touches no database,
+    answered late or not at all while statements are stuck. The load's own probe is no
+    evidence: it may wait for the database itself (Prefect's readiness check waits for a
+    pooled connection while its event loop answers in milliseconds)."""
+    probed = [r for r in ev.results if r.loop_probe and not r.skipped]
+    if not probed:
+        return UNTESTED, f"not staged: run {' or '.join(LOOP_PROBED)}", []
+    worst = {r.scenario.name: max(LOOP_PROBE_TIMEOUT_S if s is None else s
+                                  for s in r.loop_probe) for r in probed}
+    shown = "; ".join(f"{name}: slowest of {len(r.loop_probe)} "
+                      f"{'no answer' if None in r.loop_probe else f'{worst[name]:.2f} s'}"
+                      for name, r in zip(worst, probed, strict=True))
+    blocked = [name for name, s in worst.items() if s > LOOP_BLOCKED_S]
+    if blocked:
+        probes = [v for v in ev.verdicts(tuple(blocked), ROOT) if v.breached]
+        return (CONFIRMED, f"the DB-free loop probe while statements were stuck: {shown}",
+                probes)
+    return REFUTED, f"the DB-free loop probe while statements were stuck: {shown}", []
 
 
 def pool_exhaustion(ev: Evidence) -> tuple[str, str, list[Verdict]]:
@@ -169,8 +197,8 @@ def error_after_commit(ev: Evidence) -> tuple[str, str, list[Verdict]]:
 
 
 def foreign_engine(ev: Evidence) -> tuple[str, str, list[Verdict]]:
-    if ev.engines():
-        return REFUTED, f"the engine plugin saw {len(ev.engines())} engine(s)", []
+    if ev.diagnostics:
+        return REFUTED, f"the engine plugin saw {len(ev.diagnostics)} engine(s)", []
     return (CONFIRMED, "the engine plugin saw no engine: in-process faults never reached the "
             "service", [])
 

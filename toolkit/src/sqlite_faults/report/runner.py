@@ -55,6 +55,10 @@ class Phases:
 # How long the service has to answer its readiness check before a scenario, and after one
 # (asked while the last requests drain), before it is restarted as wedged.
 READY_TIMEOUT_S = 2.0
+# The loop probe experiment: where statements are stuck (a held lock, slowed statements).
+LOOP_PROBED = ("lock-past-deadline", "slow-statements")
+LOOP_PROBE_EVERY_S = 0.2
+LOOP_PROBE_TIMEOUT_S = 3.0
 # The write ledger's check after a scenario: no request of it starts after this long, and each
 # waits this long for its answer. A service that stopped answering mid-check costs the report
 # that, not a timeout per write (the naive baseline once took 533 s over one scenario's check).
@@ -88,6 +92,10 @@ class ScenarioResult:
     # The fault proxy's log of the requests it forwarded, by X-Request-Id: the service's own
     # time (network scenarios are judged by it; every scenario reports it).
     forwarded: dict[str, ForwardedRequest] = field(default_factory=dict)
+    # The loop probe experiment (LOOP_PROBED scenarios): the target's loop_probe, a request
+    # that touches no database, sent straight to the service one at a time through the fault
+    # window; seconds to each answer, None for none within LOOP_PROBE_TIMEOUT_S.
+    loop_probe: list[float | None] = field(default_factory=list)
 
     def instrument(self, endpoint: str | None = None) -> dict[str, dict[str, Any]]:
         """The instrument's own delays per phase (of one endpoint's requests, or all)."""
@@ -146,6 +154,7 @@ class ScenarioResult:
             "lanes": self.lanes.as_dict() if self.lanes else None,
             "instrument": self.instrument(),
             "verdicts": [v.as_dict() for v in self.verdicts],
+            "loop_probe": self.loop_probe,
         }
 
 
@@ -355,7 +364,15 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
             result.fault_start = time.monotonic() - started
             progress.show(target.name, scenario.name, "fault window")
             fault = scenario.fault(context) if scenario.fault else contextlib.nullcontext()
-            await through_the_fault(fault, phases.fault_s, result)
+            prober = (asyncio.create_task(probe_the_loop(server.base_url, target, result))
+                      if scenario.name in LOOP_PROBED else None)
+            try:
+                await through_the_fault(fault, phases.fault_s, result)
+            finally:
+                if prober is not None:
+                    prober.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await prober
             result.fault_end = time.monotonic() - started
             progress.show(target.name, scenario.name, "recovery")
             await asyncio.sleep(phases.recovery_s)
@@ -393,6 +410,28 @@ async def _run_scenario(target: Target, scenario: Scenario, server: ServerProces
         result.ledgers[profile] = await ledgers[profile].check(
             server.base_url, db, budget_s=LEDGER_CHECK_BUDGET_S,
             request_timeout_s=LEDGER_REQUEST_TIMEOUT_S)
+
+
+async def probe_the_loop(base_url: str, target: Target, result: ScenarioResult) -> None:
+    """Whether database calls block what serves requests: the DB-free loop_probe, one at a
+    time, while statements are stuck (until cancelled at the fault's end). Straight to the
+    service: the load generator's probe may itself wait for the database (a readiness check
+    that checks out a connection answers slowly when the pool is busy, not the loop)."""
+    request = target.loop_probe.render()
+    async with httpx.AsyncClient(base_url=base_url, timeout=LOOP_PROBE_TIMEOUT_S) as client:
+        while True:
+            sent = time.monotonic()
+            try:
+                await request.send(client)
+                result.loop_probe.append(round(time.monotonic() - sent, 3))
+            except httpx.HTTPError:
+                result.loop_probe.append(None)
+            except asyncio.CancelledError:
+                # The fault ended with this probe still unanswered: how long it had waited
+                # is the figure (a lower bound), or a blocked loop would leave no sample.
+                result.loop_probe.append(round(time.monotonic() - sent, 3))
+                raise
+            await asyncio.sleep(LOOP_PROBE_EVERY_S)
 
 
 async def through_the_fault(fault: contextlib.AbstractAsyncContextManager[None],
