@@ -13,7 +13,7 @@ each a real one (a comma-separated list):
 - `url`: the engine is built from the URL without its query (so without the fault
   plugin), as a service that rebuilds its URL from parts does;
 - `no-wait`: a busy timeout of 0 (`connect_args={"timeout": 0}`): a lock is never waited out;
-- `ack-before-commit`: a create is answered once its row is inserted and committed 0.1 s
+- `ack-before-commit`: a create is answered once its row is inserted and committed 0.5 s
   later on another thread ("write-behind"): a SIGKILL in between loses an acknowledged write;
 - `leak`: a create that failed is handed to a thread that retries it every 30 s until it
   lands: a burst of failures leaves a thread each behind.
@@ -106,7 +106,7 @@ def create_app() -> Flask:
             def commit() -> None:
                 transaction.commit()
                 connection.close()
-            threading.Timer(0.1, commit).start()
+            threading.Timer(0.5, commit).start()
             return jsonify({"id": new_id, "name": values["name"],
                             "created_at": values["created_at"]}), 201
         try:

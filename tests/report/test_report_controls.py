@@ -52,6 +52,11 @@ CONTROLS = {
     "write-behind": Control("ack-before-commit", "sigkill-restart",
                             frozenset({"acknowledged writes lost"}),
                             confirms=frozenset({"acknowledged-before-commit"})),
+    # A busy timeout of 0: every write that meets a lock pulse fails at once. The analysis
+    # runs the scenario again with PRAGMA busy_timeout applied from outside, which must
+    # remove breaches (the counterfactual that verifies the recommendation).
+    "no-wait": Control("no-wait", "write-lock-pulses", frozenset({"error rate"}),
+                       confirms=frozenset({"lock-not-waited"})),
     # A circuit breaker that never closes keeps failing creates after the fault has ended.
     "no-recovery": Control("breaker-never-closes", "transient-errors-high",
                            frozenset({"recovery"})),
@@ -109,6 +114,12 @@ def test_each_verdict_is_breached_by_a_service_built_to_breach_it_and_met_by_the
         flawed_causes[c] for c in expected]
     assert [h for h in analysis["hardened"] if h["verdict"] == "confirmed"] == []
     assert {h["cause"] for h in analysis["hardened"] if h["verdict"] == "refuted"} >= expected
+    if "lock-not-waited" in control.confirms:
+        verified = flawed_causes["lock-not-waited"]["verified"]
+        removed = re.search(r"PRAGMA busy_timeout=1000 applied from outside "
+                            r"\(write-lock-pulses\): (\d+) of the (\d+) breaches there met",
+                            verified)
+        assert removed and int(removed[1]) >= 1, verified
     summary = (out / "report.md").read_text().split("## Executive summary", 1)[1]
     assert re.search(r"\*\*hardened\*\*: (\d+) of \1 checks met; 0 causes confirmed", summary)
     assert re.search(r"\*\*wsgi-api-naive\*\*: \d+ of \d+ checks met; [1-9]\d* causes "
