@@ -21,6 +21,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from sqlite_faults.causes import CAUSES
 
 RULES = Path(__file__).resolve().parents[2] / "ops" / "alerts.yml"
 JOB = "users-service"
@@ -219,3 +220,10 @@ async def test_every_metric_a_rule_names_is_exported(
         exported.update(family.name + s for s in suffixes.get(family.type, ()))
     named = set().union(*(metric_names(rule["expr"]) for rule in rules())) - PROMETHEUS_OWN
     assert named - exported == set(), "rules name metrics the service does not export"
+
+
+def test_every_alert_the_cause_catalogue_names_exists() -> None:
+    """The report's recommendations point at the alert that watches each cause."""
+    defined = set(re.findall(r"- alert: (\w+)", RULES.read_text()))
+    named = {alert for cause in CAUSES.values() for alert in cause.alerts}
+    assert named and named <= defined, named - defined

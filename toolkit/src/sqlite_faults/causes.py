@@ -35,6 +35,8 @@ class Cause:
     priority: str
     complexity: str
     benefit: str
+    # The hardened service's alerts (ops/alerts.yml) that watch for the cause.
+    alerts: tuple[str, ...] = ()
     # A change the report can apply from outside, and the scenarios to run again with it.
     counterfactual: dict[str, Any] = field(default_factory=dict)
 
@@ -44,7 +46,7 @@ def load(path: Path = CATALOGUE) -> dict[str, Cause]:
     with path.open("rb") as f:
         entries = tomllib.load(f).get("cause", {})
     keys = {f.name for f in fields(Cause)} - {"id"}
-    optional = {"counterfactual"}
+    optional = {"alerts", "counterfactual"}
     causes = {}
     for cause_id, entry in entries.items():
         missing, unknown = keys - optional - set(entry), set(entry) - keys
@@ -58,7 +60,8 @@ def load(path: Path = CATALOGUE) -> dict[str, Cause]:
         if change and (set(change) != {"pragmas", "scenarios"} or not change["pragmas"]):
             raise CatalogueError(f"{path}: cause {cause_id!r}: a counterfactual has pragmas "
                                  "and scenarios")
-        causes[cause_id] = Cause(id=cause_id, **entry)
+        causes[cause_id] = Cause(id=cause_id, **{**entry,
+                                                 "alerts": tuple(entry.get("alerts", ()))})
     return causes
 
 

@@ -449,8 +449,10 @@ def _recommendations(analyses: dict[str, list[Hypothesis]],
             c = h.cause
             verified = "; ".join(filter(None, (h.verified, counterfactual(
                 h, others, by_target)))) or "not from outside"
+            monitor = c.monitor + (f"; alerts {', '.join(c.alerts)} (ops/alerts.yml)"
+                                   if c.alerts else "")
             lines.append(f"|{target}|{c.priority}|`{c.id}`|{_cell(c.fix)}|{c.complexity}|"
-                         f"{_cell(c.benefit)}|{_cell(c.tradeoffs)}|{_cell(c.monitor)}|"
+                         f"{_cell(c.benefit)}|{_cell(c.tradeoffs)}|{_cell(monitor)}|"
                          f"{_cell(verified)}|")
     if not confirmed:
         lines += ["", "No cause was confirmed."]
