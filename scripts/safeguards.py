@@ -1311,6 +1311,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "    if ev.engines():", within="foreign_engine"),
               (U + "test_report_analysis.py::test_a_diagnosis_that_failed_is_an_engine_seen_not_"
                "a_foreign_one",)),
+    Safeguard("analysis-inconclusive-refutes", "fault toolkit", "checks the instrument may "
+              "explain neither confirm nor refute a cause",
+              one("toolkit/src/sqlite_faults/report/analysis.py",
+                  "unsure = [v for v in judged if not v.passed]", "unsure = []",
+                  within="_staged"),
+              (U + "test_report_analysis.py::test_a_check_the_instrument_may_explain_neither_"
+               "confirms_nor_refutes",)),
     Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
               "registers every engine built from a ?plugin=sqlite_faults URL",
               one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",

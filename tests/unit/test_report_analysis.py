@@ -187,3 +187,10 @@ def test_a_refuted_cause_or_one_without_a_change_runs_nothing_again() -> None:
                                                  "p95 latency (fault)", False))]
     for h in analyse(Evidence(before, [HARDENED_ENGINE])):
         assert counterfactual_scenarios(h, before) == []
+
+
+def test_a_check_the_instrument_may_explain_neither_confirms_nor_refutes() -> None:
+    unsure = check("slow-statements", CREATE, "p95 latency (fault)", False)
+    unsure = Verdict(**{**unsure.__dict__, "inconclusive": "the generator sent late"})
+    found = verdicts_of(Evidence([result("slow-statements", unsure)], []))
+    assert found["no-statement-deadline"] == UNTESTED

@@ -87,6 +87,10 @@ def _staged(evidence: Evidence, scenarios: tuple[str, ...], endpoints: tuple[str
         shown = "; ".join(f"{v.scenario} {v.endpoint} {v.slo}: {v.observed}"
                           for v in breached[:3])
         return CONFIRMED, f"{what}: {shown}", breached
+    unsure = [v for v in judged if not v.passed]
+    if unsure:  # neither met nor the service's breach: the instrument may explain them
+        return (UNTESTED, f"{what}: {len(unsure)} of {len(judged)} such checks inconclusive "
+                "(the instrument's own delays could explain them)", [])
     return REFUTED, f"{what}: all {len(judged)} such checks met", []
 
 
