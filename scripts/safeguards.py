@@ -1318,6 +1318,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   within="_staged"),
               (U + "test_report_analysis.py::test_a_check_the_instrument_may_explain_neither_"
                "confirms_nor_refutes",)),
+    Safeguard("analysis-experiment-failure-ignored", "fault toolkit", "a battery check that "
+              "failed as the report's experiment confirms its cause",
+              one("toolkit/src/sqlite_faults/report/analysis.py",
+                  'if outcome.outcome == "failed":', "if False:",
+                  within="battery_experiment.rule"),
+              ("tests/report/test_report_run.py::test_the_causes_no_scenario_stages_are_tested_"
+               "by_the_batterys_checks",)),
     Safeguard("engine-plugin-registers-nothing", "fault toolkit", "the engine plugin "
               "registers every engine built from a ?plugin=sqlite_faults URL",
               one("toolkit/src/sqlite_faults/engine_plugin.py", "        _registry.add(engine)",

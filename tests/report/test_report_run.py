@@ -67,3 +67,20 @@ def test_a_confirmed_cause_with_a_change_is_run_again_with_it_applied(
     assert journal["verified"].startswith(
         "run again with PRAGMA journal_mode=WAL applied from outside (lock-past-deadline): ")
     assert journal["verified"].endswith("breaches there met"), journal["verified"]
+
+
+def test_the_causes_no_scenario_stages_are_tested_by_the_batterys_checks(
+        tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """Bad input as 500s: the battery's own check, run against the same target as the
+    report's experiment, confirms it on the naive service (an id past 64 bits reaches its
+    driver)."""
+    out = tmp_path / "report"
+    proc = run_report(out, "--target", "examples/targets/naive.toml",
+                      "--scenarios", "steady-state", "--experiments")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    analysis = {h["cause"]: h for h in json.loads(
+        (out / "report.json").read_text())["analysis"]["naive"]}
+    assert analysis["bad-input-500"]["verdict"] == "confirmed", analysis["bad-input-500"]
+    assert analysis["bad-input-500"]["evidence"].startswith(
+        "the battery's test_bad_input_never_gets_a_500 failed: ")
+    assert analysis["resource-leak"]["verdict"] in ("confirmed", "refuted")

@@ -45,7 +45,7 @@ PUBLIC_MODULES = frozenset({
     "traffic", "retry", "report.render", "report.runner", "report.scenarios",
     "report.slo", "netproxy", "http11", "echo", "report.instrument", "report.junit",
     "report.agreement", "report.__main__", "report.restarts", "wsgi", "netproxy.faults",
-    "report.analysis",
+    "report.analysis", "report.experiments",
     "causes", "diagnostics",
 })
 

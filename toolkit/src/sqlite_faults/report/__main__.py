@@ -45,6 +45,7 @@ from .analysis import (
     with_counterfactual,
 )
 from .backends import BACKENDS, Backend, BackendUnavailable, open_backend
+from .experiments import BATTERY_EXPERIMENTS, run_checks
 from .instrument import Calibration
 from .junit import write_junit
 from .render import markdown, write_chart, write_json
@@ -91,6 +92,11 @@ def build_parser(prog: str = "sqlite-faults-report") -> argparse.ArgumentParser:
                         help="comma-separated scenario names (default: all)")
     parser.add_argument("--objectives", type=Path, default=DEFAULT_OBJECTIVES)
     parser.add_argument("--out", type=Path, default=Path("build") / "report")
+    parser.add_argument("--experiments", dest="experiments", action="store_true",
+                        default=True, help=argparse.SUPPRESS)  # the default; undoes the next
+    parser.add_argument("--no-experiments", dest="experiments", action="store_false",
+                        help="do not run the battery's checks for the causes no scenario "
+                             "stages (bad input, leaks: about 30 s a target)")
     parser.add_argument("--no-counterfactuals", dest="counterfactuals", action="store_false",
                         help="do not run a confirmed cause's scenarios again with its change "
                              "applied through the engine plugin (docs/report.md)")
@@ -194,13 +200,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         with (tempfile.TemporaryDirectory(prefix="resilience-report-") as workdir,
               open_backend(args.backend) as backend):
-            for target in targets:
+            for path, target in zip([args.target, *args.baseline], targets, strict=True):
                 run_ = asyncio.run(run_target(
                     target, scenarios, objectives, random.Random(rng.random()), phases,
                     spec, Path(workdir), progress, backend, rate_ceiling=ceiling,
                     calibrated=calibrated))
                 by_target[target.name] = run_.results
-                analyses[target.name] = analyse(Evidence(run_.results, run_.diagnostics))
+                outcomes = {}
+                if args.experiments:
+                    progress.show(target.name, "experiments", "the battery's checks for "
+                                  "the causes no scenario stages")
+                    outcomes = {o.check: o for o in run_checks(
+                        path, list(BATTERY_EXPERIMENTS.values()),
+                        Path(workdir) / f"battery-{target.name}", seed)}
+                analyses[target.name] = analyse(Evidence(run_.results, run_.diagnostics,
+                                                         outcomes))
                 loads[target.name] = {"model": run_.load.kind, "rate": round(run_.load.rate, 1),
                                       "clients": run_.load.clients,
                                       "capacity_rps": round(run_.capacity_rps, 1),

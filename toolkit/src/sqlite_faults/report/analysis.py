@@ -15,11 +15,12 @@ faults, which is the counterfactual the report can offer from outside.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..causes import CAUSES, Cause
 from ..traffic import CREATE, READ, ROOT
+from .experiments import BATTERY_EXPERIMENTS, Outcome
 from .runner import LOOP_PROBE_TIMEOUT_S, LOOP_PROBED, ScenarioResult
 from .slo import Verdict
 
@@ -52,6 +53,8 @@ class Evidence:
 
     results: list[ScenarioResult]
     diagnostics: list[dict[str, Any]]
+    # The battery's checks run as experiments (experiments.py), by check name.
+    experiments: dict[str, Outcome] = field(default_factory=dict)
 
     def verdicts(self, scenarios: tuple[str, ...], endpoint: str | None = None,
                  slo: str = "") -> list[Verdict]:
@@ -207,9 +210,19 @@ def foreign_engine(ev: Evidence) -> tuple[str, str, list[Verdict]]:
             "service", [])
 
 
-def battery_only(check: str) -> Rule:
-    def rule(_: Evidence) -> tuple[str, str, list[Verdict]]:
-        return UNTESTED, f"not staged by the report: the battery's {check} tests it", []
+def battery_experiment(cause_id: str) -> Rule:
+    """A cause only a battery check tests: its outcome, run against the same target."""
+    check = BATTERY_EXPERIMENTS[cause_id]
+
+    def rule(ev: Evidence) -> tuple[str, str, list[Verdict]]:
+        outcome = ev.experiments.get(check)
+        if outcome is None:
+            return UNTESTED, f"not run: the battery's {check} tests it", []
+        if outcome.outcome == "failed":
+            return CONFIRMED, f"the battery's {check} failed: {outcome.measured}", []
+        if outcome.outcome == "passed":
+            return REFUTED, f"the battery's {check} passed", []
+        return UNTESTED, f"the battery's {check}: {outcome.outcome} {outcome.measured}", []
     return rule
 
 
@@ -222,11 +235,10 @@ RULES: dict[str, Rule] = {
     "no-retry": no_retry,
     "no-statement-deadline": no_statement_deadline,
     "blocking-event-loop": blocking_event_loop,
-    "bad-input-500": battery_only("test_bad_input_never_gets_a_500"),
+    "bad-input-500": battery_experiment("bad-input-500"),
     "acknowledged-before-commit": acknowledged_before_commit,
     "error-after-commit": error_after_commit,
-    "resource-leak": battery_only(
-        "test_threads_and_fds_return_to_the_steady_state_after_failures"),
+    "resource-leak": battery_experiment("resource-leak"),
     "foreign-engine": foreign_engine,
 }
 

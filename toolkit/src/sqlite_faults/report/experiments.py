@@ -1,0 +1,65 @@
+"""The battery's checks as the report's experiments: for a cause no scenario stages (bad
+input answered 500, resources leaking on error paths), the report runs the battery's own
+check against the same target and takes its outcome and finding as the evidence. One check,
+one experiment, in one place (battery/test_battery.py), whether a user runs the battery or
+the report.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+# The causes only a battery check tests, and the check.
+BATTERY_EXPERIMENTS = {
+    "bad-input-500": "test_bad_input_never_gets_a_500",
+    "resource-leak": "test_threads_and_fds_return_to_the_steady_state_after_failures",
+}
+RUN_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: str
+    outcome: str  # "passed", "failed", "skipped" or "error"
+    measured: str  # the finding's measured line, for a failure; the reason otherwise
+
+
+def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
+               seed: int) -> list[Outcome]:
+    """The named battery checks against the target, in a pytest process of their own, as a
+    user would run them (`pytest --pyargs sqlite_faults.battery --target FILE -k ...`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    junit = workdir / "battery.xml"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "--pyargs", "sqlite_faults.battery",
+             "--target", str(Path(target_file).resolve()), f"--fault-seed={seed}",
+             "-p", "no:cacheprovider", f"--junitxml={junit}", "-q", "-k", " or ".join(checks)],
+            cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return [Outcome(c, "error", f"the battery ran past {RUN_TIMEOUT_S} s") for c in checks]
+    if not junit.exists():
+        said = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+        return [Outcome(c, "error", f"the battery did not run: {said[0]}") for c in checks]
+    found = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = case.get("name", "")
+        failure = case.find("failure")
+        error = case.find("error")
+        skipped = case.find("skipped")
+        if failure is not None:
+            measured = re.search(r"measured: (.+)", failure.text or "")
+            found[name] = Outcome(name, "failed", measured[1] if measured else
+                                  (failure.get("message") or "failed")[:300])
+        elif error is not None:
+            found[name] = Outcome(name, "error", (error.get("message") or "error")[:300])
+        elif skipped is not None:
+            found[name] = Outcome(name, "skipped", (skipped.get("message") or "")[:300])
+        else:
+            found[name] = Outcome(name, "passed", "")
+    return [found.get(c, Outcome(c, "error", "the battery did not run it")) for c in checks]
