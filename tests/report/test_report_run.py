@@ -7,6 +7,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+# The report runs its services on its own --backend (SQLite here): judged once, in the
+# SQLite run, not again in the PostgreSQL one.
+pytestmark = pytest.mark.sqlite_only("the report's own --backend is SQLite in these runs")
+
 
 def test_the_report_judges_a_fault_and_writes_markdown_json_and_a_chart(
         tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
