@@ -1604,6 +1604,54 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "if False:", within="_timeout_too_short"),
               ("tests/report/test_report_run.py::test_a_client_timeout_inside_the_services_"
                "deadline_is_refused",)),
+    # -- holes the mutation tool found in the report's judging (docs/safeguards.md) ---------
+    Safeguard("report-judge-ledger-replaces", "fault toolkit", "the ledger's verdicts come "
+              "beside a create endpoint's latency, error and recovery verdicts, not instead",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  "verdicts += ledger_verdicts(scenario, endpoint, ledger, objectives)",
+                  "verdicts = ledger_verdicts(scenario, endpoint, ledger, objectives)",
+                  within="judge"),
+              (U + "test_report_slo.py::test_judge_keeps_every_phases_verdicts_beside_the_"
+               "ledgers",)),
+    Safeguard("report-judge-steady-dropped", "fault toolkit", "the fault window's verdicts "
+              "come beside the steady state's, not instead",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  'verdicts += _available(scenario, endpoint, "fault", by_phase["fault"], '
+                  "objectives)",
+                  'verdicts = _available(scenario, endpoint, "fault", by_phase["fault"], '
+                  "objectives)", within="judge"),
+              (U + "test_report_slo.py::test_judge_keeps_every_phases_verdicts_beside_the_"
+               "ledgers",)),
+    Safeguard("report-503-unclean", "fault toolkit", "a 503 is a clean refusal where the "
+              "service cannot succeed",
+              one("toolkit/src/sqlite_faults/report/slo.py",
+                  "unclean = [s for s in samples if not s.ok and s.status not in (503, 504)]",
+                  "unclean = [s for s in samples if not s.ok and s.status not in (504, 504)]",
+                  within="_fail_fast"),
+              (U + "test_report_slo.py::test_a_503_is_a_clean_refusal_and_one_error_is_not_a_"
+               "breach_of_a_large_sample",)),
+    Safeguard("agreement-inconclusive-as-breached", "fault toolkit", "runs that differ between "
+              "inconclusive and breached disagree",
+              one("toolkit/src/sqlite_faults/report/agreement.py",
+                  'status = v.get("status") or ("met" if v["passed"] else "breached")',
+                  'status = "met" if v["passed"] else "breached"', within="verdicts_of"),
+              (U + "test_report_agreement.py::test_a_flip_between_inconclusive_and_breached_is_"
+               "a_disagreement_and_says_so",)),
+    Safeguard("ledger-resolves-without-key", "fault toolkit", "the ledger resolves an "
+              "indeterminate write by a retry with its key by default (without it, a committed "
+              "write of a service with keys is written twice)",
+              one("toolkit/src/sqlite_faults/ledger.py",
+                  "self, base_url: str, db: Path | str, resolve_with_key: bool = True,",
+                  "self, base_url: str, db: Path | str, resolve_with_key: bool = False,",
+                  within="WriteLedger.check"),
+              (TK + "test_ledger_resolve.py::test_indeterminate_keyed_writes_are_resolved_by_a_"
+               "retry_with_their_key",)),
+    Safeguard("ledger-recovered-as-resolved", "fault toolkit", "a retry replayed (the first "
+              "attempt had committed) counts as recovered, one that created as resolved",
+              one("toolkit/src/sqlite_faults/ledger.py", 'if create.detail == "replayed":',
+                  'if create.detail != "replayed":', within="WriteLedger._resolve"),
+              (TK + "test_ledger_resolve.py::test_indeterminate_keyed_writes_are_resolved_by_a_"
+               "retry_with_their_key",)),
     Safeguard("lanes-unjudged", "fault toolkit", "the report fails a service whose DB lanes "
               "are held while clients are slow",
               one("toolkit/src/sqlite_faults/report/slo.py",

@@ -73,8 +73,8 @@ async def _through_each_fault(echo: EchoServer, seed: int
 
 
 def test_latency_returns_to_steady_state_after_every_network_fault(
-        echo: EchoServer) -> None:
-    seed = random.SystemRandom().randrange(2**31)
+        echo: EchoServer, fault_seed: int) -> None:
+    seed = fault_seed  # printed on failure, replayed with --fault-seed
     samples, cleared = asyncio.run(_through_each_fault(echo, seed))
     objectives = Objectives.load()
     steady = PhaseStats.of([s for s in samples if s.at + s.latency < 1.0])

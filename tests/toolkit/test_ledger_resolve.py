@@ -71,3 +71,34 @@ def test_each_wrong_answer_is_charged_to_the_check_that_found_it(
     assert (first.lost, first.phantoms, first.unresolved) == (1, 1, 1), first.problems
     assert (second.lost, second.phantoms, second.unresolved) == (0, 0, 0), second.problems
     assert (second.acknowledged, second.failed, second.indeterminate) == (1, 1, 1)
+
+
+def test_indeterminate_keyed_writes_are_resolved_by_a_retry_with_their_key(
+        service_server: Callable[..., ServerProcess], fault_seed: int) -> None:
+    """What every report check does by default: two writes committed and their answers
+    lost, one never sent at all. Retried with their keys, the first two are replayed
+    (recovered: they had committed) and the third created (resolved: it had not); one row
+    each, nothing unresolved."""
+    target = load_target(FOLDER / "hardened.toml")  # honours Idempotency-Key
+    server = service_server(target, with_faults=False)
+    ledger = WriteLedger(random.Random(fault_seed), target.write, prefix="keyed")
+    committed = [ledger.new_create(), ledger.new_create()]
+    never_sent = ledger.new_create()
+
+    async def run() -> LedgerReport:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            for create in committed:
+                await ledger.send(client, create)
+        assert [c.outcome for c in committed] == ["acknowledged"] * 2
+        for create in (*committed, never_sent):  # the client knows nothing of these
+            create.outcome, create.status, create.detail = "indeterminate", None, "ReadError"
+        return await ledger.check(server.base_url, Path(server.db_path))
+
+    report = asyncio.run(run())
+    assert (report.recovered, report.resolved, report.unresolved) == (2, 1, 0), report.problems
+    assert report.duplicated == 0 and report.ok
+    names = [c.name for c in (*committed, never_sent)]
+    with contextlib.closing(sqlite3.connect(server.db_path)) as db:
+        rows = db.execute("SELECT count(*) FROM users WHERE name IN (?, ?, ?)",
+                          names).fetchone()
+    assert rows == (3,)

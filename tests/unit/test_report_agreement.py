@@ -50,3 +50,14 @@ def test_agreeing_checks_near_their_threshold_are_listed_with_their_margins() ->
     two = report(2, ("lock", "p95 latency (fault)", "met", "200 ms|-100 ms", False))
     agreement = compare([one, two])
     assert agreement.holds and [key[3] for key, _ in agreement.near] == ["p95 latency (fault)"]
+
+
+def test_a_flip_between_inconclusive_and_breached_is_a_disagreement_and_says_so() -> None:
+    """Inconclusive (the instrument may explain it) and breached (the service's) are not the
+    same verdict: runs that differ so disagree, and the headline says it."""
+    unsure = report(1, ("lock", "p95 latency (fault)", "inconclusive", "320 ms|+20 ms", False))
+    breached = report(2, ("lock", "p95 latency (fault)", "breached", "320 ms|+20 ms", False))
+    agreement = compare([unsure, breached])
+    assert not agreement.holds
+    assert render(agreement, ["a", "b"]).startswith(
+        "# Agreement of 2 runs: **the verdicts disagree**")

@@ -78,3 +78,38 @@ def test_a_phase_in_which_no_request_completed_is_breached() -> None:
     fault = [sample(2 + i * 0.01, 0.05, phase="fault") for i in range(10)]
     verdicts = judge("s", READ, "available", steady + fault, 4.0, OBJECTIVES, 1.0, None)
     assert not any(v.slo.startswith("requests") for v in verdicts)
+
+
+def test_judge_keeps_every_phases_verdicts_beside_the_ledgers() -> None:
+    """Slow in the steady state and in the fault window, with a ledger: the latency breaches
+    of both phases stay, and the four ledger verdicts come on top (mutation testing found
+    that either could silently replace the other)."""
+    slow = [sample(i * 0.01, 0.5, endpoint=CREATE) for i in range(50)]
+    slow += [sample(2 + i * 0.01, 0.5, phase="fault", endpoint=CREATE) for i in range(50)]
+    verdicts = judge("s", CREATE, "available", slow, 4.0, OBJECTIVES, 1.0,
+                     LedgerReport(acknowledged=100))
+    assert {"p95 latency (steady)", "p95 latency (fault)"} <= failed(verdicts)
+    assert {"acknowledged writes lost", "duplicate writes", "errors that committed",
+            "indeterminate writes unresolved"} <= {v.slo for v in verdicts}
+
+
+def test_a_service_that_never_recovers_is_breached_as_not_recovered() -> None:
+    steady = [sample(i * 0.01, 0.05) for i in range(100)]
+    failing = [sample(4 + i * 0.05, 0.01, status=503, phase="recovery", code="storage_busy")
+               for i in range(60)]
+    verdicts = judge("s", READ, "available", steady + failing, 4.0, OBJECTIVES, 1.0, None)
+    recovery = next(v for v in verdicts if v.slo == "recovery")
+    assert not recovery.passed and recovery.observed == "not recovered"
+
+
+def test_a_503_is_a_clean_refusal_and_one_error_is_not_a_breach_of_a_large_sample() -> None:
+    steady = [sample(i * 0.01, 0.05, endpoint=CREATE) for i in range(100)]
+    refused = [sample(2 + i * 0.01, 0.01, status=503, phase="fault", endpoint=CREATE,
+                      code="storage_busy") for i in range(20)]
+    assert "fail fast (fault)" not in failed(
+        judge("s", CREATE, "fail-fast", steady + refused, 4.0, OBJECTIVES, 1.0, None))
+    # 1 error in 200 is 0.5 %: under the 1 % objective.
+    calm = [sample(i * 0.01, 0.05) for i in range(199)]
+    calm.append(sample(1.995, 0.05, status=503, code="storage_busy"))
+    assert "error rate (steady)" not in failed(
+        judge("s", READ, "available", calm, 4.0, OBJECTIVES, 1.0, None))
