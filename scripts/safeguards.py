@@ -1652,6 +1652,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   'if create.detail != "replayed":', within="WriteLedger._resolve"),
               (TK + "test_ledger_resolve.py::test_indeterminate_keyed_writes_are_resolved_by_a_"
                "retry_with_their_key",)),
+    Safeguard("proxy-misspelt-parameter-ignored", "fault toolkit", "a fault model refuses a "
+              "parameter it does not take (a misspelt knob would measure the default)",
+              one("toolkit/src/sqlite_faults/netproxy/faults/__init__.py",
+                  "unknown = sorted(set(given) - set(cls.params))", "unknown = None",
+                  within="make_fault"),
+              (TK + "test_netproxy_models.py::test_a_misspelt_or_missing_parameter_is_named_and_"
+               "a_left_out_one_has_its_default",)),
     Safeguard("lanes-unjudged", "fault toolkit", "the report fails a service whose DB lanes "
               "are held while clients are slow",
               one("toolkit/src/sqlite_faults/report/slo.py",

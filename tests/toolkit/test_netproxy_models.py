@@ -64,3 +64,13 @@ def test_an_injected_500_comes_at_its_probability(fault_seed: int) -> None:
     assert share == pytest.approx(0.05, abs=0.01)
     assert not make_fault("http-500", {"probability": 0.0}, random.Random(1),
                           now=0.0).answers_request()
+
+
+def test_a_misspelt_or_missing_parameter_is_named_and_a_left_out_one_has_its_default() -> None:
+    """A misspelt knob would leave a scenario measuring the default without a word."""
+    with pytest.raises(ValueError, match=r"latency: unknown parameter\(s\) \['msec'\]"):
+        make_fault("latency", {"msec": 150}, random.Random(1), now=0.0)
+    with pytest.raises(ValueError, match="latency: parameter 'ms' is required"):
+        make_fault("latency", {}, random.Random(1), now=0.0)
+    # jitter's ms defaults to 100: its draws span 0-100 ms.
+    assert max(plans("jitter", 1, [i / 100 for i in range(DRAWS)])) > 0.096
