@@ -381,8 +381,11 @@ def _executive_summary(analyses: dict[str, list[Hypothesis]],
                            key=lambda h: h.cause.priority)
         refuted = [h for h in hypotheses if h.verdict == REFUTED]
         untested = [h for h in hypotheses if h.verdict == UNTESTED]
-        lines.append(f"**{target}**: {len(verdicts) - len(breached)} of {len(verdicts)} checks "
-                     f"met; {len(confirmed)} causes confirmed, {len(refuted)} refuted, "
+        met = sum(v.passed for v in verdicts)
+        unsure = len(verdicts) - met - len(breached)
+        lines.append(f"**{target}**: {met} of {len(verdicts)} checks met"
+                     + (f", {unsure} inconclusive" if unsure else "")
+                     + f"; {len(confirmed)} causes confirmed, {len(refuted)} refuted, "
                      f"{len(untested)} untested.")
         if not confirmed:
             lines += ["", "- Findings: no cause of the catalogue is confirmed"
