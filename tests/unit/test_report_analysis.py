@@ -194,3 +194,15 @@ def test_a_check_the_instrument_may_explain_neither_confirms_nor_refutes() -> No
     unsure = Verdict(**{**unsure.__dict__, "inconclusive": "the generator sent late"})
     found = verdicts_of(Evidence([result("slow-statements", unsure)], []))
     assert found["no-statement-deadline"] == UNTESTED
+
+
+def test_an_experiments_finding_is_its_measured_line_with_the_first_item_it_lists() -> None:
+    from sqlite_faults.report.experiments import _measured
+
+    failure = ("E   AssertionError: measured: 1 malformed requests got a 5xx or no answer:\n"
+               "E       write json body with a lone surrogate: 500 http-500 after 0.02 s\n"
+               "E     expected: a 4xx saying what is wrong, for each")
+    assert _measured(failure) == ("1 malformed requests got a 5xx or no answer: write json "
+                                  "body with a lone surrogate: 500 http-500 after 0.02 s")
+    assert _measured("E   measured: journal_mode is delete\nE   expected: wal") == (
+        "journal_mode is delete")

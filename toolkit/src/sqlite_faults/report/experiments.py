@@ -35,9 +35,16 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
     user would run them (`pytest --pyargs sqlite_faults.battery --target FILE -k ...`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     junit = workdir / "battery.xml"
+    # The battery's own configuration only: with the toolkit installed from a checkout, the
+    # checkout's pytest configuration and conftest.py (with their own plugins and
+    # dependencies) would otherwise be picked up above the battery's folder.
+    ini = workdir / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    battery = Path(__file__).resolve().parent.parent / "battery"
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "--pyargs", "sqlite_faults.battery",
+             "-c", str(ini), "--rootdir", str(workdir), "--confcutdir", str(battery),
              "--target", str(Path(target_file).resolve()), f"--fault-seed={seed}",
              "-p", "no:cacheprovider", f"--junitxml={junit}", "-q", "-k", " or ".join(checks)],
             cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
@@ -53,9 +60,8 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
         error = case.find("error")
         skipped = case.find("skipped")
         if failure is not None:
-            measured = re.search(r"measured: (.+)", failure.text or "")
-            found[name] = Outcome(name, "failed", measured[1] if measured else
-                                  (failure.get("message") or "failed")[:300])
+            found[name] = Outcome(name, "failed", _measured(failure.text or "")
+                                  or (failure.get("message") or "failed")[:300])
         elif error is not None:
             found[name] = Outcome(name, "error", (error.get("message") or "error")[:300])
         elif skipped is not None:
@@ -63,3 +69,13 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
         else:
             found[name] = Outcome(name, "passed", "")
     return [found.get(c, Outcome(c, "error", "the battery did not run it")) for c in checks]
+
+
+def _measured(failure: str) -> str:
+    """The finding's measured line; when it introduces a list, with the list's first item
+    (pytest prefixes each line of the message with "E")."""
+    found = re.search(r"measured: (.+)(?:\n(?:E\s+)?\s*(.+))?", failure)
+    if found is None:
+        return ""
+    first = found[1].strip()
+    return f"{first} {found[2].strip()}" if first.endswith(":") and found[2] else first
