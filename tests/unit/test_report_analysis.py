@@ -197,12 +197,12 @@ def test_a_check_the_instrument_may_explain_neither_confirms_nor_refutes() -> No
 
 
 def test_an_experiments_finding_is_its_measured_line_with_the_first_item_it_lists() -> None:
-    from sqlite_faults.report.experiments import _measured
+    from sqlite_faults.report.experiments import measured_line
 
     failure = ("E   AssertionError: measured: 1 malformed requests got a 5xx or no answer:\n"
                "E       write json body with a lone surrogate: 500 http-500 after 0.02 s\n"
                "E     expected: a 4xx saying what is wrong, for each")
-    assert _measured(failure) == ("1 malformed requests got a 5xx or no answer: write json "
+    assert measured_line(failure) == ("1 malformed requests got a 5xx or no answer: write json "
                                   "body with a lone surrogate: 500 http-500 after 0.02 s")
-    assert _measured("E   measured: journal_mode is delete\nE   expected: wal") == (
+    assert measured_line("E   measured: journal_mode is delete\nE   expected: wal") == (
         "journal_mode is delete")

@@ -60,7 +60,7 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
         error = case.find("error")
         skipped = case.find("skipped")
         if failure is not None:
-            found[name] = Outcome(name, "failed", _measured(failure.text or "")
+            found[name] = Outcome(name, "failed", measured_line(failure.text or "")
                                   or (failure.get("message") or "failed")[:300])
         elif error is not None:
             found[name] = Outcome(name, "error", (error.get("message") or "error")[:300])
@@ -71,7 +71,7 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
     return [found.get(c, Outcome(c, "error", "the battery did not run it")) for c in checks]
 
 
-def _measured(failure: str) -> str:
+def measured_line(failure: str) -> str:
     """The finding's measured line; when it introduces a list, with the list's first item
     (pytest prefixes each line of the message with "E")."""
     found = re.search(r"measured: (.+)(?:\n(?:E\s+)?\s*(.+))?", failure)
