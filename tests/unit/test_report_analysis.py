@@ -206,3 +206,14 @@ def test_an_experiments_finding_is_its_measured_line_with_the_first_item_it_list
                                   "body with a lone surrogate: 500 http-500 after 0.02 s")
     assert measured_line("E   measured: journal_mode is delete\nE   expected: wal") == (
         "journal_mode is delete")
+
+
+def test_an_unbounded_lock_wait_names_the_wait_its_connections_start_with() -> None:
+    """Prefect's writes waited out a 60 s busy timeout: the evidence says so."""
+    held = result("lock-past-deadline", check("lock-past-deadline", CREATE, "fail fast (fault)",
+                                              False))
+    engine = {**HARDENED_ENGINE, "lock_wait_ms": 60000}
+    (wait,) = [h for h in analyse(Evidence([held], [engine]))
+               if h.cause.id == "unbounded-lock-wait"]
+    assert wait.verdict == CONFIRMED
+    assert wait.evidence.endswith("the lock wait its connections start with: engine 0: 60000 ms")

@@ -140,8 +140,14 @@ def lock_not_waited(ev: Evidence) -> tuple[str, str, list[Verdict]]:
 
 
 def unbounded_lock_wait(ev: Evidence) -> tuple[str, str, list[Verdict]]:
-    return _staged(ev, ("lock-past-deadline",), (CREATE,), ("fail fast",),
-                   "writes under a lock held past the deadline")
+    verdict, said, breaches = _staged(ev, ("lock-past-deadline",), (CREATE,), ("fail fast",),
+                                      "writes under a lock held past the deadline")
+    waits = [f"{_engine(e)}: {e['lock_wait_ms']} ms" for e in ev.engines()
+             if e.get("lock_wait_ms")]
+    if verdict == CONFIRMED and waits:
+        # What bounds the wait instead: the lock wait a new connection starts with.
+        said += f"; the lock wait its connections start with: {', '.join(waits)}"
+    return verdict, said, breaches
 
 
 def no_retry(ev: Evidence) -> tuple[str, str, list[Verdict]]:
