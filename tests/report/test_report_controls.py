@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from examples.targets import FOLDER
+
 # The report runs its services on its own --backend (SQLite here): judged once, in the
 # SQLite run, not again in the PostgreSQL one.
 pytestmark = pytest.mark.sqlite_only("the report's own --backend is SQLite in these runs")
 
-ROOT = Path(__file__).resolve().parents[2]
-NAIVE_FLASK = ROOT / "examples" / "targets" / "wsgi_api_naive.toml"
+NAIVE_FLASK = FOLDER / "wsgi_api_naive.toml"
+ROOT = FOLDER.parent.parent
 
 
 @dataclass(frozen=True)

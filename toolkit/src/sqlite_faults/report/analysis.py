@@ -20,7 +20,7 @@ from typing import Any
 
 from ..causes import CAUSES, Cause
 from ..traffic import CREATE, READ, ROOT
-from .experiments import BATTERY_EXPERIMENTS, Outcome
+from .experiments import BATTERY_EXPERIMENTS, CheckOutcome
 from .runner import LOOP_PROBE_TIMEOUT_S, LOOP_PROBED, ScenarioResult
 from .slo import Verdict
 
@@ -54,7 +54,7 @@ class Evidence:
     results: list[ScenarioResult]
     diagnostics: list[dict[str, Any]]
     # The battery's checks run as experiments (experiments.py), by check name.
-    experiments: dict[str, Outcome] = field(default_factory=dict)
+    experiments: dict[str, CheckOutcome] = field(default_factory=dict)
 
     def verdicts(self, scenarios: tuple[str, ...], endpoint: str | None = None,
                  slo: str = "") -> list[Verdict]:

@@ -23,14 +23,14 @@ RUN_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CheckOutcome:
     check: str
     outcome: str  # "passed", "failed", "skipped" or "error"
     measured: str  # the finding's measured line, for a failure; the reason otherwise
 
 
 def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
-               seed: int) -> list[Outcome]:
+               seed: int) -> list[CheckOutcome]:
     """The named battery checks against the target, in a pytest process of their own, as a
     user would run them (`pytest --pyargs sqlite_faults.battery --target FILE -k ...`)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -49,10 +49,10 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
              "-p", "no:cacheprovider", f"--junitxml={junit}", "-q", "-k", " or ".join(checks)],
             cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return [Outcome(c, "error", f"the battery ran past {RUN_TIMEOUT_S} s") for c in checks]
+        return [CheckOutcome(c, "error", f"the battery ran past {RUN_TIMEOUT_S} s") for c in checks]
     if not junit.exists():
         said = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-        return [Outcome(c, "error", f"the battery did not run: {said[0]}") for c in checks]
+        return [CheckOutcome(c, "error", f"the battery did not run: {said[0]}") for c in checks]
     found = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         name = case.get("name", "")
@@ -60,15 +60,15 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
         error = case.find("error")
         skipped = case.find("skipped")
         if failure is not None:
-            found[name] = Outcome(name, "failed", measured_line(failure.text or "")
+            found[name] = CheckOutcome(name, "failed", measured_line(failure.text or "")
                                   or (failure.get("message") or "failed")[:300])
         elif error is not None:
-            found[name] = Outcome(name, "error", (error.get("message") or "error")[:300])
+            found[name] = CheckOutcome(name, "error", (error.get("message") or "error")[:300])
         elif skipped is not None:
-            found[name] = Outcome(name, "skipped", (skipped.get("message") or "")[:300])
+            found[name] = CheckOutcome(name, "skipped", (skipped.get("message") or "")[:300])
         else:
-            found[name] = Outcome(name, "passed", "")
-    return [found.get(c, Outcome(c, "error", "the battery did not run it")) for c in checks]
+            found[name] = CheckOutcome(name, "passed", "")
+    return [found.get(c, CheckOutcome(c, "error", "the battery did not run it")) for c in checks]
 
 
 def measured_line(failure: str) -> str:

@@ -124,7 +124,7 @@ def markdown(by_target: dict[str, list[ScenarioResult]], objectives: Objectives,
     lines.append("")
     lines += _inconclusive(by_target, labels)
     if analyses:
-        lines += _hypotheses(analyses, by_target)
+        lines += _hypotheses(analyses)
         lines += _recommendations(analyses, by_target)
 
     lines += ["## Scenarios", ""]
@@ -415,8 +415,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
 
 
-def _hypotheses(analyses: dict[str, list[Hypothesis]],
-                by_target: dict[str, list[ScenarioResult]]) -> list[str]:
+def _hypotheses(analyses: dict[str, list[Hypothesis]]) -> list[str]:
     lines = ["## Cause hypotheses", "",
              "Each cause of the catalogue (`sqlite_faults/causes.toml`) with its verdict and "
              "the evidence: the engine's configuration as the service ran it (read through "
