@@ -1358,6 +1358,26 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "if r.duplicated or r.phantoms or r.integrity_failures]",
                   within="test_nothing_acknowledged_is_lost_across_sigkills"),
               (FLAW_CONTROL.format("test_nothing_acknowledged_is_lost_across_sigkills"),)),
+    Safeguard("battery-first-write-not-killed", "fault toolkit", "the battery kills a "
+              "service inside its slow first write (where it migrates its schema), on new "
+              "databases",
+              one(BATTERY, "if first_write_s > SLOW_FIRST_WRITE_S:", "if False:",
+                  within="test_nothing_acknowledged_is_lost_across_sigkills"),
+              (TK + "test_battery_verdicts.py::test_a_service_killed_inside_a_migration_at_"
+               "its_first_write_fails_for_not_coming_back",)),
+    Safeguard("battery-not-back-accepted", "fault toolkit", "the battery fails a service "
+              "that does not serve writes again after a kill inside its first write",
+              one(BATTERY, "            if not back:", "            if False:",
+                  within="test_nothing_acknowledged_is_lost_across_sigkills"),
+              (TK + "test_battery_verdicts.py::test_a_service_killed_inside_a_migration_at_"
+               "its_first_write_fails_for_not_coming_back",)),
+    Safeguard("analysis-any-failure-confirms", "fault toolkit", "a battery experiment "
+              "confirms only the cause its failed check's finding names",
+              one("toolkit/src/sqlite_faults/report/analysis.py",
+                  'if outcome.outcome == "failed" and outcome.cause not in ("", cause_id):',
+                  "if False:", within="battery_experiment"),
+              (U + "test_report_analysis.py::test_a_check_that_names_two_causes_confirms_only_"
+               "the_one_its_finding_names",)),
     Safeguard("battery-leak-accepted", "fault toolkit", "the battery fails a service that "
               "leaves a thread behind per failed request",
               one(BATTERY, "asyncio.run(settles(fresh.server.pid, baseline, timeout_s=15))",

@@ -27,6 +27,18 @@ and, for the report's negative controls (tests/report/test_report_controls.py):
 - `breaker-never-closes`: after three failed creates a circuit breaker answers every later
   create 503 at once, and nothing ever closes it again (no half-open trial): the service
   does not recover when the fault ends.
+
+and, for the battery's SIGKILL check on a service that migrates its schema at its first
+write, as MLflow's server does (tests/toolkit/test_battery_verdicts.py):
+
+- `migrate-at-first-write`: the first create of each process brings the schema to version
+  2 the way a migration tool does it through Python's sqlite3: an ALTER TABLE (which the
+  driver runs outside any transaction, so it commits at once), 1 s of further work, then
+  the version stamp in a transaction of its own. Killed in between, the next start finds
+  no stamp, runs the ALTER again and fails on the column it added: every create is a 500,
+  for good;
+- `slow-first-write`: the same first-write pause without the mistake (it only waits): a
+  service that the check must pass.
 """
 
 from __future__ import annotations
@@ -51,6 +63,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+FIRST_WRITE_WORK_S = 1.0
 
 
 def users_table(unique_names: bool) -> Table:
@@ -89,10 +103,34 @@ def create_app() -> Flask:
         return {"id": row.id, "name": row.name, "created_at": row.created_at}
 
     failed_creates = 0
+    first_write = threading.Lock()
+    first_write_done = False
+    if "migrate-at-first-write" in flaws:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS schema_version (v INTEGER)")
+
+    def migrate() -> None:
+        with engine.connect() as connection:
+            if connection.exec_driver_sql("SELECT count(*) FROM schema_version").scalar():
+                return
+            connection.exec_driver_sql("ALTER TABLE users ADD COLUMN note TEXT")
+            time.sleep(FIRST_WRITE_WORK_S)
+            connection.exec_driver_sql("INSERT INTO schema_version VALUES (2)")
+            connection.commit()
 
     @app.post("/users/")
     def create_user() -> Any:
-        nonlocal failed_creates
+        nonlocal failed_creates, first_write_done
+        with first_write:
+            if not first_write_done:
+                if "migrate-at-first-write" in flaws:
+                    try:
+                        migrate()
+                    except SQLAlchemyError:
+                        return jsonify(detail="Database error occurred"), 500
+                elif "slow-first-write" in flaws:
+                    time.sleep(FIRST_WRITE_WORK_S)
+                first_write_done = True
         if "breaker-never-closes" in flaws and failed_creates >= 3:
             return jsonify(detail="Service unavailable"), 503
         body = request.get_json()

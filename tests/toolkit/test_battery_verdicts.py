@@ -20,9 +20,10 @@ from examples.targets import FOLDER, HARDENED, NAIVE
 pytestmark = pytest.mark.timeout(600)
 
 
-def battery(target: Path, tmp_path: Path, seed: int, only: str | None = None
-            ) -> dict[str, str]:
-    """Each check's outcome: passed, failed or skipped (with the run's output on error)."""
+def battery(target: Path, tmp_path: Path, seed: int, only: str | None = None,
+            causes: bool = False) -> dict[str, str]:
+    """Each check's outcome: passed, failed or skipped (with the run's output on error); a
+    failure followed by the id of the cause its finding names, with `causes`."""
     junit = tmp_path / "battery.xml"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--pyargs", "sqlite_faults.battery",
@@ -35,18 +36,21 @@ def battery(target: Path, tmp_path: Path, seed: int, only: str | None = None
         failure = case.find("failure")
         kind = ("failed" if failure is not None or case.find("error") is not None
                 else "skipped" if case.find("skipped") is not None else "passed")
-        outcomes[case.get("name", "")] = kind
         if failure is not None:
-            assert_names_a_cataloged_cause(failure.text or "")
+            named = assert_names_a_cataloged_cause(failure.text or "")
+            kind += f" {named}" if causes else ""
+        outcomes[case.get("name", "")] = kind
     return outcomes
 
 
-def assert_names_a_cataloged_cause(failure: str) -> None:
-    """A check's failure is a finding whose cause and fix come from the catalogue."""
+def assert_names_a_cataloged_cause(failure: str) -> str:
+    """A check's failure is a finding whose cause and fix come from the catalogue; the
+    cause's id."""
     named = re.search(r"cause: (.+) \[([a-z0-9-]+)\]", failure)
     assert named, f"the failure names no cause:\n{failure[-1500:]}"
     found = cause(named[2])
     assert named[1] == found.title and f"fix: {found.fix}" in failure
+    return found.id
 
 
 CHECKS = {
@@ -129,11 +133,37 @@ def test_every_check_has_a_service_that_must_fail_it() -> None:
     assert {c for c, v in NAIVE_VERDICTS.items() if v == "passed"} == set(FLAW_FOR_CHECK)
 
 
+def naive_twin_with(flaws: str, tmp_path: Path) -> Path:
+    """The WSGI naive twin's target file with NAIVE_FLAWS set (examples/wsgi_service/naive.py)."""
+    text = (FOLDER / "wsgi_api_naive.toml").read_text()
+    flawed = tmp_path / "flawed.toml"
+    flawed.write_text(text.replace("[env]\n", f'[env]\nNAIVE_FLAWS = "{flaws}"\n')
+                      .replace('root = "../.."', f'root = "{FOLDER.parent.parent}"'))
+    return flawed
+
+
 @pytest.mark.parametrize("check", sorted(FLAW_FOR_CHECK))
 def test_a_check_the_naive_services_pass_fails_a_service_with_that_mistake(
         check: str, tmp_path: Path, fault_seed: int) -> None:
-    text = (FOLDER / "wsgi_api_naive.toml").read_text()
-    flawed = tmp_path / "flawed.toml"
-    flawed.write_text(text.replace("[env]\n", f'[env]\nNAIVE_FLAWS = "{FLAW_FOR_CHECK[check]}"\n')
-                      .replace('root = "../.."', f'root = "{FOLDER.parent.parent}"'))
+    flawed = naive_twin_with(FLAW_FOR_CHECK[check], tmp_path)
     assert battery(flawed, tmp_path, fault_seed, only=check) == {check: "failed"}
+
+
+SIGKILLS = "test_nothing_acknowledged_is_lost_across_sigkills"
+
+
+def test_a_service_killed_inside_a_migration_at_its_first_write_fails_for_not_coming_back(
+        tmp_path: Path, fault_seed: int) -> None:
+    """MLflow's server migrates its schema at the first request that needs it, one DDL
+    statement outside a transaction at a time: killed in the middle, it never serves a
+    write again. The check kills inside a slow first write and names the cause."""
+    outcomes = battery(naive_twin_with("migrate-at-first-write", tmp_path), tmp_path,
+                       fault_seed, only=SIGKILLS, causes=True)
+    assert outcomes == {SIGKILLS: "failed crash-unsafe-start"}
+
+
+def test_a_slow_first_write_that_survives_a_kill_passes(tmp_path: Path,
+                                                         fault_seed: int) -> None:
+    outcomes = battery(naive_twin_with("slow-first-write", tmp_path), tmp_path, fault_seed,
+                       only=SIGKILLS)
+    assert outcomes == {SIGKILLS: "passed"}

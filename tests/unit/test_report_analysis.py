@@ -217,3 +217,20 @@ def test_an_unbounded_lock_wait_names_the_wait_its_connections_start_with() -> N
                if h.cause.id == "unbounded-lock-wait"]
     assert wait.verdict == CONFIRMED
     assert wait.evidence.endswith("the lock wait its connections start with: engine 0: 60000 ms")
+
+
+def test_a_check_that_names_two_causes_confirms_only_the_one_its_finding_names() -> None:
+    """The SIGKILL check fails for a service that does not come back (crash-unsafe-start)
+    or for one that lost an acknowledged write (acknowledged-before-commit): its experiment
+    confirms the cause its finding named, and says nothing of the other."""
+    from sqlite_faults.report.experiments import CheckOutcome
+
+    check = "test_nothing_acknowledged_is_lost_across_sigkills"
+
+    def crash_verdict(outcome: str, cause: str) -> str:
+        found = CheckOutcome(check, outcome, "measured", cause)
+        return verdicts_of(Evidence([], [], experiments={check: found}))["crash-unsafe-start"]
+
+    assert crash_verdict("failed", "crash-unsafe-start") == CONFIRMED
+    assert crash_verdict("failed", "acknowledged-before-commit") == UNTESTED
+    assert crash_verdict("passed", "") == REFUTED

@@ -224,6 +224,9 @@ def battery_experiment(cause_id: str) -> Rule:
         outcome = ev.experiments.get(check)
         if outcome is None:
             return UNTESTED, f"not run: the battery's {check} tests it", []
+        if outcome.outcome == "failed" and outcome.cause not in ("", cause_id):
+            return (UNTESTED, f"the battery's {check} failed, naming another cause "
+                    f"({outcome.cause})", [])
         if outcome.outcome == "failed":
             return CONFIRMED, f"the battery's {check} failed: {outcome.measured}", []
         if outcome.outcome == "passed":
@@ -245,6 +248,7 @@ RULES: dict[str, Rule] = {
     "acknowledged-before-commit": acknowledged_before_commit,
     "error-after-commit": error_after_commit,
     "resource-leak": battery_experiment("resource-leak"),
+    "crash-unsafe-start": battery_experiment("crash-unsafe-start"),
     "foreign-engine": foreign_engine,
 }
 

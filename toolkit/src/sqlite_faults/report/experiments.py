@@ -18,6 +18,7 @@ from pathlib import Path
 BATTERY_EXPERIMENTS = {
     "bad-input-500": "test_bad_input_never_gets_a_500",
     "resource-leak": "test_threads_and_fds_return_to_the_steady_state_after_failures",
+    "crash-unsafe-start": "test_nothing_acknowledged_is_lost_across_sigkills",
 }
 RUN_TIMEOUT_S = 600
 
@@ -27,6 +28,7 @@ class CheckOutcome:
     check: str
     outcome: str  # "passed", "failed", "skipped" or "error"
     measured: str  # the finding's measured line, for a failure; the reason otherwise
+    cause: str = ""  # the id of the cause a failure's finding names (a check can name two)
 
 
 def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
@@ -60,8 +62,11 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
         error = case.find("error")
         skipped = case.find("skipped")
         if failure is not None:
-            found[name] = CheckOutcome(name, "failed", measured_line(failure.text or "")
-                                  or (failure.get("message") or "failed")[:300])
+            text = failure.text or ""
+            named = re.search(r"^(?:E\s+)?cause: .* \[([a-z0-9-]+)\]$", text, re.M)
+            found[name] = CheckOutcome(name, "failed", measured_line(text)
+                                       or (failure.get("message") or "failed")[:300],
+                                       named[1] if named else "")
         elif error is not None:
             found[name] = CheckOutcome(name, "error", (error.get("message") or "error")[:300])
         elif skipped is not None:
