@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
 
     spec = LoadSpec(args.load, args.rate, args.capacity_fraction, args.clients, args.timeout)
     started = time.monotonic()
-    progress = Progress(len(scenarios) * len(targets))
+    # A step per scenario and target, and one per target for the experiments.
+    progress = Progress((len(scenarios) + bool(args.experiments)) * len(targets))
     by_target: dict[str, list[ScenarioResult]] = {}
     analyses: dict[str, list[Hypothesis]] = {}
     loads: dict[str, dict[str, Any]] = {}
@@ -210,9 +211,14 @@ def run(args: argparse.Namespace) -> int:
                 if args.experiments:
                     progress.show(target.name, "experiments", "the battery's checks for "
                                   "the causes no scenario stages")
+                    checked_at = time.monotonic()
                     outcomes = {o.check: o for o in run_checks(
                         path, list(BATTERY_EXPERIMENTS.values()),
                         Path(workdir) / f"battery-{target.name}", seed)}
+                    failed = sum(o.outcome != "passed" for o in outcomes.values())
+                    progress.complete(target.name, "experiments",
+                                      f"done: {len(outcomes) - failed}/{len(outcomes)} checks "
+                                      f"passed ({time.monotonic() - checked_at:.1f} s)")
                 analyses[target.name] = analyse(Evidence(run_.results, run_.diagnostics,
                                                          outcomes))
                 loads[target.name] = {"model": run_.load.kind, "rate": round(run_.load.rate, 1),

@@ -185,8 +185,12 @@ class Progress:
 
     def finish(self, target: str, scenario: str, failed: int, verdicts: int,
                seconds: float = 0.0) -> None:
-        self.show(target, scenario, f"done: {verdicts - failed}/{verdicts} SLOs met"
-                  + (f" ({seconds:g} s)" if seconds else ""))
+        self.complete(target, scenario, f"done: {verdicts - failed}/{verdicts} SLOs met"
+                      + (f" ({seconds:g} s)" if seconds else ""))
+
+    def complete(self, target: str, scenario: str, said: str) -> None:
+        """The step's last line, kept; the next step's number from here."""
+        self.show(target, scenario, said)
         if self.tty:
             sys.stderr.write("\n")
         self.done += 1
