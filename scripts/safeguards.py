@@ -1378,6 +1378,13 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "if False:", within="battery_experiment"),
               (U + "test_report_analysis.py::test_a_check_that_names_two_causes_confirms_only_"
                "the_one_its_finding_names",)),
+    Safeguard("report-unstarted-traceback", "fault toolkit", "a service that never starts "
+              "ends the report with a clear error (exit 2, the service's log), not a traceback",
+              one("toolkit/src/sqlite_faults/report/__main__.py",
+                  "except ServerNotReady as exc:", "except ZeroDivisionError as exc:",
+                  within="run"),
+              ("tests/report/test_report_run.py::test_a_service_that_never_starts_is_a_clear_"
+               "error_not_a_traceback",)),
     Safeguard("battery-leak-accepted", "fault toolkit", "the battery fails a service that "
               "leaves a thread behind per failed request",
               one(BATTERY, "asyncio.run(settles(fresh.server.pid, baseline, timeout_s=15))",

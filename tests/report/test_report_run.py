@@ -90,3 +90,19 @@ def test_the_causes_no_scenario_stages_are_tested_by_the_batterys_checks(
     assert analysis["bad-input-500"]["evidence"].startswith(
         "the battery's test_bad_input_never_gets_a_500 failed: ")
     assert analysis["resource-leak"]["verdict"] in ("confirmed", "refuted")
+
+
+def test_a_service_that_never_starts_is_a_clear_error_not_a_traceback(
+        tmp_path: Path, run_report: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """MLflow's server once took past the readiness bound at its first start: the report
+    ended in a ServerNotReady traceback. Nothing can be measured then; it says so."""
+    target = tmp_path / "broken.toml"
+    target.write_text('app = "no_such_module:app"\n\n[write]\nrequest = "POST /items/"\n'
+                      'json = { name = "{unique}" }\nid_field = "id"\n\n'
+                      '[read]\nrequest = "GET /items/{id}"\n')
+    proc = run_report(tmp_path / "report", "--target", str(target),
+                      "--scenarios", "steady-state")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no_such_module: the service never answered its readiness check" in proc.stderr
+    assert 'Could not import module "no_such_module"' in proc.stderr  # its log says why
+    assert "Traceback" not in proc.stderr

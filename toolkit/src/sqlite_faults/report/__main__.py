@@ -31,9 +31,11 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sqlite_faults.server import ServerNotReady
 from sqlite_faults.target import Target, TargetError, load_target
 from sqlite_faults.traffic import CLOSED, OPEN, LoadSpec
 
@@ -147,11 +149,17 @@ async def _counterfactuals(target: Target, hypotheses: list[Hypothesis],
             checked.append(hypothesis)
             continue
         progress.total += len(names)
-        again = await run_target(
-            target, [s for s in scenarios if s.name in names], objectives,
-            random.Random(rng.random()), phases, spec, workdir / f"cf-{hypothesis.cause.id}",
-            progress, backend, rate_ceiling=rate, calibrated=calibrated,
-            change=hypothesis.cause.counterfactual["pragmas"])
+        try:
+            again = await run_target(
+                target, [s for s in scenarios if s.name in names], objectives,
+                random.Random(rng.random()), phases, spec,
+                workdir / f"cf-{hypothesis.cause.id}", progress, backend, rate_ceiling=rate,
+                calibrated=calibrated, change=hypothesis.cause.counterfactual["pragmas"])
+        except ServerNotReady as exc:
+            said = str(exc).splitlines()[0]
+            checked.append(replace(hypothesis, verified=f"not verified: the service for the "
+                                   f"counterfactual run did not start ({said})"))
+            continue
         checked.append(with_counterfactual(hypothesis, results, again.results,
                                            again.diagnostics))
     return checked
@@ -198,10 +206,12 @@ def run(args: argparse.Namespace) -> int:
     ceiling: float | None = None
     calibrated: Calibration | None = None  # the first target's, reused by the baselines
     rng = random.Random(seed)
+    starting = targets[0].name
     try:
         with (tempfile.TemporaryDirectory(prefix="resilience-report-") as workdir,
               open_backend(args.backend) as backend):
             for path, target in zip([args.target, *args.baseline], targets, strict=True):
+                starting = target.name
                 run_ = asyncio.run(run_target(
                     target, scenarios, objectives, random.Random(rng.random()), phases,
                     spec, Path(workdir), progress, backend, rate_ceiling=ceiling,
@@ -237,6 +247,12 @@ def run(args: argparse.Namespace) -> int:
                         loads[target.name]["rate"], calibrated))
     except BackendUnavailable as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except ServerNotReady as exc:
+        # Before any scenario (a restart inside one is that scenario's finding): nothing
+        # can be measured of a service that never started.
+        print(f"{starting}: the service never answered its readiness check, so nothing was "
+              f"measured ({exc})", file=sys.stderr)
         return 2
 
     meta = {"seed": seed, "backend": args.backend, "database": backend.label,
