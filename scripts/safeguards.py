@@ -1367,7 +1367,7 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                "its_first_write_fails_for_not_coming_back",)),
     Safeguard("battery-not-back-accepted", "fault toolkit", "the battery fails a service "
               "that does not serve writes again after a kill inside its first write",
-              one(BATTERY, "            if not back:", "            if False:",
+              one(BATTERY, "            if not_back:", "            if False:",
                   within="test_nothing_acknowledged_is_lost_across_sigkills"),
               (TK + "test_battery_verdicts.py::test_a_service_killed_inside_a_migration_at_"
                "its_first_write_fails_for_not_coming_back",)),

@@ -325,6 +325,28 @@ def _not_back(ledger: WriteLedger, since: int, after: str, within_s: float) -> s
         "a service killed at any moment starts again and serves writes", "crash-unsafe-start")
 
 
+def _killed_inside_the_first_write(target: Target, work: Path, rng: random.Random,
+                                   first_write_s: float, fraction: float,
+                                   come_back_s: float) -> str | None:
+    """A service on a new database, killed `fraction` into its first write (which took
+    `first_write_s` the first time) and restarted: None once it acknowledges a write, the
+    finding when it does not within `come_back_s`."""
+    server = ServerProcess.for_target(target, work, with_faults=False)
+    ledger = WriteLedger(random.Random(rng.random()), target.write, prefix=work.name)
+    try:
+        server.start()
+        asyncio.run(_first_write(server, ledger, kill_after_s=fraction * first_write_s))
+        server.start(same_port=True)
+        if asyncio.run(_acknowledges_again(server, ledger, random.Random(rng.random()),
+                                           come_back_s)):
+            return None
+    finally:
+        server.kill()
+    return _not_back(ledger, 1, f"killed {fraction * first_write_s:.2f} s into its first "
+                     f"write on a new database (which took {first_write_s:.2f} s the first "
+                     f"time)", come_back_s)
+
+
 def test_nothing_acknowledged_is_lost_across_sigkills(fresh: BatteryService,
                                                       tmp_path: Path,
                                                       fault_rng: random.Random) -> None:
@@ -368,23 +390,11 @@ def test_nothing_acknowledged_is_lost_across_sigkills(fresh: BatteryService,
                               come_back_s))
     if first_write_s > SLOW_FIRST_WRITE_S:
         for i, fraction in enumerate(FIRST_WRITE_FRACTIONS):
-            new = ServerProcess.for_target(target, tmp_path / f"first-write-{i}",
-                                           with_faults=False)
-            first = WriteLedger(random.Random(fault_rng.random()), target.write,
-                                prefix=f"first{i}")
-            try:
-                new.start()
-                asyncio.run(_first_write(new, first, kill_after_s=fraction * first_write_s))
-                new.start(same_port=True)
-                back = asyncio.run(_acknowledges_again(new, first,
-                                                       random.Random(fault_rng.random()),
-                                                       come_back_s))
-            finally:
-                new.kill()
-            if not back:
-                pytest.fail(_not_back(first, 1, f"killed {fraction * first_write_s:.2f} s into "
-                                      f"its first write on a new database (which took "
-                                      f"{first_write_s:.2f} s the first time)", come_back_s))
+            not_back = _killed_inside_the_first_write(
+                target, tmp_path / f"first-write-{i}", fault_rng, first_write_s, fraction,
+                come_back_s)
+            if not_back:
+                pytest.fail(not_back)
     acked = sum(c.outcome == "acknowledged" for c in ledger.creates)
     bad = [r for r in reports if r.lost or r.duplicated or r.phantoms or r.integrity_failures]
     assert not bad, finding(
