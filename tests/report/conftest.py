@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Short phases and a small closed loop: the suite checks the job end to end, not its figures.
-# The battery's checks as experiments cost about 30 s a target; the test that needs them
+# The battery's checks as experiments cost about 10 s a target; the test that needs them
 # passes --experiments.
 BRIEF = ("--phases", "0.5,1.5,1", "--load", "closed", "--clients", "4", "--seed", "7",
          "--no-experiments")
