@@ -1378,6 +1378,12 @@ SAFEGUARDS: tuple[Safeguard, ...] = (
                   "if False:", within="battery_experiment"),
               (U + "test_report_analysis.py::test_a_check_that_names_two_causes_confirms_only_"
                "the_one_its_finding_names",)),
+    Safeguard("experiment-cause-unread", "fault toolkit", "a battery experiment's outcome "
+              "carries the cause its failure's finding names",
+              one("toolkit/src/sqlite_faults/report/experiments.py",
+                  'return named[1] if named else ""', 'return ""', within="named_cause"),
+              (U + "test_report_analysis.py::test_an_experiments_cause_is_the_id_its_finding_"
+               "names",)),
     Safeguard("report-unstarted-traceback", "fault toolkit", "a service that never starts "
               "ends the report with a clear error (exit 2, the service's log), not a traceback",
               one("toolkit/src/sqlite_faults/report/__main__.py",

@@ -208,6 +208,17 @@ def test_an_experiments_finding_is_its_measured_line_with_the_first_item_it_list
         "journal_mode is delete")
 
 
+def test_an_experiments_cause_is_the_id_its_finding_names() -> None:
+    from sqlite_faults.report.experiments import named_cause
+
+    failure = ("E           Failed: measured: killed 0.18 s into its first write\n"
+               "E           expected: a service killed at any moment starts again\n"
+               "E           cause: work done once at start is not crash-safe [crash-unsafe-start]\n"
+               "E           fix: make each schema change atomic")
+    assert named_cause(failure) == "crash-unsafe-start"
+    assert named_cause("E   AssertionError: something else") == ""
+
+
 def test_an_unbounded_lock_wait_names_the_wait_its_connections_start_with() -> None:
     """Prefect's writes waited out a 60 s busy timeout: the evidence says so."""
     held = result("lock-past-deadline", check("lock-past-deadline", CREATE, "fail fast (fault)",

@@ -249,10 +249,10 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     except ServerNotReady as exc:
-        # Before any scenario (a restart inside one is that scenario's finding): nothing
-        # can be measured of a service that never started.
-        print(f"{starting}: the service never answered its readiness check, so nothing was "
-              f"measured ({exc})", file=sys.stderr)
+        # At a target's first start (a restart inside a scenario is that scenario's
+        # finding): the target cannot be judged, so no report is written.
+        print(f"{starting}: the service never answered its readiness check, so no report "
+              f"was written ({exc})", file=sys.stderr)
         return 2
 
     meta = {"seed": seed, "backend": args.backend, "database": backend.label,

@@ -63,10 +63,9 @@ def run_checks(target_file: Path | str, checks: list[str], workdir: Path,
         skipped = case.find("skipped")
         if failure is not None:
             text = failure.text or ""
-            named = re.search(r"^(?:E\s+)?cause: .* \[([a-z0-9-]+)\]$", text, re.M)
             found[name] = CheckOutcome(name, "failed", measured_line(text)
                                        or (failure.get("message") or "failed")[:300],
-                                       named[1] if named else "")
+                                       named_cause(text))
         elif error is not None:
             found[name] = CheckOutcome(name, "error", (error.get("message") or "error")[:300])
         elif skipped is not None:
@@ -84,3 +83,9 @@ def measured_line(failure: str) -> str:
         return ""
     first = found[1].strip()
     return f"{first} {found[2].strip()}" if first.endswith(":") and found[2] else first
+
+
+def named_cause(failure: str) -> str:
+    """The id of the cause the finding names (its `cause: title [id]` line), or ""."""
+    named = re.search(r"^(?:E\s+)?cause: .* \[([a-z0-9-]+)\]$", failure, re.M)
+    return named[1] if named else ""
